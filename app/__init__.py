@@ -1,0 +1,58 @@
+"""The coordinator: Flask API, database, ledger. It sends work to volunteers by task name and
+never imports their engines."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from prometheus_flask_exporter import PrometheusMetrics
+
+from app.config import Defaults
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_object(Defaults)
+    app.config.from_prefixed_env("GRID")
+    if config:
+        app.config.update(config)
+    app.config.setdefault("SQLALCHEMY_DATABASE_URI", app.config["DATABASE_URL"])
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:"):
+        # Several processes (API, ledger worker) share the embedded database file.
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
+    else:
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    logging.basicConfig(level=app.config.get("LOG_LEVEL", "WARNING"))
+
+    from app import models  # noqa: F401  (tables known to Alembic)
+    from app.api import register as register_api
+    from app.celery_app import celery_init_app
+    from app.errors import register_error_handlers
+    from app.extensions import db, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"))
+    celery_init_app(app)
+    register_error_handlers(app)
+    register_api(app)
+    if not app.config.get("TESTING_NO_METRICS"):
+        PrometheusMetrics(app, group_by="endpoint", defaults_prefix="koprogo_grid")
+
+    @app.after_request
+    def commit_session(response):
+        # The request boundary commits (a token's last use); views that create commit earlier.
+        if response.status_code < 400:
+            db.session.commit()
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    from app.cli import register as register_cli
+
+    register_cli(app)
+    return app

@@ -1,0 +1,12 @@
+"""The HTTP API, version 1: one blueprint per resource."""
+
+from flask import Blueprint, Flask
+
+from app.api import jobs, ledger
+
+
+def register(app: Flask) -> None:
+    api = Blueprint("api", __name__, url_prefix="/api/v1")
+    api.register_blueprint(jobs.bp)
+    api.register_blueprint(ledger.bp)
+    app.register_blueprint(api)

@@ -1,0 +1,299 @@
+"""Jobs: validate a submission, record it, dispatch its steps to the capability queues,
+cancel it, and describe it. Used by the API and by ``manage.py submit``.
+
+A pipeline is a Celery chain whose steps go to different queues, so to different machines;
+every step's task id is chosen here, before dispatch, so the ledger can tell a dispatched
+execution from one nobody asked for.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from celery import chain
+from celery.result import AsyncResult
+from flask import current_app
+from kombu.exceptions import OperationalError as BrokerError
+
+import celeryconfig as cc
+from app.errors import Conflict, Unavailable
+from app.extensions import db
+from app.ledger.recorder import fail_job
+from app.models import ApiToken, Job, JobState, JobStep, StepState, utcnow
+from workers import documents, errors
+from workers.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+KINDS = ("ocr", "summarise", "translate", "pipeline")
+DOCUMENT_KINDS = ("ocr", "pipeline")
+
+#: Step name → (task name, queue).
+STEPS = {
+    "ocr": (cc.TASK_OCR, cc.OCR_QUEUE),
+    "summarise": (cc.TASK_SUMMARISE, cc.LLM_QUEUE),
+    "translate": (cc.TASK_TRANSLATE, cc.LLM_QUEUE),
+}
+
+
+@dataclass
+class Document:
+    data: bytes
+    filename: str | None
+
+
+def _text_language(params: dict[str, Any], key: str, default: str | None) -> str | None:
+    value = params.get(key, default)
+    if value in (None, ""):
+        return default
+    if value not in cc.TEXT_LANGUAGES:
+        raise BadInput(
+            f"Unknown {key} {value!r}: choose from {', '.join(cc.TEXT_LANGUAGES)}.",
+            code=errors.UNKNOWN_LANGUAGE,
+        )
+    return str(value)
+
+
+def _max_words(params: dict[str, Any]) -> int:
+    value = params.get("max_words", cc.SUMMARY_DEFAULT_WORDS)
+    try:
+        words = int(value)
+    except (TypeError, ValueError):
+        words = -1
+    if not 10 <= words <= cc.SUMMARY_MAX_WORDS:
+        raise BadInput(
+            f"max_words must be a whole number from 10 to {cc.SUMMARY_MAX_WORDS}.",
+            code=errors.INVALID_PARAMETER,
+        )
+    return words
+
+
+def _text(params: dict[str, Any]) -> str:
+    text = params.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput("Send the text to work on in the 'text' field.", code=errors.EMPTY_TEXT)
+    if len(text) > cc.MAX_TEXT_CHARS:
+        raise BadInput(
+            f"The text has {len(text)} characters; the limit is {cc.MAX_TEXT_CHARS}.",
+            code=errors.TEXT_TOO_LONG,
+        )
+    return text
+
+
+def _inspect(document: Document | None) -> documents.DocumentInfo:
+    if document is None:
+        raise BadInput("Attach the document as the multipart field 'file'.", code=errors.EMPTY_DOCUMENT)
+    if len(document.data) > cc.MAX_DOCUMENT_BYTES:
+        raise BadInput(
+            f"The document is {len(document.data) / 1e6:.1f} MB; the limit is "
+            f"{cc.MAX_DOCUMENT_BYTES / 1e6:.0f} MB.",
+            code=errors.DOCUMENT_TOO_LARGE,
+        )
+    kind = documents.sniff(document.data[:16])
+    with tempfile.TemporaryDirectory(prefix="grid-upload-") as folder:
+        path = os.path.join(folder, f"upload.{kind}")
+        with open(path, "wb") as handle:
+            handle.write(document.data)
+        return documents.inspect(path)
+
+
+def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[dict, list[tuple[str, tuple]]]:
+    """Check a submission; returns the job's normalised parameters and its steps' arguments.
+
+    Raises ``BadInput`` with a stable code for anything that can be known now.
+    """
+    if kind not in KINDS:
+        raise BadInput(f"Unknown job kind {kind!r}: choose from {', '.join(KINDS)}.", code=errors.INVALID_PARAMETER)
+    steps: list[tuple[str, tuple]] = []
+    clean: dict[str, Any] = {}
+    info = None
+    if kind in DOCUMENT_KINDS:
+        clean["languages"] = documents.parse_languages(params.get("languages"))
+        info = _inspect(document)
+        encoded = base64.b64encode(document.data).decode("ascii")
+        steps.append(("ocr", (encoded, clean["languages"])))
+        clean["pages"] = info.page_count
+        clean["document_type"] = info.kind
+    if kind in ("summarise", "pipeline"):
+        clean["language"] = _text_language(params, "language", "fr")
+        clean["max_words"] = _max_words(params)
+        args = (clean["language"], clean["max_words"])
+        steps.append(("summarise", args if steps else (_text(params), *args)))
+    if kind == "translate":
+        clean["target"] = _text_language(params, "target", None)
+        if clean["target"] is None:
+            raise BadInput("Say which language to translate into: target = fr, en or nl.", code=errors.UNKNOWN_LANGUAGE)
+        steps.append(("translate", (_text(params), clean["target"])))
+    if kind == "pipeline":
+        clean["translate_to"] = _text_language(params, "translate_to", None)
+        if clean["translate_to"]:
+            steps.append(("translate", (clean["translate_to"],)))
+    return clean, steps
+
+
+def submit(
+    kind: str,
+    params: dict[str, Any],
+    document: Document | None,
+    owner: str,
+    token: ApiToken | None = None,
+) -> Job:
+    """Validate, record and dispatch a job; returns it queued (or failed if the broker is down)."""
+    clean, steps = plan(kind, params, document)
+    job = Job(kind=kind, owner=owner, token_id=token.id if token else None, params=clean)
+    if document is not None:
+        job.input_name = (document.filename or "")[:255] or None
+        job.input_type = documents.MEDIA_TYPES.get(clean.get("document_type", ""), None)
+        job.input_bytes = len(document.data)
+        job.input_pages = clean.get("pages")
+    for position, (name, _) in enumerate(steps):
+        task_name, queue = STEPS[name]
+        job.steps.append(JobStep(position=position, name=name, task_name=task_name, queue=queue))
+    db.session.add(job)
+    db.session.flush()  # task ids assigned
+    # Committed before dispatch: a fast worker's first record must find the job.
+    db.session.commit()
+    _dispatch(job, steps)
+    db.session.commit()
+    return job
+
+
+def _dispatch(job: Job, steps: list[tuple[str, tuple]]) -> None:
+    celery = current_app.extensions["celery"]
+    signatures = [
+        celery.signature(
+            step.task_name,
+            args=args,
+            task_id=step.task_id,
+            queue=step.queue,
+            routing_key=step.queue,
+            immutable=False,
+        )
+        for step, (_, args) in zip(job.steps, steps, strict=True)
+    ]
+    try:
+        if len(signatures) == 1:
+            signatures[0].apply_async()
+        else:
+            chain(*signatures).apply_async()
+    except BrokerError as exc:
+        log.error("broker unavailable, job %s not dispatched: %s", job.id, exc)
+        fail_job(job, "broker_unavailable", "The job could not be queued: the broker is unreachable.")
+        db.session.commit()
+        raise Unavailable("The job could not be queued: the broker is unreachable; try again later.") from None
+    now = utcnow()
+    for step in job.steps:
+        step.dispatched_at = now
+
+
+def cancel(job: Job) -> Job:
+    """Cancel a queued or running job: its tasks are revoked, a running one terminated."""
+    if job.state in JobState.FINAL:
+        raise Conflict(f"The job is already {job.state}.", code="job_finished")
+    pending = [step for step in job.steps if step.state not in StepState.FINAL]
+    job.state = JobState.CANCELLED
+    job.finished_at = utcnow()
+    job.error_code, job.error_message = "cancelled", "Cancelled at the submitter's request."
+    for step in pending:
+        step.state = StepState.CANCELLED
+    db.session.commit()
+    if pending:
+        celery = current_app.extensions["celery"]
+        try:
+            celery.control.revoke([s.task_id for s in pending], terminate=True, signal="SIGTERM")
+        except BrokerError as exc:  # the job stays cancelled; its records will be ignored
+            log.warning("could not broadcast the revocation of job %s: %s", job.id, exc)
+    return job
+
+
+def _progress(step: JobStep) -> dict[str, Any] | None:
+    if step.state not in (StepState.QUEUED, StepState.RUNNING, StepState.RETRYING):
+        return None
+    try:
+        result = AsyncResult(step.task_id, app=current_app.extensions["celery"])
+        if result.state == "PROGRESS" and isinstance(result.info, dict):
+            return {k: v for k, v in result.info.items() if k != "node"}
+    except Exception as exc:  # noqa: BLE001  progress is best effort
+        log.debug("no progress for %s: %s", step.task_id, exc)
+    return None
+
+
+def _seconds(ms: int | None) -> float | None:
+    return None if ms is None else ms / 1000
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def describe_step(step: JobStep) -> dict[str, Any]:
+    result = step.result or {}
+    units = {}
+    if step.name == "ocr" and "pages" in result:
+        units = {"pages_done": result["pages"], "pages_total": result["pages"]}
+    elif "tokens" in result:
+        units = {"tokens": result["tokens"]}
+    return {
+        "name": step.name,
+        "queue": step.queue,
+        "state": step.state,
+        "node": step.node,
+        "attempts": step.attempts,
+        "progress": _progress(step) or units or None,
+        "wall_seconds": _seconds(step.wall_ms),
+        "cpu_seconds": _seconds(step.cpu_ms),
+        "dispatched_at": _iso(step.dispatched_at),
+        "started_at": _iso(step.started_at),
+        "finished_at": _iso(step.finished_at),
+        "error": {"code": step.error_code, "message": step.error_message} if step.error_code else None,
+    }
+
+
+def result_of(job: Job) -> dict[str, Any] | None:
+    """The job's outputs: OCR text, summary, translation, with their token counts."""
+    out: dict[str, Any] = {}
+    for step in job.steps:
+        if step.state != StepState.SUCCEEDED or not step.result:
+            continue
+        if step.name == "ocr":
+            out["text"] = step.result.get("text")
+            out["pages"] = step.result.get("pages")
+        elif step.name == "summarise":
+            out["summary"] = step.result.get("summary")
+            out["summary_language"] = step.result.get("language")
+            out["summary_tokens"] = step.result.get("tokens")
+        elif step.name == "translate":
+            out["translation"] = step.result.get("translation")
+            out["translation_language"] = step.result.get("language")
+            out["translation_tokens"] = step.result.get("tokens")
+    return out or None
+
+
+def describe(job: Job, *, full: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "owner": job.owner,
+        "params": job.params,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+    }
+    if job.input_type:
+        body["input"] = {
+            "filename": job.input_name,
+            "type": job.input_type,
+            "bytes": job.input_bytes,
+            "pages": job.input_pages,
+        }
+    if full:
+        body["steps"] = [describe_step(step) for step in job.steps]
+        body["result"] = result_of(job)
+    return body

@@ -1,0 +1,46 @@
+"""Tasks of the ``ledger`` queue, run only by the coordinator's ledger worker.
+
+A record must never be lost: database faults are retried without limit (with backoff), and
+the message is acknowledged only once the record is committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from sqlalchemy.exc import OperationalError
+
+import celeryconfig
+from app.extensions import db
+from app.ledger import recorder
+
+_RETRY = {
+    "autoretry_for": (OperationalError,),
+    "max_retries": None,
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "ignore_result": True,
+}
+
+
+@shared_task(name=celeryconfig.TASK_LEDGER_STARTED, **_RETRY)
+def started(record: dict[str, Any]) -> None:
+    """A volunteer began an execution."""
+    try:
+        recorder.on_started(record)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+@shared_task(name=celeryconfig.TASK_LEDGER_RECORD, **_RETRY)
+def record(record: dict[str, Any]) -> None:
+    """A volunteer finished an execution: enter it in the ledger and move the job on."""
+    try:
+        recorder.on_completed(record)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise

@@ -1,0 +1,146 @@
+"""Queues, routes, reliability and limits: the one place both sides of the grid read.
+
+The coordinator (``app``) and the volunteer workers (``workers``) load this module with
+``config_from_object``. Only the broker and result-backend URLs and the time limits come from
+the environment; everything else is decided here (DESIGN.md, "Reliability defaults").
+
+Environment:
+  GRID_BROKER_URL         redis://… in production; default ``filesystem://`` under GRID_DATA_DIR
+  GRID_RESULT_BACKEND     where progress is published; default: the Redis broker, else a folder
+  GRID_DATA_DIR           embedded default's folder (broker, results, SQLite); default ./var
+  GRID_SOFT_TIME_LIMIT    seconds before a task is asked to stop (default 900)
+  GRID_HARD_TIME_LIMIT    seconds before its process is killed (default soft + 60)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kombu import Exchange, Queue
+
+# --- queues -------------------------------------------------------------------------------
+
+OCR_QUEUE = "ocr"
+LLM_QUEUE = "llm"
+LEDGER_QUEUE = "ledger"
+
+#: Queues a volunteer may serve. ``ledger`` is the coordinator's alone.
+VOLUNTEER_QUEUES = (OCR_QUEUE, LLM_QUEUE)
+ALL_QUEUES = (*VOLUNTEER_QUEUES, LEDGER_QUEUE)
+
+#: Task names. The coordinator sends tasks by name and never imports engine code.
+TASK_OCR = "grid.ocr.extract"
+TASK_SUMMARISE = "grid.llm.summarise"
+TASK_TRANSLATE = "grid.llm.translate"
+TASK_LEDGER_STARTED = "grid.ledger.started"
+TASK_LEDGER_RECORD = "grid.ledger.record"
+
+#: Which capability (and so queue) each volunteer task needs.
+CAPABILITY_OF_TASK = {
+    TASK_OCR: OCR_QUEUE,
+    TASK_SUMMARISE: LLM_QUEUE,
+    TASK_TRANSLATE: LLM_QUEUE,
+}
+
+
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
+task_queues = tuple(_queue(name) for name in ALL_QUEUES)
+task_default_queue = LEDGER_QUEUE  # anything unrouted stays on the coordinator's side
+task_routes = {
+    "grid.ocr.*": {"queue": OCR_QUEUE, "routing_key": OCR_QUEUE},
+    "grid.llm.*": {"queue": LLM_QUEUE, "routing_key": LLM_QUEUE},
+    "grid.ledger.*": {"queue": LEDGER_QUEUE, "routing_key": LEDGER_QUEUE},
+}
+task_create_missing_queues = False
+
+# --- limits on work (checked by the API at submission and again by the worker) ---------------
+
+#: Tesseract language packs a job may ask for, and the default.
+OCR_LANGUAGES = ("fra", "eng", "nld")
+OCR_DEFAULT_LANGUAGES = "fra+eng"
+#: Languages for summaries and translations.
+TEXT_LANGUAGES = {"fr": "French", "en": "English", "nl": "Dutch"}
+
+MAX_DOCUMENT_BYTES = int(os.environ.get("GRID_MAX_DOCUMENT_MB", "20")) * 1024 * 1024
+OCR_MAX_PAGES = int(os.environ.get("GRID_OCR_MAX_PAGES", "100"))
+OCR_DPI = int(os.environ.get("GRID_OCR_DPI", "300"))
+#: Below this resolution Tesseract stops reading body text reliably.
+OCR_MIN_DPI = 150
+#: Pixel budget for one rendered page: an A3 page at 300 dpi is 17.4 Mpx.
+OCR_MAX_PAGE_PIXELS = int(os.environ.get("GRID_OCR_MAX_PAGE_PIXELS", str(40_000_000)))
+
+MAX_TEXT_CHARS = int(os.environ.get("GRID_MAX_TEXT_CHARS", "200000"))
+SUMMARY_DEFAULT_WORDS = 150
+SUMMARY_MAX_WORDS = 600
+
+# --- broker and results -------------------------------------------------------------------
+
+PROJECT_DIR = Path(__file__).resolve().parent
+DATA_DIR = Path(os.environ.get("GRID_DATA_DIR", PROJECT_DIR / "var")).resolve()
+
+broker_url = os.environ.get("GRID_BROKER_URL", "filesystem://")
+IS_FILESYSTEM_BROKER = broker_url.startswith("filesystem:")
+IS_REDIS_BROKER = broker_url.startswith(("redis:", "rediss:"))
+
+# --- time limits and reliability ----------------------------------------------------------
+
+task_soft_time_limit = int(os.environ.get("GRID_SOFT_TIME_LIMIT", "900"))
+task_time_limit = int(os.environ.get("GRID_HARD_TIME_LIMIT", str(task_soft_time_limit + 60)))
+if task_time_limit <= task_soft_time_limit:
+    raise ValueError("GRID_HARD_TIME_LIMIT must be greater than GRID_SOFT_TIME_LIMIT")
+
+#: A message not acknowledged within this many seconds is handed to another worker. It must
+#: exceed the hard limit, or a task still running legitimately would be run twice.
+VISIBILITY_TIMEOUT = int(os.environ.get("GRID_VISIBILITY_TIMEOUT", str(task_time_limit + 300)))
+if VISIBILITY_TIMEOUT <= task_time_limit:
+    raise ValueError("GRID_VISIBILITY_TIMEOUT must be greater than GRID_HARD_TIME_LIMIT")
+
+#: Transient faults (out of memory, disk full, a lost engine process) are retried this often.
+MAX_RETRIES = 3
+RETRY_BACKOFF_SECONDS = int(os.environ.get("GRID_RETRY_BACKOFF", "10"))
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+task_track_started = True
+task_ignore_result = True  # outcomes travel to the ledger; the backend only carries progress
+result_expires = 24 * 3600
+result_extended = False
+worker_send_task_events = True  # Flower
+task_send_sent_event = True
+broker_connection_retry_on_startup = True
+worker_cancel_long_running_tasks_on_connection_loss = True
+worker_hijack_root_logger = False
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+
+if IS_FILESYSTEM_BROKER:
+    # Single host only. Every process must see the same absolute folders, including the control
+    # folder that carries broadcasts (inspect, Flower, revoke).
+    _broker_dir = DATA_DIR / "broker"
+    for _sub in ("queue", "processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    broker_transport_options = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+        "polling_interval": 0.05,
+    }
+else:
+    broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
+
+_default_backend = broker_url if IS_REDIS_BROKER else f"file://{DATA_DIR / 'results'}"
+result_backend = os.environ.get("GRID_RESULT_BACKEND", _default_backend)
+if result_backend.startswith("file://"):
+    Path(result_backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
+if result_backend.startswith(("redis:", "rediss:")):
+    result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}

@@ -1,0 +1,21 @@
+#!/usr/bin/env python
+"""Operator command line: python manage.py --help
+
+  db upgrade                 create or upgrade the database (Alembic, via Flask-Migrate)
+  tokens create --owner ME   an API token, shown once
+  submit FILE --wait         submit a document through the pipeline and follow it
+  ledger show                the latest ledger entries
+  demo                       the whole grid on this machine, with a sample document
+"""
+
+from flask.cli import FlaskGroup
+
+from app import create_app
+
+
+def main() -> None:
+    FlaskGroup(create_app=create_app, help=__doc__, add_version_option=False)()
+
+
+if __name__ == "__main__":
+    main()

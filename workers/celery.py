@@ -1,0 +1,35 @@
+"""The volunteers' Celery app, which ``celery -A workers worker -Q llm,ocr`` finds here."""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery, signals
+
+import celeryconfig
+
+app = Celery("workers", include=["workers.tasks.ocr", "workers.tasks.llm"])
+app.config_from_object(celeryconfig)
+# Without -Q a volunteer serves the capability queues only (and is checked for each). The
+# ledger queue is not among them: it is declared on first use, so records can be routed to it.
+app.conf.task_queues = tuple(
+    q for q in celeryconfig.task_queues if q.name in celeryconfig.VOLUNTEER_QUEUES
+)
+app.conf.task_create_missing_queues = True
+
+from workers import metering  # noqa: E402,F401  (connects the metering signals)
+
+
+@signals.celeryd_after_setup.connect
+def _refuse_unservable_queues(sender, instance, **_) -> None:
+    """Exit at start-up, with one line per problem, if a queue cannot be served here."""
+    if instance.app is not app:  # the coordinator's ledger worker shares this process's signals
+        return
+    from workers import preflight
+
+    queues = list(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    found = preflight.problems(queues)
+    if found:
+        for line in found:
+            print(f"grid worker {sender}: {line}", file=sys.stderr, flush=True)
+        sys.exit(78)  # EX_CONFIG

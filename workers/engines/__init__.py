@@ -1,0 +1,1 @@
+"""The engines a volunteer runs: Tesseract for OCR, llama.cpp for summaries and translations."""

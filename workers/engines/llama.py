@@ -1,0 +1,314 @@
+"""Summaries and translations with llama.cpp (llama-cpp-python) on a local GGUF model.
+
+The model is loaded lazily, once per worker *process*, in the process that uses it: a prefork
+parent that generated with several threads and then forked leaves its children hanging
+(FACTS.md), so nothing here runs at import time.
+
+Long inputs are cut into pieces that fit the context window: a summary is map-reduce (each
+piece summarised, then the partial summaries summarised), a translation is piece by piece.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import celeryconfig as limits
+from workers import errors
+from workers.errors import BadInput, GridError, TransientError
+
+MODEL_ENV = "GRID_LLM_MODEL"
+
+#: How many times this process has loaded a model (tests assert it stays at one).
+LOADS = 0
+_model = None
+_lock = threading.Lock()
+
+_SYSTEM = {
+    "fr": "Tu es l'assistant d'une coopérative de logement. Tu réponds uniquement en français.",
+    "en": "You are the assistant of a housing cooperative. You answer only in English.",
+    "nl": "Je bent de assistent van een wooncoöperatie. Je antwoordt uitsluitend in het Nederlands.",
+}
+_SUMMARISE = {
+    "fr": "Résume le texte suivant en {words} mots au plus, en français :\n\n{text}",
+    "en": "Summarise the following text in at most {words} words, in English:\n\n{text}",
+    "nl": "Vat de volgende tekst samen in hoogstens {words} woorden, in het Nederlands:\n\n{text}",
+}
+_COMBINE = {
+    "fr": "Voici les résumés successifs des parties d'un même document. Rédige-en un seul "
+    "résumé de {words} mots au plus, en français :\n\n{text}",
+    "en": "Here are summaries of consecutive parts of one document. Write a single summary "
+    "of at most {words} words, in English:\n\n{text}",
+    "nl": "Hier volgen samenvattingen van opeenvolgende delen van één document. Schrijf er "
+    "één samenvatting van hoogstens {words} woorden van, in het Nederlands:\n\n{text}",
+}
+_TRANSLATE = {
+    "fr": "Traduis le texte suivant en français. Donne uniquement la traduction.\n\n{text}",
+    "en": "Translate the following text into English. Give only the translation.\n\n{text}",
+    "nl": "Vertaal de volgende tekst naar het Nederlands. Geef alleen de vertaling.\n\n{text}",
+}
+#: Tokens per word, generously, to bound a summary's length in tokens.
+_TOKENS_PER_WORD = 2
+#: Tokens reserved for the chat template's own markup around the prompt.
+_TEMPLATE_MARGIN = 48
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    pieces: list[int] = field(default_factory=list)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def model_path() -> Path:
+    value = os.environ.get(MODEL_ENV, "")
+    if not value:
+        raise TransientError(
+            f"No model configured: set {MODEL_ENV} to a GGUF file.", code=errors.ENGINE_UNAVAILABLE
+        )
+    return Path(value).expanduser()
+
+
+def threads() -> int:
+    """Threads per generation: one per core, at most four (more did not help on small CPUs)."""
+    configured = os.environ.get("GRID_LLM_THREADS")
+    return int(configured) if configured else max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def context_size() -> int:
+    return int(os.environ.get("GRID_LLM_CONTEXT", "4096"))
+
+
+def get_model():
+    """The process's model, loaded on first use."""
+    global _model, LOADS
+    with _lock:
+        if _model is None:
+            from llama_cpp import Llama
+
+            path = model_path()
+            if not path.is_file():
+                raise TransientError(
+                    f"Model file {path} not found on this worker.", code=errors.ENGINE_UNAVAILABLE
+                )
+            try:
+                _model = Llama(
+                    model_path=str(path),
+                    n_ctx=context_size(),
+                    n_threads=threads(),
+                    n_threads_batch=threads(),
+                    verbose=False,
+                )
+            except ValueError as exc:
+                raise TransientError(
+                    f"Model {path.name} could not be loaded: {exc}", code=errors.ENGINE_UNAVAILABLE
+                ) from None
+            LOADS += 1
+        return _model
+
+
+def describe() -> dict:
+    """What answered: model file, context and this process's load count."""
+    model = get_model()
+    return {
+        "name": "llama.cpp",
+        "model": model_path().name,
+        "context": model.n_ctx(),
+        "loads_in_process": LOADS,
+        "pid": os.getpid(),
+    }
+
+
+def count_tokens(text: str) -> int:
+    return len(get_model().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+def _chat(system: str, user: str, max_tokens: int, usage: Usage) -> str:
+    model = get_model()
+    try:
+        response = model.create_chat_completion(
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+            max_tokens=max_tokens,
+            temperature=0.0,
+            repeat_penalty=1.1,
+        )
+    except ValueError as exc:  # llama.cpp: "Requested tokens (…) exceed context window of …"
+        raise GridError(f"The model refused the prompt: {exc}", code=errors.LLM_FAILED) from None
+    except MemoryError:
+        raise TransientError("The worker ran out of memory while generating.") from None
+    usage.prompt_tokens += response["usage"]["prompt_tokens"]
+    usage.completion_tokens += response["usage"]["completion_tokens"]
+    usage.calls += 1
+    return (response["choices"][0]["message"]["content"] or "").strip()
+
+
+def _split(text: str, budget: int) -> list[str]:
+    """Cut text into pieces of at most ``budget`` tokens, at paragraph then sentence bounds."""
+    if count_tokens(text) <= budget:
+        return [text]
+    units: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        if count_tokens(paragraph) <= budget:
+            units.append(paragraph)
+            continue
+        for sentence in re.split(r"(?<=[.!?;:])\s+|\n", paragraph):
+            if count_tokens(sentence) <= budget:
+                units.append(sentence)
+            else:  # one endless "sentence" (a table, OCR noise): cut by words
+                units.extend(_split_words(sentence, budget))
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
+    for unit in (u for u in units if u.strip()):
+        cost = count_tokens(unit) + 1
+        if current and used + cost > budget:
+            pieces.append("\n".join(current))
+            current, used = [], 0
+        current.append(unit)
+        used += cost
+    if current:
+        pieces.append("\n".join(current))
+    return pieces
+
+
+def _split_words(text: str, budget: int) -> list[str]:
+    pieces, current = [], []
+    for word in text.split():
+        if current and count_tokens(" ".join([*current, word])) > budget:
+            pieces.append(" ".join(current))
+            current = []
+        current.append(word)
+    if current:
+        pieces.append(" ".join(current))
+    return pieces
+
+
+def _room(system: str, template: str) -> int:
+    """Tokens left for the text itself once system prompt and instruction are counted."""
+    overhead = count_tokens(system) + count_tokens(template.format(words=999, text="")) + _TEMPLATE_MARGIN
+    return get_model().n_ctx() - overhead
+
+
+def check_language(language: str) -> str:
+    if language not in limits.TEXT_LANGUAGES:
+        raise BadInput(
+            f"Unknown language {language!r}: choose from {', '.join(limits.TEXT_LANGUAGES)}.",
+            code=errors.UNKNOWN_LANGUAGE,
+        )
+    return language
+
+
+def check_text(text: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput("There is no text to work on.", code=errors.EMPTY_TEXT)
+    if len(text) > limits.MAX_TEXT_CHARS:
+        raise BadInput(
+            f"The text has {len(text)} characters; the limit is {limits.MAX_TEXT_CHARS}.",
+            code=errors.TEXT_TOO_LONG,
+        )
+    return text
+
+
+Progress = Callable[[int, int, Usage], None]
+
+
+def summarise(text: str, language: str, max_words: int, on_progress: Progress | None = None) -> dict:
+    """A summary of at most about ``max_words`` words in ``language`` (fr, en or nl)."""
+    text, language = check_text(text), check_language(language)
+    if not 10 <= max_words <= limits.SUMMARY_MAX_WORDS:
+        raise BadInput(
+            f"max_words must be between 10 and {limits.SUMMARY_MAX_WORDS}.",
+            code=errors.INVALID_PARAMETER,
+        )
+    system = _SYSTEM[language]
+    usage = Usage()
+    report = on_progress or (lambda done, total, usage: None)
+    n_ctx = get_model().n_ctx()
+    # The answer may take at most a quarter of the window; the rest is for the text.
+    out_tokens = min(max_words * _TOKENS_PER_WORD, n_ctx // 4)
+    map_room = _room(system, _SUMMARISE[language]) - out_tokens
+    combine_room = _room(system, _COMBINE[language]) - out_tokens
+    # Partial summaries are short enough that each combining round shrinks the text ≥ 2×.
+    partial_tokens = max(32, out_tokens // 2)
+    if min(map_room, combine_room) < 2 * partial_tokens:
+        raise GridError(
+            f"The model's context window ({n_ctx} tokens) is too small to summarise.",
+            code=errors.LLM_FAILED,
+        )
+    words = max(10, out_tokens // _TOKENS_PER_WORD)
+    pieces = _split(text, map_room)
+    usage.pieces.append(len(pieces))
+    if len(pieces) == 1:
+        summary = _chat(system, _SUMMARISE[language].format(words=words, text=text), out_tokens, usage)
+        report(1, 1, usage)
+        return _summary_result(summary, language, usage)
+    # Map: summarise each piece; reduce: combine partial summaries until one window holds them.
+    total_steps = len(pieces) + 1
+    partial_words = max(10, partial_tokens // _TOKENS_PER_WORD)
+    partials = []
+    for index, piece in enumerate(pieces, start=1):
+        prompt = _SUMMARISE[language].format(words=partial_words, text=piece)
+        partials.append(_chat(system, prompt, partial_tokens, usage))
+        report(index, total_steps, usage)
+    combined = "\n\n".join(p for p in partials if p)
+    while len(pieces := _split(combined, combine_room)) > 1:
+        usage.pieces.append(len(pieces))
+        combined = "\n\n".join(
+            _chat(system, _COMBINE[language].format(words=partial_words, text=p), partial_tokens, usage)
+            for p in pieces
+        )
+    summary = _chat(system, _COMBINE[language].format(words=words, text=combined), out_tokens, usage)
+    report(total_steps, total_steps, usage)
+    return _summary_result(summary, language, usage)
+
+
+def _summary_result(summary: str, language: str, usage: Usage) -> dict:
+    return {
+        "summary": summary,
+        "language": language,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "tokens": usage.total_tokens,
+        "llm_calls": usage.calls,
+        "pieces": usage.pieces,
+        "engine": describe(),
+    }
+
+
+def translate(text: str, target: str, on_progress: Progress | None = None) -> dict:
+    """``text`` translated into ``target`` (fr, en or nl), piece by piece if it is long."""
+    text, target = check_text(text), check_language(target)
+    system = _SYSTEM[target]
+    usage = Usage()
+    report = on_progress or (lambda done, total, usage: None)
+    # Translations are about as long as their source: leave the other half of the window.
+    room = _room(system, _TRANSLATE[target])
+    piece_budget = room // 2
+    if piece_budget < 32:
+        raise GridError("The model's context window is too small to translate.", code=errors.LLM_FAILED)
+    pieces = _split(text, piece_budget)
+    usage.pieces.append(len(pieces))
+    out = []
+    for index, piece in enumerate(pieces, start=1):
+        prompt = _TRANSLATE[target].format(text=piece)
+        out.append(_chat(system, prompt, room - count_tokens(piece), usage))
+        report(index, len(pieces), usage)
+    return {
+        "translation": "\n\n".join(out),
+        "language": target,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "tokens": usage.total_tokens,
+        "llm_calls": usage.calls,
+        "pieces": usage.pieces,
+        "engine": describe(),
+    }

@@ -1,0 +1,84 @@
+"""Can this machine serve the queues it is asked to? Checked when a worker starts.
+
+A worker that took OCR work without Tesseract's language packs, or LLM work without a model
+that fits in memory, would fail every job it took; it refuses to start instead, with one line
+that says what to install or configure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import celeryconfig
+
+APT_OCR = "sudo apt install tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng tesseract-ocr-nld poppler-utils"
+#: Room llama.cpp needs beyond the weights (context cache, buffers), and the share of RAM a
+#: model may take so the machine stays usable for its owner.
+LLM_OVERHEAD_BYTES = 512 * 1024 * 1024
+LLM_MAX_RAM_SHARE = 0.8
+
+
+def total_ram_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def ocr_problem() -> str | None:
+    """Why this machine cannot serve ``ocr``, or None."""
+    if shutil.which("tesseract") is None:
+        return f"tesseract is not installed; install it with: {APT_OCR}"
+    missing_tools = [tool for tool in ("pdfinfo", "pdftoppm") if shutil.which(tool) is None]
+    if missing_tools:
+        return f"{' and '.join(missing_tools)} (poppler-utils) not installed; install with: {APT_OCR}"
+    from workers.engines import tesseract
+
+    missing = sorted(set(celeryconfig.OCR_LANGUAGES) - tesseract.installed_languages())
+    if missing:
+        packs = " ".join(f"tesseract-ocr-{lang}" for lang in missing)
+        return f"Tesseract language pack(s) {', '.join(missing)} missing; install with: sudo apt install {packs}"
+    return None
+
+
+def llm_problem() -> str | None:
+    """Why this machine cannot serve ``llm``, or None."""
+    from workers.engines import llama
+
+    value = os.environ.get(llama.MODEL_ENV, "")
+    if not value:
+        return f"no model configured; set {llama.MODEL_ENV} to the path of a GGUF model file"
+    path = Path(value).expanduser()
+    if not path.is_file():
+        return f"model file {path} not found; check {llama.MODEL_ENV}"
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "llama-cpp-python is not installed; install it with: pip install -r requirements/worker.txt"
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            return f"{path} is not a GGUF model file"
+    ram = total_ram_bytes()
+    if size + LLM_OVERHEAD_BYTES > ram * LLM_MAX_RAM_SHARE:
+        return (
+            f"model {path.name} ({size / 2**30:.1f} GiB) does not fit in this machine's "
+            f"{ram / 2**30:.1f} GiB of RAM; configure a smaller quantised model in {llama.MODEL_ENV} "
+            "or serve only -Q ocr"
+        )
+    return None
+
+
+CHECKS = {celeryconfig.OCR_QUEUE: ocr_problem, celeryconfig.LLM_QUEUE: llm_problem}
+
+
+def problems(queues: list[str]) -> list[str]:
+    """One line per queue this machine cannot serve."""
+    found = []
+    for queue in queues:
+        if queue == celeryconfig.LEDGER_QUEUE:
+            found.append("queue 'ledger' is the coordinator's own; volunteers serve -Q ocr, llm or llm,ocr")
+        elif queue not in CHECKS:
+            found.append(f"unknown queue {queue!r}; volunteers serve -Q ocr, llm or llm,ocr")
+        elif (problem := CHECKS[queue]()) is not None:
+            found.append(f"cannot serve queue {queue!r}: {problem}")
+    return found

@@ -1,0 +1,1 @@
+"""Volunteer tasks, one module per capability; ``base`` holds what they share."""

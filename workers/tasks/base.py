@@ -1,0 +1,36 @@
+"""What every volunteer task shares: retries for transient faults, metering, progress."""
+
+from __future__ import annotations
+
+from celery import Task
+
+import celeryconfig
+from workers import metering
+from workers.errors import TransientError
+
+
+class GridTask(Task):
+    """A volunteer task: transient faults retried with backoff, at most ``MAX_RETRIES`` times."""
+
+    Request = "workers.metering:GridRequest"
+    autoretry_for = (TransientError, MemoryError)
+    max_retries = celeryconfig.MAX_RETRIES
+    retry_backoff = celeryconfig.RETRY_BACKOFF_SECONDS
+    retry_backoff_max = 600
+    retry_jitter = True
+    #: A pool process that dies mid-task (killed, out of memory) counts as a failed attempt,
+    #: so a document that kills every worker ends `failed` instead of circulating forever.
+    retry_on_worker_lost = True
+    ignore_result = True
+    typing = True
+
+    def progress(self, **info: int) -> None:
+        """Publish progress (pages done, tokens so far) for the API to show; best effort."""
+        if not self.request.id or self.request.called_directly:
+            return
+        try:
+            self.update_state(
+                state="PROGRESS", meta={**info, "node": metering.node_id(self.request.hostname)}
+            )
+        except Exception:  # noqa: BLE001  progress is cosmetic; the work must go on
+            pass

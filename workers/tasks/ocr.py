@@ -1,0 +1,36 @@
+"""OCR tasks (queue ``ocr``): a document's pages to text."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import tempfile
+
+from celery import shared_task
+
+import celeryconfig
+from workers import documents, errors, metering
+from workers.engines import tesseract
+from workers.errors import BadInput
+from workers.tasks.base import GridTask
+
+
+@shared_task(bind=True, base=GridTask, name=celeryconfig.TASK_OCR)
+def extract(self: GridTask, document_b64: str, languages: str = celeryconfig.OCR_DEFAULT_LANGUAGES) -> dict:
+    """Text of every page of a PDF, PNG, JPEG or TIFF document (pages separated by form feeds)."""
+    try:
+        data = base64.b64decode(document_b64, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise BadInput("The document was not sent as base64.", code=errors.CORRUPT_DOCUMENT) from None
+    kind = documents.sniff(data[:16])
+
+    def on_page(done: int, total: int) -> None:
+        metering.count(self.request.id, pages=done)
+        self.progress(pages_done=done, pages_total=total)
+
+    with tempfile.TemporaryDirectory(prefix="grid-ocr-") as workdir:
+        path = os.path.join(workdir, f"document.{kind}")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return tesseract.ocr_file(path, languages, on_page=on_page)
