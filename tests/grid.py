@@ -1,0 +1,206 @@
+"""Real grid processes for the tests: API server, ledger worker, volunteer workers, Flower.
+
+Each runs as its own OS process, as in production, against the throwaway Redis and PostgreSQL
+the session started (see conftest.py). Logs go to files that a failing test prints.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+CELERY = str(VENV_BIN / "celery")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll until ``predicate()`` is truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class GridProcess:
+    """One child process in its own process group, with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> GridProcess:
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, marker: str, timeout: float = 60) -> GridProcess:
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited ({self.proc.returncode}):\n{self.output()[-3000:]}")
+            return marker in self.output()
+
+        wait_for(ready, timeout, f"{self.name} to be ready")
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (a Celery worker and its pool children)."""
+        if self.alive():
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None:
+            return
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        else:
+            try:  # the group may hold orphaned pool children
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+class Grid:
+    """Starts and stops grid processes sharing one environment (broker, database, limits)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: list[GridProcess] = []
+        self.api_url: str | None = None
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> GridProcess:
+        process = GridProcess(name, argv, {**self.env, **(env or {})}, self.log_dir).start()
+        self.processes.append(process)
+        return process
+
+    def worker(self, name: str, queues: str, *, concurrency: int = 1, env: dict[str, str] | None = None,
+               wait: bool = True) -> GridProcess:
+        """A volunteer worker process, as a member would run it."""
+        process = self._spawn(
+            name,
+            [CELERY, "-A", "workers", "worker", "-Q", queues, "-n", f"{name}@%h", "-c", str(concurrency),
+             "--loglevel=INFO", "--without-mingle", "--without-gossip"],
+            env,
+        )
+        return process.wait_ready(" ready.") if wait else process
+
+    def ledger_worker(self) -> GridProcess:
+        return self._spawn(
+            "ledger",
+            [CELERY, "-A", "app.ledger_worker", "worker", "-Q", "ledger", "-n", "ledger@%h", "-c", "1",
+             "--loglevel=INFO", "--without-mingle", "--without-gossip"],
+        ).wait_ready(" ready.")
+
+    def api(self) -> str:
+        port = free_port()
+        process = self._spawn(
+            "api",
+            [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
+             "app:create_app()"],
+        )
+        self.api_url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            if not process.alive():
+                raise AssertionError(f"API exited:\n{process.output()[-3000:]}")
+            try:
+                return requests.get(f"{self.api_url}/healthz", timeout=1).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_for(healthy, 60, "the API server")
+        return self.api_url
+
+    def flower(self, port: int) -> GridProcess:
+        return self._spawn(
+            "flower",
+            [CELERY, "-A", "workers", "flower", f"--port={port}", "--address=127.0.0.1"],
+            {"FLOWER_UNAUTHENTICATED_API": "1"},
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name}\n{p.output()[-4000:]}" for p in self.processes)
+
+
+class Client:
+    """The API as a submitter sees it: bearer token, JSON answers."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.base_url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.base_url + path, timeout=30, **kwargs)
+
+    def submit_document(self, kind: str, data: bytes, filename: str = "document.pdf", **fields: Any) -> dict:
+        response = self.post(f"/api/v1/jobs/{kind}", files={"file": (filename, data)}, data=fields)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def submit_text(self, kind: str, **fields: Any) -> dict:
+        response = self.post(f"/api/v1/jobs/{kind}", json=fields)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict:
+        response = self.get(f"/api/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait(self, job_id: str, timeout: float = 120, states: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:
+        def done() -> dict | None:
+            job = self.job(job_id)
+            return job if job["state"] in states else None
+
+        return wait_for(done, timeout, f"job {job_id} to reach {'/'.join(states)}", interval=0.2)
