@@ -10,6 +10,8 @@ Environment:
   GRID_DATA_DIR           embedded default's folder (broker, results, SQLite); default ./var
   GRID_SOFT_TIME_LIMIT    seconds before a task is asked to stop (default 900)
   GRID_HARD_TIME_LIMIT    seconds before its process is killed (default soft + 60)
+  GRID_VISIBILITY_TIMEOUT seconds after which a dead worker's task goes to another (hard + 300)
+  GRID_RESTORE_INTERVAL   seconds between live workers' sweeps for such tasks (default 10)
 """
 
 from __future__ import annotations
@@ -136,7 +138,13 @@ if IS_FILESYSTEM_BROKER:
         "polling_interval": 0.05,
     }
 else:
-    broker_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    broker_transport_options = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # How often live workers look for messages a dead worker left unacknowledged. kombu's
+        # default sweeps every 10 s but scans only every 10th sweep; scan on every sweep.
+        "unacked_restore_interval": int(os.environ.get("GRID_RESTORE_INTERVAL", "10")),
+        "unacked_restore_throttle": 1,
+    }
 
 _default_backend = broker_url if IS_REDIS_BROKER else f"file://{DATA_DIR / 'results'}"
 result_backend = os.environ.get("GRID_RESULT_BACKEND", _default_backend)

@@ -1,0 +1,58 @@
+"""A volunteer's machine dies mid-task: the work is handed on and metered exactly once."""
+
+from __future__ import annotations
+
+import signal
+
+from sqlalchemy import select
+
+from tests.documents import FRENCH_LINES, text_pdf
+from tests.grid import Client, wait_for
+
+# Short limits for this grid only, so the dead node's message comes back in seconds.
+FAST_RECOVERY = {
+    "GRID_SOFT_TIME_LIMIT": "20",
+    "GRID_HARD_TIME_LIMIT": "25",
+    "GRID_VISIBILITY_TIMEOUT": "30",
+    "GRID_RESTORE_INTERVAL": "2",
+}
+
+
+def test_worker_killed_mid_task_job_completes_on_another_worker_metered_once(
+    fresh_grid, make_token, flask_app
+):
+    fresh_grid.env.update(FAST_RECOVERY)
+    fresh_grid.ledger_worker()
+    doomed = fresh_grid.worker("doomed-node", "ocr")
+    client = Client(fresh_grid.api(), make_token("member@koprogo.test"))
+    pages = [FRENCH_LINES] * 8  # about a second a page: time enough to kill it mid-way
+
+    job = client.submit_document("ocr", text_pdf(pages), "long.pdf", languages="fra")
+
+    def running_with_progress() -> dict | None:
+        current = client.job(job["id"])
+        progress = current["steps"][0]["progress"] or {}
+        return current if progress.get("pages_done", 0) >= 2 else None
+
+    before = wait_for(running_with_progress, 60, "the OCR step to be half-way on doomed-node")
+    assert before["steps"][0]["node"].startswith("doomed-node@")
+    doomed.kill(signal.SIGKILL)
+    wait_for(lambda: not doomed.alive(), 10, "doomed-node to die")
+
+    fresh_grid.worker("rescue-node", "ocr")
+    done = client.wait(job["id"], timeout=120)
+
+    assert done["state"] == "succeeded", done
+    step = done["steps"][0]
+    assert step["node"].startswith("rescue-node@")
+    assert done["result"]["pages"] == 8
+
+    from app.extensions import db
+    from app.models import JobStep, LedgerEntry
+
+    with flask_app.app_context():
+        task_id = db.session.scalar(select(JobStep.task_id).where(JobStep.job_id == job["id"]))
+        entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.task_id == task_id)).all()
+    assert len(entries) == 1
+    assert entries[0].node.startswith("rescue-node@")
+    assert (entries[0].outcome, entries[0].units) == ("succeeded", 8)

@@ -1,0 +1,88 @@
+"""A volunteer asked to serve a queue its machine cannot serve refuses at start-up, clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.grid import CELERY, ROOT
+
+
+def start_worker(queues: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CELERY, "-A", "workers", "worker", "-Q", queues, "-n", "preflight@%h", "--loglevel=WARNING"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def refusal(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("grid worker ")]
+    assert result.returncode == 78, result.stderr[-2000:]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def test_llm_worker_without_a_model_refuses_to_start():
+    line = refusal(start_worker("llm", GRID_LLM_MODEL=""))
+    assert "cannot serve queue 'llm'" in line and "set GRID_LLM_MODEL" in line
+
+
+def test_llm_worker_with_a_missing_model_file_refuses_to_start(tmp_path: Path):
+    line = refusal(start_worker("llm", GRID_LLM_MODEL=str(tmp_path / "absent.gguf")))
+    assert "not found" in line and "absent.gguf" in line
+
+
+def test_llm_worker_with_a_model_bigger_than_ram_refuses_to_start(tmp_path: Path):
+    huge = tmp_path / "mistral-70b.gguf"
+    with huge.open("wb") as handle:  # sparse: costs no disk, but its size is that of a huge model
+        handle.write(b"GGUF")
+        handle.truncate(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 2)
+    line = refusal(start_worker("llm", GRID_LLM_MODEL=str(huge)))
+    assert "does not fit in this machine's" in line and "-Q ocr" in line
+
+
+def test_ocr_worker_without_tesseract_refuses_to_start(tmp_path: Path):
+    (tmp_path / "bin").mkdir()
+    line = refusal(start_worker("ocr", PATH=str(tmp_path / "bin")))
+    assert "tesseract is not installed" in line and "apt install tesseract-ocr" in line
+
+
+def test_ocr_worker_without_a_language_pack_refuses_to_start(tmp_path: Path):
+    tessdata = next(p for p in Path("/usr/share/tesseract-ocr").glob("*/tessdata") if (p / "eng.traineddata").exists())
+    (tmp_path / "eng.traineddata").symlink_to(tessdata / "eng.traineddata")
+    line = refusal(start_worker("ocr", TESSDATA_PREFIX=str(tmp_path)))
+    assert "fra, nld missing" in line and "tesseract-ocr-fra tesseract-ocr-nld" in line
+
+
+@pytest.mark.parametrize("queues", ["ledger", "llm,ledger", "gpu"])
+def test_volunteer_cannot_serve_the_ledger_or_unknown_queues(queues: str):
+    result = start_worker(queues)
+    assert result.returncode == 78, result.stderr[-2000:]
+    assert "volunteers serve -Q ocr, llm or llm,ocr" in result.stderr
+
+
+def test_worker_that_can_serve_its_queues_starts(redis_url: str):
+    process = subprocess.Popen(
+        [CELERY, "-A", "workers", "worker", "-Q", "llm,ocr", "-n", "able@%h", "--loglevel=INFO"],
+        cwd=ROOT,
+        env={**os.environ, "GRID_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/3"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in process.stdout:
+            assert not line.startswith("grid worker "), line
+            if " ready." in line:
+                break
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(30)
