@@ -147,7 +147,7 @@ class Grid:
                 raise AssertionError(f"API exited:\n{process.output()[-3000:]}")
             try:
                 return requests.get(f"{self.api_url}/healthz", timeout=1).ok
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still booting
                 return False
 
         wait_for(healthy, 60, "the API server")

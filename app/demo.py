@@ -1,0 +1,255 @@
+"""``manage.py demo``: the whole grid on one machine, no servers to install.
+
+Embedded default: the filesystem broker and SQLite under ``var/``. It starts the API, one
+volunteer worker on ``llm,ocr``, the ledger worker and Flower as child processes, puts the
+bundled sample document through the pipeline (OCR → summary → translation), prints what came
+out and the ledger, then serves until Ctrl-C (or exits with DEMO_ONCE=1).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import requests
+from flask_migrate import upgrade
+
+import celeryconfig
+from app.auth import create_token
+from app.extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "proces-verbal-ag.pdf"
+BIN = Path(sys.executable).parent
+
+
+def _port(preferred: int) -> int:
+    """The preferred port if it is free, else any free one."""
+    for candidate in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+def _model(env: dict[str, str]) -> bool:
+    """Configure a model; returns True when it is the random-weight test model."""
+    if env.get("GRID_LLM_MODEL"):
+        return False
+    path = celeryconfig.DATA_DIR / "models" / "tiny-random.gguf"
+    if not path.exists():
+        from workers.tinymodel import build_tiny_model
+
+        build_tiny_model(path)
+    env["GRID_LLM_MODEL"] = str(path)
+    env["GRID_LLM_CONTEXT"] = "512"
+    return True
+
+
+class Children:
+    """The demo's processes, each in its own process group, logs under var/logs."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.logs = celeryconfig.DATA_DIR / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str]) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+                raise click.ClickException(f"{name} exited ({proc.returncode}):\n" + "\n".join(tail))
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for(children: Children, what: str, ready, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        children.check()
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"{what} did not start within {timeout:.0f} s (logs in var/logs)")
+        time.sleep(0.2)
+
+
+def _log_has(children: Children, name: str, marker: str):
+    return lambda: marker in (children.logs / f"{name}.log").read_text(errors="replace")
+
+
+def _api_up(url: str):
+    def ready() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).ok
+        except requests.RequestException:  # not listening yet, or still booting
+            return False
+
+    return ready
+
+
+def _follow(api: str, headers: dict[str, str], job_id: str) -> dict:
+    shown = ""
+    while True:
+        job = requests.get(f"{api}/api/v1/jobs/{job_id}", headers=headers, timeout=30).json()
+        parts = []
+        for step in job["steps"]:
+            progress = step["progress"] or {}
+            detail = ""
+            if "pages_total" in progress:
+                detail = f" {progress['pages_done']}/{progress['pages_total']} pages"
+            elif "tokens" in progress:
+                detail = f" {progress['tokens']} tokens"
+            parts.append(f"{step['name']}: {step['state']}{detail}")
+        line = " | ".join(parts)
+        if line != shown:
+            click.echo(f"  {line}")
+            shown = line
+        if job["state"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.25)
+
+
+def _section(title: str, body: str) -> None:
+    click.echo(click.style(f"\n=== {title} ===", bold=True))
+    click.echo(body.strip() or "(empty)")
+
+
+def run(once: bool | None = None) -> int:
+    """Run the demo; returns the exit status."""
+    once = once if once is not None else os.environ.get("DEMO_ONCE", "") not in ("", "0")
+    if not celeryconfig.IS_FILESYSTEM_BROKER:
+        click.echo(f"note: using the configured broker {celeryconfig.broker_url}")
+    started = time.monotonic()
+    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONUNBUFFERED="1")
+    random_model = _model(env)
+    click.echo(click.style("KoproGo Grid demo", bold=True) + f" — data in {celeryconfig.DATA_DIR}")
+    if random_model:
+        click.echo(
+            "  No model configured, so the LLM steps use a tiny model with RANDOM weights built by\n"
+            "  workers/tinymodel.py: its summaries and translations are noise, not language.\n"
+            "  For real ones, point the grid at a GGUF model (e.g. a 4-bit Mistral-7B-Instruct):\n"
+            "      GRID_LLM_MODEL=/path/to/model.gguf make demo"
+        )
+    else:
+        click.echo(f"  model: {env['GRID_LLM_MODEL']}")
+
+    upgrade(directory=str(ROOT / "migrations"))
+    _, token = create_token("demo", "demo@koprogo.local", ["admin"])
+    db.session.commit()
+    headers = {"Authorization": f"Bearer {token}"}
+    api_port, flower_port = _port(5000), _port(5555)
+    api = f"http://127.0.0.1:{api_port}"
+
+    children = Children(env)
+    try:
+        celery = str(BIN / "celery")
+        children.start("ledger", [celery, "-A", "app.ledger_worker", "worker", "-Q", "ledger", "-c", "1",
+                                  "-n", "ledger@%h", "--loglevel=INFO"])
+        children.start("volunteer", [celery, "-A", "workers", "worker", "-Q", "llm,ocr", "-c", "1",
+                                     "-n", "volunteer@%h", "--loglevel=INFO"])
+        children.start("api", [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{api_port}", "--workers", "1",
+                               "--threads", "4", "app:create_app()"])
+        children.start("flower", [celery, "-A", "workers", "flower", f"--port={flower_port}",
+                                  "--address=127.0.0.1"])
+        _wait_for(children, "the API", _api_up(api))
+        _wait_for(children, "the ledger worker", _log_has(children, "ledger", " ready."))
+        _wait_for(children, "the volunteer worker", _log_has(children, "volunteer", " ready."))
+        click.echo(f"  API     {api}   (token for this demo: {token})")
+        click.echo(f"  Flower  http://127.0.0.1:{flower_port}")
+
+        click.echo(f"\nSubmitting {SAMPLE.relative_to(ROOT)}: OCR (fra+eng) → summary (fr) → translation (en)")
+        with SAMPLE.open("rb") as handle:
+            response = requests.post(
+                f"{api}/api/v1/jobs/pipeline",
+                headers=headers,
+                files={"file": (SAMPLE.name, handle, "application/pdf")},
+                data={"languages": "fra+eng", "language": "fr", "translate_to": "en", "max_words": "80"},
+                timeout=60,
+            )
+        if response.status_code != 202:
+            raise click.ClickException(f"submission refused: {response.status_code} {response.text}")
+        job = _follow(api, headers, response.json()["id"])
+        if job["state"] != "succeeded":
+            raise click.ClickException(f"the job {job['state']}: {job['error']}")
+        result = job["result"]
+        _section(f"OCR text ({result['pages']} pages)", result["text"].replace("\f", "\n--- page break ---\n"))
+        _section(f"Summary ({result['summary_language']}, {result['summary_tokens']} tokens)", result["summary"])
+        _section(
+            f"Translation ({result['translation_language']}, {result['translation_tokens']} tokens)",
+            result["translation"],
+        )
+        _section("Ledger: one entry per execution", _ledger_lines(job["id"]))
+        nodes = requests.get(f"{api}/api/v1/ledger/nodes", headers=headers, timeout=30).json()["nodes"]
+        _section("Compute hours and rewards per node (unsettled)", _reward_lines(nodes))
+        click.echo(f"\nEnd to end: {time.monotonic() - started:.1f} s (job: {_job_seconds(job):.1f} s)")
+        if once:
+            return 0
+        click.echo(
+            f"\nThe grid keeps running. Try:\n"
+            f"  curl -H 'Authorization: Bearer {token}' {api}/api/v1/jobs\n"
+            f"  curl -H 'Authorization: Bearer {token}' -F file=@{SAMPLE.relative_to(ROOT)} "
+            f"{api}/api/v1/jobs/ocr\n"
+            "Ctrl-C stops everything."
+        )
+        while True:
+            children.check()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        click.echo("\nstopping…")
+        return 0
+    finally:
+        children.stop()
+
+
+def _ledger_lines(job_id: str) -> str:
+    from sqlalchemy import select
+
+    from app.cli import format_entry
+    from app.models import LedgerEntry
+
+    db.session.expire_all()
+    rows = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id))
+    return "\n".join(format_entry(row) for row in rows)
+
+
+def _reward_lines(nodes: list[dict]) -> str:
+    lines = []
+    for node in nodes:
+        for line in node["capabilities"]:
+            lines.append(
+                f"{node['node']:<28} {line['capability']:<4} {line['executions']:>3} executions "
+                f"{line['units']:>7} {line['unit']}s  {line['granted_hours']} h × {line['rate_eur_per_hour']} €/h"
+                f" = {line['reward_eur']} €"
+            )
+    return "\n".join(lines)
+
+
+def _job_seconds(job: dict) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
+
