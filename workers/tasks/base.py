@@ -16,6 +16,8 @@ class GridTask(Task):
     autoretry_for = (TransientError, MemoryError)
     max_retries = celeryconfig.MAX_RETRIES
     retry_backoff = celeryconfig.RETRY_BACKOFF_SECONDS
+    #: Delay before re-running after a dead pool process (Celery's default is three minutes).
+    default_retry_delay = celeryconfig.RETRY_BACKOFF_SECONDS
     retry_backoff_max = 600
     retry_jitter = True
     #: A pool process that dies mid-task (killed, out of memory) counts as a failed attempt,
