@@ -1,0 +1,59 @@
+"""``python -m bench`` (``make bench``): servers and environment first, then the suite.
+
+``celeryconfig`` and the coordinator read their settings from the environment when they are
+imported, so this module starts throwaway Redis and PostgreSQL servers and fills ``os.environ``
+before anything of the project is imported; ``bench.suite`` is imported only then.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+#: The tiny model's context window, as in the test suite.
+LLM_CONTEXT = 512
+
+
+def main() -> int:
+    from tests.servers import PostgresServer, RedisServer
+
+    workdir = Path(tempfile.mkdtemp(prefix="grid-bench-"))
+    os.chmod(workdir, 0o755)
+    (workdir / "logs").mkdir()
+    try:
+        print("starting throwaway Redis and PostgreSQL…", file=sys.stderr, flush=True)
+        with RedisServer() as redis_server, PostgresServer() as postgres:
+            model = workdir / "tiny.gguf"
+            os.environ.update(
+                {
+                    "GRID_BROKER_URL": redis_server.url,
+                    "GRID_DATABASE_URL": postgres.create_database("grid_bench"),
+                    "GRID_DATA_DIR": str(workdir / "var"),
+                    "GRID_LLM_MODEL": str(model),
+                    "GRID_LLM_CONTEXT": str(LLM_CONTEXT),
+                    "GRID_LLM_THREADS": "1",
+                    "OMP_THREAD_LIMIT": "1",
+                    "PYTHONUNBUFFERED": "1",
+                    # The bare Celery app gets a Redis database of its own.
+                    "BENCH_BARE_BROKER": redis_server.url.rsplit("/", 1)[0] + "/1",
+                }
+            )
+            from workers.tinymodel import build_tiny_model
+
+            build_tiny_model(model, context_length=LLM_CONTEXT)
+
+            from bench import suite
+
+            return suite.run(workdir)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
