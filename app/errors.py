@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from workers import errors
 from workers.errors import BadInput, GridError
 
 
@@ -61,9 +62,13 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(GridError)
     def grid_error(exc: GridError):
-        # Bad documents are well-formed requests we cannot process: 422. Anything else from
-        # the shared checks (a missing poppler on the coordinator) is our fault: 503.
-        return _body(exc.code, exc.message, 422 if isinstance(exc, BadInput) else 503)
+        # Bad documents are well-formed requests we cannot process: 422, except a document over
+        # the size limit, which gets the 413 an upload over MAX_CONTENT_LENGTH gets, whichever
+        # check caught it. Anything else from the shared checks (a missing poppler on the
+        # coordinator) is our fault: 503.
+        if not isinstance(exc, BadInput):
+            return _body(exc.code, exc.message, 503)
+        return _body(exc.code, exc.message, 413 if exc.code == errors.DOCUMENT_TOO_LARGE else 422)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

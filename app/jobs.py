@@ -51,7 +51,7 @@ def _text_language(params: dict[str, Any], key: str, default: str | None) -> str
     value = params.get(key, default)
     if value in (None, ""):
         return default
-    if value not in cc.TEXT_LANGUAGES:
+    if not isinstance(value, str) or value not in cc.TEXT_LANGUAGES:  # a JSON list is unhashable
         raise BadInput(
             f"Unknown {key} {value!r}: choose from {', '.join(cc.TEXT_LANGUAGES)}.",
             code=errors.UNKNOWN_LANGUAGE,
@@ -63,7 +63,7 @@ def _max_words(params: dict[str, Any]) -> int:
     value = params.get("max_words", cc.SUMMARY_DEFAULT_WORDS)
     try:
         words = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e400 is infinity
         words = -1
     if not 10 <= words <= cc.SUMMARY_MAX_WORDS:
         raise BadInput(
@@ -82,18 +82,21 @@ def _text(params: dict[str, Any]) -> str:
             f"The text has {len(text)} characters; the limit is {cc.MAX_TEXT_CHARS}.",
             code=errors.TEXT_TOO_LONG,
         )
+    try:  # JSON may carry a lone surrogate ("\ud800"), which no engine can encode
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInput(
+            f"Character {exc.start + 1} of the text is not valid Unicode (half of a UTF-16 "
+            "surrogate pair): send the text as UTF-8.",
+            code=errors.INVALID_PARAMETER,
+        ) from None
     return text
 
 
 def _inspect(document: Document | None) -> documents.DocumentInfo:
     if document is None:
         raise BadInput("Attach the document as the multipart field 'file'.", code=errors.EMPTY_DOCUMENT)
-    if len(document.data) > cc.MAX_DOCUMENT_BYTES:
-        raise BadInput(
-            f"The document is {len(document.data) / 1e6:.1f} MB; the limit is "
-            f"{cc.MAX_DOCUMENT_BYTES / 1e6:.0f} MB.",
-            code=errors.DOCUMENT_TOO_LARGE,
-        )
+    documents.check_size(len(document.data))  # before anything is written to disk
     kind = documents.sniff(document.data[:16])
     with tempfile.TemporaryDirectory(prefix="grid-upload-") as folder:
         path = os.path.join(folder, f"upload.{kind}")
@@ -136,6 +139,13 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
     return clean, steps
 
 
+def _display_name(filename: str | None) -> str | None:
+    """The uploaded file's name as we show it: control characters dropped, since a name is
+    the client's to choose and PostgreSQL refuses a NUL byte in text."""
+    name = "".join(char for char in filename or "" if char.isprintable())
+    return name[:255] or None
+
+
 def submit(
     kind: str,
     params: dict[str, Any],
@@ -147,7 +157,7 @@ def submit(
     clean, steps = plan(kind, params, document)
     job = Job(kind=kind, owner=owner, token_id=token.id if token else None, params=clean)
     if document is not None:
-        job.input_name = (document.filename or "")[:255] or None
+        job.input_name = _display_name(document.filename)
         job.input_type = documents.MEDIA_TYPES.get(clean.get("document_type", ""), None)
         job.input_bytes = len(document.data)
         job.input_pages = clean.get("pages")

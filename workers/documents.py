@@ -68,8 +68,14 @@ def sniff(head: bytes) -> str:
     )
 
 
-def parse_languages(value: str | None) -> str:
+def parse_languages(value: object) -> str:
     """Validate a Tesseract language list such as ``fra+eng``; returns it normalised."""
+    if value is not None and not isinstance(value, str):  # a JSON number or list, a forged task
+        raise BadInput(
+            f"Give the OCR languages as text: {' or '.join(limits.OCR_LANGUAGES)}, "
+            "joined with + (e.g. fra+eng).",
+            code=errors.UNKNOWN_LANGUAGE,
+        )
     value = (value or limits.OCR_DEFAULT_LANGUAGES).strip()
     wanted = [part for part in re.split(r"[+,\s]+", value) if part]
     unknown = [lang for lang in wanted if lang not in limits.OCR_LANGUAGES]
@@ -184,16 +190,22 @@ def inspect_image(path: str | Path, kind: str) -> DocumentInfo:
     return DocumentInfo(kind, tuple(pages))
 
 
+def check_size(size: int) -> None:
+    """Refuse a document over the size limit."""
+    if size > limits.MAX_DOCUMENT_BYTES:
+        # The limit is set in MiB (GRID_MAX_DOCUMENT_MB): show both sizes in that unit, or a
+        # document just over 20 MiB reads "21.0 MB; the limit is 21 MB".
+        raise BadInput(
+            f"The document is {size / 2**20:.1f} MB, over the "
+            f"{limits.MAX_DOCUMENT_BYTES / 2**20:g} MB limit.",
+            code=errors.DOCUMENT_TOO_LARGE,
+        )
+
+
 def inspect(path: str | Path) -> DocumentInfo:
     """Recognise a document file and check it against the limits, without rendering it."""
     path = Path(path)
-    size = path.stat().st_size
-    if size > limits.MAX_DOCUMENT_BYTES:
-        raise BadInput(
-            f"The document is {size / 1e6:.1f} MB; the limit is "
-            f"{limits.MAX_DOCUMENT_BYTES / 1e6:.0f} MB.",
-            code=errors.DOCUMENT_TOO_LARGE,
-        )
+    check_size(path.stat().st_size)
     with path.open("rb") as handle:
         kind = sniff(handle.read(16))
     if kind == "pdf":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from flask import Blueprint, current_app, request, url_for
@@ -32,8 +33,18 @@ def _document() -> jobs.Document | None:
     return jobs.Document(data=upload.read(), filename=upload.filename)
 
 
+def _job_id(value: str) -> str | None:
+    """A job id in its stored form, or None: ids are UUIDs, and anything else cannot name a job
+    (nor reach the database: PostgreSQL refuses a NUL byte in a query)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
 def _owned(job_id: str) -> Job:
-    job = db.session.get(Job, job_id)
+    stored_id = _job_id(job_id)
+    job = db.session.get(Job, stored_id) if stored_id else None
     token = current_token()
     if job is None or (job.owner != token.owner and "admin" not in token.scope_set):
         raise NotFound(f"No job {job_id} among yours.")
@@ -65,6 +76,8 @@ def index():
     if "admin" not in token.scope_set or request.args.get("mine"):
         query = query.where(Job.owner == token.owner)
     elif owner := request.args.get("owner"):
+        if "\x00" in owner:  # PostgreSQL refuses it in a query, and no owner has one
+            raise ApiError("owner must not contain a NUL byte.", code="invalid_parameter")
         query = query.where(Job.owner == owner)
     state, kind = request.args.get("state"), request.args.get("kind")
     if state:

@@ -198,8 +198,8 @@ def _room(system: str, template: str) -> int:
     return get_model().n_ctx() - overhead
 
 
-def check_language(language: str) -> str:
-    if language not in limits.TEXT_LANGUAGES:
+def check_language(language: object) -> str:
+    if not isinstance(language, str) or language not in limits.TEXT_LANGUAGES:  # lists: unhashable
         raise BadInput(
             f"Unknown language {language!r}: choose from {', '.join(limits.TEXT_LANGUAGES)}.",
             code=errors.UNKNOWN_LANGUAGE,
@@ -215,20 +215,38 @@ def check_text(text: str) -> str:
             f"The text has {len(text)} characters; the limit is {limits.MAX_TEXT_CHARS}.",
             code=errors.TEXT_TOO_LONG,
         )
+    try:  # a lone surrogate ("\ud800" in the JSON message) cannot reach the tokenizer
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInput(
+            f"Character {exc.start + 1} of the text is not valid Unicode (half of a UTF-16 "
+            "surrogate pair): send the text as UTF-8.",
+            code=errors.INVALID_PARAMETER,
+        ) from None
     return text
+
+
+def check_max_words(value: object) -> int:
+    """A summary's length in words, given as a number or as its digits."""
+    try:
+        words = int(value)  # type: ignore[call-overload]  (anything a message may carry)
+    except (TypeError, ValueError, OverflowError):
+        words = -1
+    if not 10 <= words <= limits.SUMMARY_MAX_WORDS:
+        raise BadInput(
+            f"max_words must be a whole number from 10 to {limits.SUMMARY_MAX_WORDS}.",
+            code=errors.INVALID_PARAMETER,
+        )
+    return words
 
 
 Progress = Callable[[int, int, Usage], None]
 
 
-def summarise(text: str, language: str, max_words: int, on_progress: Progress | None = None) -> dict:
+def summarise(text: str, language: str, max_words: int | str, on_progress: Progress | None = None) -> dict:
     """A summary of at most about ``max_words`` words in ``language`` (fr, en or nl)."""
     text, language = check_text(text), check_language(language)
-    if not 10 <= max_words <= limits.SUMMARY_MAX_WORDS:
-        raise BadInput(
-            f"max_words must be between 10 and {limits.SUMMARY_MAX_WORDS}.",
-            code=errors.INVALID_PARAMETER,
-        )
+    max_words = check_max_words(max_words)
     system = _SYSTEM[language]
     usage = Usage()
     report = on_progress or (lambda done, total, usage: None)

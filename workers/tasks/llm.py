@@ -45,7 +45,9 @@ def summarise(
     max_words: int = celeryconfig.SUMMARY_DEFAULT_WORDS,
 ) -> dict:
     """A summary of the text (or of the previous step's text) in fr, en or nl."""
-    return llama.summarise(_text_of(source), language, int(max_words), _on_progress(self))
+    # max_words is checked by the engine: a message may carry anything, and int("many") would
+    # end the job with an internal error instead of invalid_parameter.
+    return llama.summarise(_text_of(source), language, max_words, _on_progress(self))
 
 
 @shared_task(bind=True, base=GridTask, name=celeryconfig.TASK_TRANSLATE)
