@@ -129,7 +129,14 @@ def _on_postrun(task_id: str, task, retval=None, state: str | None = None, **_) 
     execution = _running.pop(task_id, None)
     if execution is None:
         return
-    outcome = _OUTCOMES.get(state or "", "failed")
+    if state is None:
+        # Celery leaves the state unset when the task body raised a BaseException: SystemExit
+        # from billiard's SIGTERM handler, as this pool process is terminated (a cancelled
+        # job's revoke, or SIGTERM to the whole process group as systemd stops a node). The
+        # work had no outcome: the main process reports a dead process as lost
+        # (GridRequest), and a revoked execution is not reported at all.
+        return
+    outcome = _OUTCOMES.get(state, "failed")
     record = _record(execution, outcome)
     if outcome == "succeeded":
         record["result"] = retval

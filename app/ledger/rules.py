@@ -45,5 +45,10 @@ def hours(ms: int) -> Decimal:
 
 
 def reward(ms: int, rate_eur_per_hour: Decimal) -> Decimal:
-    """Unrounded euros for ``ms`` granted milliseconds at a €/hour rate."""
-    return hours(ms) * rate_eur_per_hour
+    """Unrounded euros for ``ms`` granted milliseconds at a €/hour rate.
+
+    Multiplied before dividing, so the only rounding is the one division: an amount with a
+    finite decimal expansion comes out exact (``hours(408) * Decimal("0.60")`` would give
+    0.0000679…98 € instead of 0.000068 €).
+    """
+    return Decimal(ms) * rate_eur_per_hour / MS_PER_HOUR

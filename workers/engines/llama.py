@@ -169,7 +169,10 @@ def _split(text: str, budget: int) -> list[str]:
     current: list[str] = []
     used = 0
     for unit in (u for u in units if u.strip()):
-        cost = count_tokens(unit) + 1
+        # Measured as it will sit in the piece, after a newline: there a SentencePiece vocabulary
+        # loses the word-start mark on the first word, which may cost many more tokens than the
+        # unit alone (OCR text is one short line per unit).
+        cost = count_tokens("\n" + unit)
         if current and used + cost > budget:
             pieces.append("\n".join(current))
             current, used = [], 0

@@ -1,0 +1,80 @@
+"""The operator's command line, run as an operator runs it: ``python manage.py …`` in a shell."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import requests
+from sqlalchemy import select
+
+from tests.documents import FRENCH_LINES, cer, text_pdf
+from tests.grid import ROOT
+
+
+def _manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_an_operator_creates_a_read_only_token_that_works_and_is_stored_only_as_a_hash(grid, flask_app):
+    from app.auth import hash_token
+    from app.extensions import db
+    from app.models import ApiToken
+
+    created = _manage("tokens", "create", "--owner", "x@y", "--scope", "jobs:read")
+
+    assert created.returncode == 0, created.stderr
+    header, token = created.stdout.strip().splitlines()
+    assert "x@y" in header and "(jobs:read)" in header and "shown once" in header
+    assert token.startswith("kgg_") and len(token) > 40
+
+    auth = {"Authorization": f"Bearer {token}"}
+    listed = requests.get(f"{grid.api_url}/api/v1/jobs", headers=auth, timeout=10)
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["total"] == 0
+    refused = requests.post(
+        f"{grid.api_url}/api/v1/jobs/summarise", json={"text": "Bonjour."}, headers=auth, timeout=10
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "insufficient_scope"
+
+    with flask_app.app_context():
+        (row,) = db.session.scalars(select(ApiToken).where(ApiToken.owner == "x@y")).all()
+        assert row.token_hash == hash_token(token)
+        assert row.scopes == "jobs:read"
+        stored = [str(getattr(row, column.key)) for column in ApiToken.__table__.columns]
+    assert not any(token in value for value in stored), "the token itself is never stored"
+
+
+def test_an_operator_submits_a_pdf_and_waits_for_its_text(grid, tmp_path):
+    pdf = tmp_path / "pv.pdf"
+    pdf.write_bytes(text_pdf([FRENCH_LINES]))
+
+    submitted = _manage("submit", str(pdf), "--kind", "ocr", "--languages", "fra", "--wait")
+
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    first, *rest = submitted.stdout.splitlines()
+    assert first.startswith("job ") and first.endswith(" queued")
+    output = "\n".join(rest)
+    assert output.startswith("--- text\n")
+    text = output.split("--- text\n", 1)[1].split("\n--- pages\n")[0]
+    assert cer("\n".join(FRENCH_LINES), text) <= 0.02, text
+    assert output.endswith("--- pages\n1")
+
+
+def test_a_document_the_grid_cannot_read_is_refused_with_its_code_and_exit_status_1(tmp_path):
+    bogus = tmp_path / "notes.pdf"
+    bogus.write_text("not a PDF at all")
+
+    submitted = _manage("submit", str(bogus), "--kind", "ocr")
+
+    assert submitted.returncode == 1
+    assert "unsupported_type" in submitted.stderr
