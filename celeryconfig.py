@@ -107,7 +107,8 @@ RETRY_BACKOFF_SECONDS = int(os.environ.get("GRID_RETRY_BACKOFF", "10"))
 
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
+task_acks_on_failure = True  # a task that failed for good is not re-run
+task_acks_on_timeout = True  # nor one stopped by its hard time limit
 worker_prefetch_multiplier = 1
 task_track_started = True
 task_ignore_result = True  # outcomes travel to the ledger; the backend only carries progress

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Operator command line: python manage.py --help
 
-  db upgrade                 create or upgrade the database (Alembic, via Flask-Migrate)
-  tokens create --owner ME   an API token, shown once
-  submit FILE --wait         submit a document through the pipeline and follow it
-  ledger show                the latest ledger entries
-  demo                       the whole grid on this machine, with a sample document
+db upgrade                 create or upgrade the database (Alembic, via Flask-Migrate)
+tokens create --owner ME   an API token, shown once
+submit FILE --wait         submit a document through the pipeline and follow it
+ledger show                the latest ledger entries
+demo                       the whole grid on this machine, with a sample document
 """
 
 from flask.cli import FlaskGroup

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, timedelta
 from collections.abc import Callable
+from datetime import UTC, timedelta
 from functools import wraps
 from typing import Any
 
@@ -29,7 +29,9 @@ def create_token(name: str, owner: str, scopes: list[str]) -> tuple[ApiToken, st
     """A new token row (added to the session, not committed) and the token, shown once."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
-        raise ValueError(f"unknown scope(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SCOPES)}")
+        raise ValueError(
+            f"unknown scope(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SCOPES)}"
+        )
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         name=name,

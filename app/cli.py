@@ -26,7 +26,14 @@ ledger = AppGroup("ledger", help="Look at the compute-hours ledger.")
 @tokens.command("create")
 @click.option("--owner", required=True, help="Who the token belongs to (an email).")
 @click.option("--name", default="api", show_default=True, help="What the token is for.")
-@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPES), default=("jobs:read", "jobs:write"), show_default=True)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(SCOPES),
+    default=("jobs:read", "jobs:write"),
+    show_default=True,
+)
 def tokens_create(owner: str, name: str, scopes: tuple[str, ...]) -> None:
     """Create a token; it is shown once, only its hash is kept."""
     row, token = create_token(name, owner, list(scopes))
@@ -70,7 +77,9 @@ def _wait(job: Job, out) -> Job:
                     done += progress["pages_done"] / progress["pages_total"]
                 elif progress.get("pieces_total"):
                     done += progress["pieces_done"] / progress["pieces_total"]
-            bar.label = f"job {job.id[:8]} {job.state:<9} " + " ".join(f"{s.name}:{s.state}" for s in job.steps)
+            bar.label = f"job {job.id[:8]} {job.state:<9} " + " ".join(
+                f"{s.name}:{s.state}" for s in job.steps
+            )
             step_to = int(done * 100)
             bar.update(step_to - shown)
             shown = step_to
@@ -89,8 +98,12 @@ def _wait(job: Job, out) -> Job:
 @click.option("--target", default=None, help="Translation target for translate jobs.")
 @click.option("--translate-to", default=None, help="Pipeline: also translate the summary (fr, en, nl).")
 @click.option("--owner", default="operator", show_default=True)
-@click.option("--wait/--no-wait", default=False, help="Follow the job with a progress bar and print its result.")
-def submit_command(file, kind, text, languages, language, max_words, target, translate_to, owner, wait) -> None:
+@click.option(
+    "--wait/--no-wait", default=False, help="Follow the job with a progress bar and print its result."
+)
+def submit_command(
+    file, kind, text, languages, language, max_words, target, translate_to, owner, wait
+) -> None:
     """Submit a document or a text as a job, as the API would."""
     from workers.errors import GridError
 

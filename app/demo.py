@@ -167,21 +167,63 @@ def run(once: bool | None = None) -> int:
     children = Children(env)
     try:
         celery = str(BIN / "celery")
-        children.start("ledger", [celery, "-A", "app.ledger_worker", "worker", "-Q", "ledger", "-c", "1",
-                                  "-n", "ledger@%h", "--loglevel=INFO"])
-        children.start("volunteer", [celery, "-A", "workers", "worker", "-Q", "llm,ocr", "-c", "1",
-                                     "-n", "volunteer@%h", "--loglevel=INFO"])
-        children.start("api", [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{api_port}", "--workers", "1",
-                               "--threads", "4", "app:create_app()"])
-        children.start("flower", [celery, "-A", "workers", "flower", f"--port={flower_port}",
-                                  "--address=127.0.0.1"])
+        children.start(
+            "ledger",
+            [
+                celery,
+                "-A",
+                "app.ledger_worker",
+                "worker",
+                "-Q",
+                "ledger",
+                "-c",
+                "1",
+                "-n",
+                "ledger@%h",
+                "--loglevel=INFO",
+            ],
+        )
+        children.start(
+            "volunteer",
+            [
+                celery,
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                "llm,ocr",
+                "-c",
+                "1",
+                "-n",
+                "volunteer@%h",
+                "--loglevel=INFO",
+            ],
+        )
+        children.start(
+            "api",
+            [
+                str(BIN / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{api_port}",
+                "--workers",
+                "1",
+                "--threads",
+                "4",
+                "app:create_app()",
+            ],
+        )
+        children.start(
+            "flower", [celery, "-A", "workers", "flower", f"--port={flower_port}", "--address=127.0.0.1"]
+        )
         _wait_for(children, "the API", _api_up(api))
         _wait_for(children, "the ledger worker", _log_has(children, "ledger", " ready."))
         _wait_for(children, "the volunteer worker", _log_has(children, "volunteer", " ready."))
         click.echo(f"  API     {api}   (token for this demo: {token})")
         click.echo(f"  Flower  http://127.0.0.1:{flower_port}")
 
-        click.echo(f"\nSubmitting {SAMPLE.relative_to(ROOT)}: OCR (fra+eng) → summary (fr) → translation (en)")
+        click.echo(
+            f"\nSubmitting {SAMPLE.relative_to(ROOT)}: OCR (fra+eng) → summary (fr) → translation (en)"
+        )
         with SAMPLE.open("rb") as handle:
             response = requests.post(
                 f"{api}/api/v1/jobs/pipeline",
@@ -196,8 +238,12 @@ def run(once: bool | None = None) -> int:
         if job["state"] != "succeeded":
             raise click.ClickException(f"the job {job['state']}: {job['error']}")
         result = job["result"]
-        _section(f"OCR text ({result['pages']} pages)", result["text"].replace("\f", "\n--- page break ---\n"))
-        _section(f"Summary ({result['summary_language']}, {result['summary_tokens']} tokens)", result["summary"])
+        _section(
+            f"OCR text ({result['pages']} pages)", result["text"].replace("\f", "\n--- page break ---\n")
+        )
+        _section(
+            f"Summary ({result['summary_language']}, {result['summary_tokens']} tokens)", result["summary"]
+        )
         _section(
             f"Translation ({result['translation_language']}, {result['translation_tokens']} tokens)",
             result["translation"],
@@ -232,7 +278,9 @@ def _ledger_lines(job_id: str) -> str:
     from app.models import LedgerEntry
 
     db.session.expire_all()
-    rows = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id))
+    rows = db.session.scalars(
+        select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)
+    )
     return "\n".join(format_entry(row) for row in rows)
 
 
@@ -242,8 +290,8 @@ def _reward_lines(nodes: list[dict]) -> str:
         for line in node["capabilities"]:
             lines.append(
                 f"{node['node']:<28} {line['capability']:<4} {line['executions']:>3} executions "
-                f"{line['units']:>7} {line['unit']}s  {line['granted_hours']} h × {line['rate_eur_per_hour']} €/h"
-                f" = {line['reward_eur']} €"
+                f"{line['units']:>7} {line['unit']}s  {line['granted_hours']} h"
+                f" × {line['rate_eur_per_hour']} €/h = {line['reward_eur']} €"
             )
     return "\n".join(lines)
 
@@ -251,5 +299,6 @@ def _reward_lines(nodes: list[dict]) -> str:
 def _job_seconds(job: dict) -> float:
     from datetime import datetime
 
-    return (datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])).total_seconds()
-
+    return (
+        datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])
+    ).total_seconds()

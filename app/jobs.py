@@ -105,13 +105,17 @@ def _inspect(document: Document | None) -> documents.DocumentInfo:
         return documents.inspect(path)
 
 
-def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[dict, list[tuple[str, tuple]]]:
+def plan(
+    kind: str, params: dict[str, Any], document: Document | None
+) -> tuple[dict, list[tuple[str, tuple]]]:
     """Check a submission; returns the job's normalised parameters and its steps' arguments.
 
     Raises ``BadInput`` with a stable code for anything that can be known now.
     """
     if kind not in KINDS:
-        raise BadInput(f"Unknown job kind {kind!r}: choose from {', '.join(KINDS)}.", code=errors.INVALID_PARAMETER)
+        raise BadInput(
+            f"Unknown job kind {kind!r}: choose from {', '.join(KINDS)}.", code=errors.INVALID_PARAMETER
+        )
     steps: list[tuple[str, tuple]] = []
     clean: dict[str, Any] = {}
     info = None
@@ -130,7 +134,9 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
     if kind == "translate":
         clean["target"] = _text_language(params, "target", None)
         if clean["target"] is None:
-            raise BadInput("Say which language to translate into: target = fr, en or nl.", code=errors.UNKNOWN_LANGUAGE)
+            raise BadInput(
+                "Say which language to translate into: target = fr, en or nl.", code=errors.UNKNOWN_LANGUAGE
+            )
         steps.append(("translate", (_text(params), clean["target"])))
     if kind == "pipeline":
         clean["translate_to"] = _text_language(params, "translate_to", None)
@@ -195,7 +201,9 @@ def _dispatch(job: Job, steps: list[tuple[str, tuple]]) -> None:
         log.error("broker unavailable, job %s not dispatched: %s", job.id, exc)
         fail_job(job, "broker_unavailable", "The job could not be queued: the broker is unreachable.")
         db.session.commit()
-        raise Unavailable("The job could not be queued: the broker is unreachable; try again later.") from None
+        raise Unavailable(
+            "The job could not be queued: the broker is unreachable; try again later."
+        ) from None
     now = utcnow()
     for step in job.steps:
         step.dispatched_at = now

@@ -54,7 +54,11 @@ def pytest_configure(config: pytest.Config) -> None:
         }
     )
     upgrade = subprocess.run(
-        [sys.executable, "manage.py", "db", "upgrade"], cwd=ROOT, capture_output=True, text=True, env=os.environ
+        [sys.executable, "manage.py", "db", "upgrade"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=os.environ,
     )
     if upgrade.returncode != 0:
         raise pytest.UsageError(f"database migration failed:\n{upgrade.stdout}\n{upgrade.stderr}")
@@ -104,7 +108,9 @@ def make_token(flask_app):
     from app.auth import create_token
     from app.extensions import db
 
-    def make(owner: str = "member@koprogo.test", scopes: tuple[str, ...] = ("jobs:read", "jobs:write")) -> str:
+    def make(
+        owner: str = "member@koprogo.test", scopes: tuple[str, ...] = ("jobs:read", "jobs:write")
+    ) -> str:
         with flask_app.app_context():
             _, token = create_token("test", owner, list(scopes))
             db.session.commit()

@@ -144,9 +144,7 @@ def _pdf_string(text: str) -> bytes:
     try:
         raw = text.encode("cp1252")
     except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"text not representable in WinAnsiEncoding (cp1252): {text!r}"
-        ) from exc
+        raise ValueError(f"text not representable in WinAnsiEncoding (cp1252): {text!r}") from exc
     out = bytearray(b"(")
     for byte in raw:
         if byte in (0x5C, 0x28, 0x29):  # \ ( )
@@ -187,18 +185,14 @@ def _assemble(objects: list[bytes]) -> bytes:
     return bytes(buf)
 
 
-def _text_content(
-    lines: list[str], page_size: tuple[float, float], font_size: float
-) -> bytes:
+def _text_content(lines: list[str], page_size: tuple[float, float], font_size: float) -> bytes:
     """Content stream drawing lines top-down from the top-left margin."""
     width, height = page_size
     leading = 1.5 * font_size
     first_baseline = height - _MARGIN - font_size
     last_baseline = first_baseline - leading * (len(lines) - 1)
     if lines and last_baseline < _MARGIN * 0.5:
-        raise ValueError(
-            f"{len(lines)} lines at {font_size} pt do not fit on a {width}x{height} pt page"
-        )
+        raise ValueError(f"{len(lines)} lines at {font_size} pt do not fit on a {width}x{height} pt page")
     parts = [
         b"BT\n/F1 ",
         _num(font_size),
@@ -219,9 +213,7 @@ def _text_content(
     return b"".join(parts)
 
 
-def _build_pdf(
-    page_contents: list[bytes | None], page_size: tuple[float, float]
-) -> bytes:
+def _build_pdf(page_contents: list[bytes | None], page_size: tuple[float, float]) -> bytes:
     """Build a PDF whose pages share one Helvetica font and one page size."""
     width, height = page_size
     if not (0 < width <= MAX_PDF_EXTENT and 0 < height <= MAX_PDF_EXTENT):
@@ -266,9 +258,7 @@ def text_pdf(
     font_size: float = 14,
 ) -> bytes:
     """Return a PDF with one page per list of lines, in Helvetica (WinAnsiEncoding)."""
-    contents: list[bytes | None] = [
-        _text_content(lines, page_size, font_size) for lines in pages
-    ]
+    contents: list[bytes | None] = [_text_content(lines, page_size, font_size) for lines in pages]
     return _build_pdf(contents, page_size)
 
 
@@ -279,9 +269,7 @@ def blank_pdf(n_pages: int) -> bytes:
     return _build_pdf([None] * n_pages, (595.0, 842.0))
 
 
-def huge_page_pdf(
-    width_pt: float = MAX_PDF_EXTENT, height_pt: float = MAX_PDF_EXTENT
-) -> bytes:
+def huge_page_pdf(width_pt: float = MAX_PDF_EXTENT, height_pt: float = MAX_PDF_EXTENT) -> bytes:
     """Return a one-page PDF far larger than A0 (default 200 x 200 in) with a line of text."""
     font_size = max(14.0, min(width_pt, height_pt) / 100)
     return text_pdf(
@@ -297,9 +285,7 @@ def encrypted_pdf(password: str = "secret") -> bytes:
 
     writer = PdfWriter(clone_from=PdfReader(io.BytesIO(text_pdf([FRENCH_LINES]))))
     # RC4-128 needs no extra crypto package (pypdf's pure-Python fallback handles it).
-    writer.encrypt(
-        user_password=password, owner_password=password + "-owner", algorithm="RC4-128"
-    )
+    writer.encrypt(user_password=password, owner_password=password + "-owner", algorithm="RC4-128")
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()

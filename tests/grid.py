@@ -115,13 +115,33 @@ class Grid:
         self.processes.append(process)
         return process
 
-    def worker(self, name: str, queues: str, *, concurrency: int = 1, env: dict[str, str] | None = None,
-               wait: bool = True) -> GridProcess:
+    def worker(
+        self,
+        name: str,
+        queues: str,
+        *,
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> GridProcess:
         """A volunteer worker process, as a member would run it."""
         process = self._spawn(
             name,
-            [CELERY, "-A", "workers", "worker", "-Q", queues, "-n", f"{name}@%h", "-c", str(concurrency),
-             "--loglevel=INFO", "--without-mingle", "--without-gossip"],
+            [
+                CELERY,
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                queues,
+                "-n",
+                f"{name}@%h",
+                "-c",
+                str(concurrency),
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
             env,
         )
         return process.wait_ready(" ready.") if wait else process
@@ -129,16 +149,37 @@ class Grid:
     def ledger_worker(self) -> GridProcess:
         return self._spawn(
             "ledger",
-            [CELERY, "-A", "app.ledger_worker", "worker", "-Q", "ledger", "-n", "ledger@%h", "-c", "1",
-             "--loglevel=INFO", "--without-mingle", "--without-gossip"],
+            [
+                CELERY,
+                "-A",
+                "app.ledger_worker",
+                "worker",
+                "-Q",
+                "ledger",
+                "-n",
+                "ledger@%h",
+                "-c",
+                "1",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
         ).wait_ready(" ready.")
 
     def api(self) -> str:
         port = free_port()
         process = self._spawn(
             "api",
-            [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4",
-             "app:create_app()"],
+            [
+                str(VENV_BIN / "gunicorn"),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--threads",
+                "4",
+                "app:create_app()",
+            ],
         )
         self.api_url = f"http://127.0.0.1:{port}"
 
@@ -198,7 +239,12 @@ class Client:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def wait(self, job_id: str, timeout: float = 120, states: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:
+    def wait(
+        self,
+        job_id: str,
+        timeout: float = 120,
+        states: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    ) -> dict:
         def done() -> dict | None:
             job = self.job(job_id)
             return job if job["state"] in states else None

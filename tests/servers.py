@@ -132,9 +132,7 @@ def find_postgres_bin(name: str) -> str:
     found = shutil.which(name)
     if found:
         return os.path.abspath(found)
-    bin_dirs = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True
-    )
+    bin_dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
     for bin_dir in bin_dirs:
         candidate = os.path.join(bin_dir, name)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
@@ -157,9 +155,7 @@ def find_redis_server() -> str:
     for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    raise RuntimeError(
-        "redis-server not found in PATH; install it with: apt-get install redis-server"
-    )
+    raise RuntimeError("redis-server not found in PATH; install it with: apt-get install redis-server")
 
 
 # --------------------------------------------------------------------------
@@ -564,8 +560,7 @@ class RedisServer(_ManagedServer):
         assert self.process is not None
         if pid != self.process.pid:
             raise _ForeignServer(
-                f"port {self.port} is answered by redis pid {pid}, "
-                f"not by ours ({self.process.pid})"
+                f"port {self.port} is answered by redis pid {pid}, not by ours ({self.process.pid})"
             )
 
 
@@ -672,15 +667,11 @@ class PostgresServer(_ManagedServer):
         """SQLAlchemy URL of the default ``postgres`` database."""
         return self.url_for("postgres")
 
-    def connect(
-        self, dbname: str = "postgres", **kwargs: object
-    ) -> psycopg2.extensions.connection:
+    def connect(self, dbname: str = "postgres", **kwargs: object) -> psycopg2.extensions.connection:
         """A psycopg2 connection to ``dbname`` as the ``grid`` superuser."""
         import psycopg2
 
-        return psycopg2.connect(
-            host=HOST, port=self.port, user=self.user, dbname=dbname, **kwargs
-        )
+        return psycopg2.connect(host=HOST, port=self.port, user=self.user, dbname=dbname, **kwargs)
 
     def create_database(self, name: str) -> str:
         """Create database ``name`` and return its SQLAlchemy URL
@@ -699,9 +690,7 @@ class PostgresServer(_ManagedServer):
         from psycopg2 import sql
 
         if not _DB_NAME.match(name):
-            raise ValueError(
-                f"invalid database name {name!r} (use [A-Za-z_][A-Za-z0-9_]*)"
-            )
+            raise ValueError(f"invalid database name {name!r} (use [A-Za-z_][A-Za-z0-9_]*)")
         conn = self.connect("postgres", connect_timeout=10)
         try:
             conn.autocommit = True  # CREATE/DROP DATABASE refuse transactions
@@ -717,9 +706,7 @@ class PostgresServer(_ManagedServer):
         # (initdb fails with "could not identify current directory" otherwise).
         kwargs: dict[str, object] = {"cwd": str(self.tmpdir)}
         if self._owner is not None:
-            kwargs.update(
-                user=self._owner.pw_uid, group=self._owner.pw_gid, extra_groups=[]
-            )
+            kwargs.update(user=self._owner.pw_uid, group=self._owner.pw_gid, extra_groups=[])
         return kwargs
 
     def _prepare(self) -> None:
@@ -752,15 +739,13 @@ class PostgresServer(_ManagedServer):
         except subprocess.TimeoutExpired as exc:
             output = (exc.output or b"").decode(errors="replace")
             raise ServerStartError(
-                f"initdb did not finish within {self.start_timeout:.0f} s. "
-                f"Output:\n{output}"
+                f"initdb did not finish within {self.start_timeout:.0f} s. Output:\n{output}"
             ) from None
         if result.returncode != 0:
             who = f" as user {self._owner.pw_name!r}" if self._owner else ""
             raise ServerStartError(
                 f"initdb failed{who} with status {result.returncode} in {self.tmpdir}. "
-                f"Command: {' '.join(command)}\nOutput:\n"
-                + result.stdout.decode(errors="replace")
+                f"Command: {' '.join(command)}\nOutput:\n" + result.stdout.decode(errors="replace")
             )
 
     def _command(self) -> list[str]:
@@ -867,24 +852,17 @@ def _self_check() -> int:
         try:
             with conn.cursor() as cur:
                 cur.execute(
-                    "SELECT current_setting('server_version'), "
-                    "current_setting('fsync'), current_user"
+                    "SELECT current_setting('server_version'), current_setting('fsync'), current_user"
                 )
                 pg_version, fsync, user = cur.fetchone()
-                cur.execute(
-                    "CREATE TABLE t (x int); INSERT INTO t VALUES (41); "
-                    "SELECT x + 1 FROM t"
-                )
+                cur.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (41); SELECT x + 1 FROM t")
                 (answer,) = cur.fetchone()
             conn.commit()
         finally:
             conn.close()
         if answer != 42:
             raise RuntimeError(f"postgres computed 41 + 1 = {answer}")
-        print(
-            f"postgres {db_url}  query ok (user {user}, "
-            f"server_version {pg_version}, fsync {fsync})"
-        )
+        print(f"postgres {db_url}  query ok (user {user}, server_version {pg_version}, fsync {fsync})")
     finally:
         began = time.monotonic()
         redis_server.stop()
@@ -892,16 +870,12 @@ def _self_check() -> int:
         began = time.monotonic()
         postgres_server.stop()
         postgres_stop = time.monotonic() - began
-        print(
-            f"stopped: redis in {redis_stop:.3f} s, postgres in {postgres_stop:.3f} s"
-        )
+        print(f"stopped: redis in {redis_stop:.3f} s, postgres in {postgres_stop:.3f} s")
 
     leftovers = [str(path) for path in tmpdirs if path.exists()]
     survivors = [pid for pid in pids if _pid_alive(pid)]
     if leftovers or survivors:
-        print(
-            f"FAILED: left behind dirs {leftovers}, pids {survivors}", file=sys.stderr
-        )
+        print(f"FAILED: left behind dirs {leftovers}, pids {survivors}", file=sys.stderr)
         return 1
     print("self-check ok: no process or directory left behind")
     return 0

@@ -14,7 +14,9 @@ def test_flower_lists_the_workers_and_their_queues(grid):
     def workers() -> dict | None:
         assert flower.alive(), flower.output()[-3000:]
         try:
-            response = requests.get(f"http://127.0.0.1:{port}/api/workers", params={"refresh": "1"}, timeout=10)
+            response = requests.get(
+                f"http://127.0.0.1:{port}/api/workers", params={"refresh": "1"}, timeout=10
+            )
         except requests.ConnectionError:
             return None
         if response.status_code != 200:

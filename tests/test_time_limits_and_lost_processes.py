@@ -28,8 +28,12 @@ def _pool_children(pid: int) -> list[int]:
     return [int(line) for line in out.split()]
 
 
-def test_job_over_its_time_limit_fails_with_time_limit_and_the_worker_goes_on(fresh_grid, make_token, flask_app):
-    fresh_grid.env.update({"GRID_SOFT_TIME_LIMIT": "2", "GRID_HARD_TIME_LIMIT": "4", "GRID_VISIBILITY_TIMEOUT": "30"})
+def test_job_over_its_time_limit_fails_with_time_limit_and_the_worker_goes_on(
+    fresh_grid, make_token, flask_app
+):
+    fresh_grid.env.update(
+        {"GRID_SOFT_TIME_LIMIT": "2", "GRID_HARD_TIME_LIMIT": "4", "GRID_VISIBILITY_TIMEOUT": "30"}
+    )
     fresh_grid.ledger_worker()
     fresh_grid.worker("slow-node", "ocr")
     client = Client(fresh_grid.api(), make_token("member@koprogo.test"))
@@ -47,7 +51,9 @@ def test_job_over_its_time_limit_fails_with_time_limit_and_the_worker_goes_on(fr
     assert small["steps"][0]["node"].startswith("slow-node@")
 
 
-def test_pool_process_killed_mid_task_is_retried_and_both_attempts_are_metered(fresh_grid, make_token, flask_app):
+def test_pool_process_killed_mid_task_is_retried_and_both_attempts_are_metered(
+    fresh_grid, make_token, flask_app
+):
     fresh_grid.ledger_worker()
     node = fresh_grid.worker("fragile-node", "ocr")
     client = Client(fresh_grid.api(), make_token("member@koprogo.test"))

@@ -55,7 +55,9 @@ def test_ocr_worker_without_tesseract_refuses_to_start(tmp_path: Path):
 
 
 def test_ocr_worker_without_a_language_pack_refuses_to_start(tmp_path: Path):
-    tessdata = next(p for p in Path("/usr/share/tesseract-ocr").glob("*/tessdata") if (p / "eng.traineddata").exists())
+    tessdata = next(
+        p for p in Path("/usr/share/tesseract-ocr").glob("*/tessdata") if (p / "eng.traineddata").exists()
+    )
     (tmp_path / "eng.traineddata").symlink_to(tessdata / "eng.traineddata")
     line = refusal(start_worker("ocr", TESSDATA_PREFIX=str(tmp_path)))
     assert "fra, nld missing" in line and "tesseract-ocr-fra tesseract-ocr-nld" in line

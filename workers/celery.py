@@ -12,9 +12,7 @@ app = Celery("workers", include=["workers.tasks.ocr", "workers.tasks.llm"])
 app.config_from_object(celeryconfig)
 # Without -Q a volunteer serves the capability queues only (and is checked for each). The
 # ledger queue is not among them: it is declared on first use, so records can be routed to it.
-app.conf.task_queues = tuple(
-    q for q in celeryconfig.task_queues if q.name in celeryconfig.VOLUNTEER_QUEUES
-)
+app.conf.task_queues = tuple(q for q in celeryconfig.task_queues if q.name in celeryconfig.VOLUNTEER_QUEUES)
 app.conf.task_create_missing_queues = True
 
 from workers import metering  # noqa: E402,F401  (connects the metering signals)

@@ -179,9 +179,7 @@ def inspect_image(path: str | Path, kind: str) -> DocumentInfo:
                         )
                     pages.append(Page(index + 1, float(width), float(height), 0))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadInput(
-            "The image is too large to be read safely.", code=errors.PAGE_TOO_LARGE
-        ) from None
+        raise BadInput("The image is too large to be read safely.", code=errors.PAGE_TOO_LARGE) from None
     except (OSError, SyntaxError, ValueError, EOFError):
         raise BadInput(
             f"The {kind.upper()} image is damaged: it cannot be opened.",

@@ -36,7 +36,9 @@ def ocr_problem() -> str | None:
     missing = sorted(set(celeryconfig.OCR_LANGUAGES) - tesseract.installed_languages())
     if missing:
         packs = " ".join(f"tesseract-ocr-{lang}" for lang in missing)
-        return f"Tesseract language pack(s) {', '.join(missing)} missing; install with: sudo apt install {packs}"
+        return (
+            f"Tesseract language pack(s) {', '.join(missing)} missing; install with: sudo apt install {packs}"
+        )
     return None
 
 

@@ -87,11 +87,7 @@ PUNCTUATION = [".", ",", ":", ";", "'", "-", "(", ")", "?", "!", "€", "%", "\u
 
 #: Single characters: every word is built from them, and text made of them needs no bytes.
 CHARACTERS = list(
-    "abcdefghijklmnopqrstuvwxyz"
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    "0123456789"
-    "éèêëàâäçîïôöùûüÉÈÀÇ"
-    '/"&@#+=*_<>[]{}'
+    'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789éèêëàâäçîïôöùûüÉÈÀÇ/"&@#+=*_<>[]{}'
 )
 
 

@@ -82,11 +82,15 @@ def index():
     state, kind = request.args.get("state"), request.args.get("kind")
     if state:
         if state not in JobState.ALL:
-            raise ApiError(f"Unknown state {state!r}: one of {', '.join(JobState.ALL)}.", code="invalid_parameter")
+            raise ApiError(
+                f"Unknown state {state!r}: one of {', '.join(JobState.ALL)}.", code="invalid_parameter"
+            )
         query = query.where(Job.state == state)
     if kind:
         if kind not in jobs.KINDS:
-            raise ApiError(f"Unknown kind {kind!r}: one of {', '.join(jobs.KINDS)}.", code="invalid_parameter")
+            raise ApiError(
+                f"Unknown kind {kind!r}: one of {', '.join(jobs.KINDS)}.", code="invalid_parameter"
+            )
         query = query.where(Job.kind == kind)
     page = request.args.get("page", 1, type=int)
     per_page = request.args.get("per_page", 20, type=int)
