@@ -25,7 +25,7 @@ from app.errors import Conflict, Unavailable
 from app.extensions import db
 from app.ledger.recorder import fail_job
 from app.models import ApiToken, Job, JobState, JobStep, StepState, utcnow
-from workers import documents, errors
+from workers import documents, errors, texts
 from workers.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -49,48 +49,7 @@ class Document:
 
 def _text_language(params: dict[str, Any], key: str, default: str | None) -> str | None:
     value = params.get(key, default)
-    if value in (None, ""):
-        return default
-    if not isinstance(value, str) or value not in cc.TEXT_LANGUAGES:  # a JSON list is unhashable
-        raise BadInput(
-            f"Unknown {key} {value!r}: choose from {', '.join(cc.TEXT_LANGUAGES)}.",
-            code=errors.UNKNOWN_LANGUAGE,
-        )
-    return str(value)
-
-
-def _max_words(params: dict[str, Any]) -> int:
-    value = params.get("max_words", cc.SUMMARY_DEFAULT_WORDS)
-    try:
-        words = int(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e400 is infinity
-        words = -1
-    if not 10 <= words <= cc.SUMMARY_MAX_WORDS:
-        raise BadInput(
-            f"max_words must be a whole number from 10 to {cc.SUMMARY_MAX_WORDS}.",
-            code=errors.INVALID_PARAMETER,
-        )
-    return words
-
-
-def _text(params: dict[str, Any]) -> str:
-    text = params.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise BadInput("Send the text to work on in the 'text' field.", code=errors.EMPTY_TEXT)
-    if len(text) > cc.MAX_TEXT_CHARS:
-        raise BadInput(
-            f"The text has {len(text)} characters; the limit is {cc.MAX_TEXT_CHARS}.",
-            code=errors.TEXT_TOO_LONG,
-        )
-    try:  # JSON may carry a lone surrogate ("\ud800"), which no engine can encode
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise BadInput(
-            f"Character {exc.start + 1} of the text is not valid Unicode (half of a UTF-16 "
-            "surrogate pair): send the text as UTF-8.",
-            code=errors.INVALID_PARAMETER,
-        ) from None
-    return text
+    return default if value in (None, "") else texts.check_language(value, key)
 
 
 def _inspect(document: Document | None) -> documents.DocumentInfo:
@@ -128,16 +87,16 @@ def plan(
         clean["document_type"] = info.kind
     if kind in ("summarise", "pipeline"):
         clean["language"] = _text_language(params, "language", "fr")
-        clean["max_words"] = _max_words(params)
+        clean["max_words"] = texts.check_max_words(params.get("max_words", cc.SUMMARY_DEFAULT_WORDS))
         args = (clean["language"], clean["max_words"])
-        steps.append(("summarise", args if steps else (_text(params), *args)))
+        steps.append(("summarise", args if steps else (texts.check_text(params.get("text")), *args)))
     if kind == "translate":
         clean["target"] = _text_language(params, "target", None)
         if clean["target"] is None:
             raise BadInput(
                 "Say which language to translate into: target = fr, en or nl.", code=errors.UNKNOWN_LANGUAGE
             )
-        steps.append(("translate", (_text(params), clean["target"])))
+        steps.append(("translate", (texts.check_text(params.get("text")), clean["target"])))
     if kind == "pipeline":
         clean["translate_to"] = _text_language(params, "translate_to", None)
         if clean["translate_to"]:

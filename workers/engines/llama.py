@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import celeryconfig as limits
 from workers import errors
-from workers.errors import BadInput, GridError, TransientError
+from workers.errors import GridError, TransientError
+from workers.texts import check_language, check_max_words, check_text
 
 MODEL_ENV = "GRID_LLM_MODEL"
 
@@ -199,48 +199,6 @@ def _room(system: str, template: str) -> int:
     """Tokens left for the text itself once system prompt and instruction are counted."""
     overhead = count_tokens(system) + count_tokens(template.format(words=999, text="")) + _TEMPLATE_MARGIN
     return get_model().n_ctx() - overhead
-
-
-def check_language(language: object) -> str:
-    if not isinstance(language, str) or language not in limits.TEXT_LANGUAGES:  # lists: unhashable
-        raise BadInput(
-            f"Unknown language {language!r}: choose from {', '.join(limits.TEXT_LANGUAGES)}.",
-            code=errors.UNKNOWN_LANGUAGE,
-        )
-    return language
-
-
-def check_text(text: str) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise BadInput("There is no text to work on.", code=errors.EMPTY_TEXT)
-    if len(text) > limits.MAX_TEXT_CHARS:
-        raise BadInput(
-            f"The text has {len(text)} characters; the limit is {limits.MAX_TEXT_CHARS}.",
-            code=errors.TEXT_TOO_LONG,
-        )
-    try:  # a lone surrogate ("\ud800" in the JSON message) cannot reach the tokenizer
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise BadInput(
-            f"Character {exc.start + 1} of the text is not valid Unicode (half of a UTF-16 "
-            "surrogate pair): send the text as UTF-8.",
-            code=errors.INVALID_PARAMETER,
-        ) from None
-    return text
-
-
-def check_max_words(value: object) -> int:
-    """A summary's length in words, given as a number or as its digits."""
-    try:
-        words = int(value)  # type: ignore[call-overload]  (anything a message may carry)
-    except (TypeError, ValueError, OverflowError):
-        words = -1
-    if not 10 <= words <= limits.SUMMARY_MAX_WORDS:
-        raise BadInput(
-            f"max_words must be a whole number from 10 to {limits.SUMMARY_MAX_WORDS}.",
-            code=errors.INVALID_PARAMETER,
-        )
-    return words
 
 
 Progress = Callable[[int, int, Usage], None]
