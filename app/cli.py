@@ -77,9 +77,12 @@ def _wait(job: Job, out) -> Job:
                     done += progress["pages_done"] / progress["pages_total"]
                 elif progress.get("pieces_total"):
                     done += progress["pieces_done"] / progress["pieces_total"]
-            bar.label = f"job {job.id[:8]} {job.state:<9} " + " ".join(
-                f"{s.name}:{s.state}" for s in job.steps
-            )
+            label = f"job {job.id[:8]} {job.state:<9} " + " ".join(f"{s.name}:{s.state}" for s in job.steps)
+            if label != bar.label and not bar.hidden:
+                bar.label = label
+            elif label != bar.label:  # no terminal (a log, a pipe): one line per change instead
+                bar.label = label
+                click.echo(label, file=out)
             step_to = int(done * 100)
             bar.update(step_to - shown)
             shown = step_to
