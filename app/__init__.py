@@ -34,7 +34,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.extensions import db, migrate
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(Path(__file__).resolve().parent.parent / "migrations"))
+    migrate.init_app(
+        app,
+        db,
+        directory=str(Path(__file__).resolve().parent.parent / "migrations"),
+        render_as_batch=True,  # SQLite alters tables by copying them; PostgreSQL in place
+    )
     celery_init_app(app)
     register_error_handlers(app)
     register_api(app)

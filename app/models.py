@@ -10,13 +10,50 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 
 # BIGINT primary keys autoincrement on PostgreSQL; SQLite only autoincrements INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Money(TypeDecorator):
+    """NUMERIC on PostgreSQL; on SQLite (no decimal type) the exact digits as text."""
+
+    impl = Numeric
+    cache_ok = True
+
+    def __init__(self, precision: int = 18, scale: int = 6) -> None:
+        super().__init__(precision=precision, scale=scale, asdecimal=True)
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric(self.impl.precision, self.impl.scale, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = Decimal(value)
+        return str(value) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else Decimal(str(value))
 
 
 def utcnow() -> datetime:
@@ -111,11 +148,69 @@ class JobStep(db.Model):
     job: Mapped[Job] = relationship(back_populates="steps")
 
 
+class Participant(db.Model):
+    """A member who lends machines and is paid for their compute hours."""
+
+    __tablename__ = "participants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str | None] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    nodes: Mapped[list[Node]] = relationship(back_populates="participant", order_by="Node.created_at")
+
+
+class Node(db.Model):
+    """A volunteer machine. Its secret is derived from the coordinator's key, never stored."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    #: Bumped to issue a new secret (the old one stops verifying).
+    secret_generation: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    participant: Mapped[Participant] = relationship(back_populates="nodes")
+
+
+class Rate(db.Model):
+    """€ per granted compute hour for a capability, from a date on. Rows are never changed:
+    a new rate is a new row, so history keeps the rate it was paid at."""
+
+    __tablename__ = "rates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    capability: Mapped[str] = mapped_column(String(16))
+    eur_per_hour: Mapped[Decimal] = mapped_column(Money(12, 6))
+    effective_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(254))
+
+
+class ExecutionSighting(db.Model):
+    """The coordinator's own first sight of a node starting an execution."""
+
+    __tablename__ = "execution_sightings"
+    __table_args__ = (UniqueConstraint("task_id", "attempt", "node_id", name="uq_execution_sightings_start"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class LedgerEntry(db.Model):
     """One execution of a volunteer task, as claimed by its node and as granted by us.
 
-    Append-only. ``(task_id, attempt)`` is unique: a redelivered message that runs and
-    completes again is the same execution and is not entered twice.
+    Append-only (PostgreSQL refuses UPDATE and DELETE): a correction is another entry that
+    reverses this one. ``(task_id, attempt)`` is unique for executions, so a redelivered message
+    that runs and completes again is granted once.
     """
 
     __tablename__ = "ledger_entries"
@@ -126,10 +221,12 @@ class LedgerEntry(db.Model):
     attempt: Mapped[int] = mapped_column(Integer)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     step_id: Mapped[int | None] = mapped_column(ForeignKey("job_steps.id"))
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"), index=True)
+    #: The Celery worker name the node ran under (informational).
     node: Mapped[str] = mapped_column(String(200), index=True)
     capability: Mapped[str] = mapped_column(String(16))
     task_name: Mapped[str] = mapped_column(String(64))
-    outcome: Mapped[str] = mapped_column(String(16))  # succeeded | failed | retried | lost
+    outcome: Mapped[str] = mapped_column(String(16))  # succeeded | failed | retried | lost | reversal
     error_code: Mapped[str | None] = mapped_column(String(64))
     # The node's claim.
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -141,7 +238,87 @@ class LedgerEntry(db.Model):
     # Our decision.
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     claimed_ms: Mapped[int] = mapped_column(BigInteger)
+    observed_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    cap_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     granted_ms: Mapped[int] = mapped_column(BigInteger)
-    grant_basis: Mapped[str] = mapped_column(String(32))
-    #: Signature of the record by the node's secret (verified from the ledger issue on).
+    grant_basis: Mapped[str] = mapped_column(String(48))
+    rate_eur_per_hour: Mapped[Decimal | None] = mapped_column(Money(12, 6))
+    #: The settlement period (YYYY-MM) it counts in: the open one when it was received.
+    period: Mapped[str | None] = mapped_column(String(7), index=True)
     signature: Mapped[str | None] = mapped_column(String(128))
+    # Corrections.
+    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(254))
+
+
+class LedgerRejection(db.Model):
+    """A record the ledger refused, kept with the reason (and the record, as evidence)."""
+
+    __tablename__ = "ledger_rejections"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # started | completed
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    node_id: Mapped[str | None] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(String(128), index=True)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class LedgerPeriod(db.Model):
+    """A settlement period. Once closed it never changes; later entries go to the next one."""
+
+    __tablename__ = "ledger_periods"
+
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)  # YYYY-MM
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    total_exact_eur: Mapped[Decimal | None] = mapped_column(Money(30, 12))
+    total_eur: Mapped[Decimal | None] = mapped_column(Money(14, 2))
+    entries: Mapped[int | None] = mapped_column(Integer)
+
+    rewards: Mapped[list[Reward]] = relationship(back_populates="ledger_period", order_by="Reward.node_id")
+
+
+class Reward(db.Model):
+    """What one node earned in a closed period, and whether it was paid."""
+
+    __tablename__ = "rewards"
+    __table_args__ = (UniqueConstraint("period", "node_id", name="uq_rewards_period_node"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    period: Mapped[str] = mapped_column(ForeignKey("ledger_periods.period"), index=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    exact_eur: Mapped[Decimal] = mapped_column(Money(30, 12))
+    amount_eur: Mapped[Decimal] = mapped_column(Money(14, 2))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    payout_reference: Mapped[str | None] = mapped_column(String(120))
+
+    ledger_period: Mapped[LedgerPeriod] = relationship(back_populates="rewards")
+    node: Mapped[Node] = relationship()
+    lines: Mapped[list[RewardLine]] = relationship(
+        back_populates="reward", order_by="RewardLine.capability", cascade="all, delete-orphan"
+    )
+
+
+class RewardLine(db.Model):
+    """A reward's compute hours in one capability at one rate."""
+
+    __tablename__ = "reward_lines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reward_id: Mapped[int] = mapped_column(ForeignKey("rewards.id"), index=True)
+    capability: Mapped[str] = mapped_column(String(16))
+    rate_eur_per_hour: Mapped[Decimal] = mapped_column(Money(12, 6))
+    granted_ms: Mapped[int] = mapped_column(BigInteger)
+    hours: Mapped[Decimal] = mapped_column(Money(18, 6))
+    exact_eur: Mapped[Decimal] = mapped_column(Money(30, 12))
+
+    reward: Mapped[Reward] = relationship(back_populates="lines")
