@@ -19,6 +19,10 @@ UNIT_OF_CAPABILITY = {"ocr": "page", "llm": "token"}
 
 GIB = 1024**3
 
+#: Added to what the coordinator observes (completion received − start first seen): both
+#: records wait in the same ledger queue, and jitter in that wait must not cut an honest claim.
+OBSERVATION_ALLOWANCE_MS = 2000
+
 
 @dataclass(frozen=True)
 class ReferenceCosts:
@@ -139,18 +143,21 @@ def to_cents(amount: Decimal) -> Decimal:
     return amount.quantize(CENT, rounding=ROUND_HALF_EVEN)
 
 
-def allocate_cents(amounts: Sequence[Decimal]) -> list[Decimal]:
+def allocate_cents(amounts: Sequence[Decimal], per: Decimal = Decimal(1)) -> list[Decimal]:
     """Round each amount to the cent so that the parts add up to the rounded total.
 
     The remainder is carried: each part is the rounded running total minus the rounded running
     total before it, so no part is more than a cent from its exact value.
+
+    Every amount is divided by ``per``: settle() passes exact ms × €/h products and
+    MS_PER_HOUR, so the running total stays exact and is divided once, just before rounding.
     """
     parts: list[Decimal] = []
     running = Decimal(0)
     previous = Decimal("0.00")
     for amount in amounts:
         running += amount
-        current = to_cents(running)
+        current = to_cents(running / per)
         parts.append(current - previous)
         previous = current
     return parts
@@ -195,14 +202,22 @@ class Settlement:
 
 def settle(lines: Iterable[Line]) -> Settlement:
     """One reward per node: its granted time per capability and its euros, cents carried so
-    the rewards add up to the period's rounded total. Nodes are taken in id order."""
+    the rewards add up to the period's rounded total. Nodes are taken in id order.
+
+    Euros are summed as granted ms × €/h, which Decimal holds exactly, and divided into hours
+    once: summing rounded per-line rewards made the result depend on the order of the lines and
+    on how granted time was cut into lines, down to the cent at a half cent."""
     by_node: dict[str, NodeReward] = {}
+    eur_ms: dict[str, Decimal] = {}
     for line in lines:
         node = by_node.setdefault(line.node_id, NodeReward(line.node_id))
         node.granted_ms[line.capability] = node.granted_ms.get(line.capability, 0) + line.granted_ms
-        node.exact_eur += reward(line.granted_ms, line.rate_eur_per_hour)
+        eur_ms[line.node_id] = eur_ms.get(line.node_id, Decimal(0)) + line.granted_ms * line.rate_eur_per_hour
     rewards = [by_node[node_id] for node_id in sorted(by_node)]
-    for node, cents in zip(rewards, allocate_cents([n.exact_eur for n in rewards]), strict=True):
-        node.amount_eur = cents
-    total_exact = sum((n.exact_eur for n in rewards), Decimal(0))
+    products = [eur_ms[node.node_id] for node in rewards]
+    cents = allocate_cents(products, per=MS_PER_HOUR)
+    for node, product, amount in zip(rewards, products, cents, strict=True):
+        node.exact_eur = product / MS_PER_HOUR
+        node.amount_eur = amount
+    total_exact = sum(products, Decimal(0)) / MS_PER_HOUR
     return Settlement(total_exact, to_cents(total_exact), rewards)
