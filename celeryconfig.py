@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 # --- queues -------------------------------------------------------------------------------
@@ -37,6 +38,7 @@ TASK_SUMMARISE = "grid.llm.summarise"
 TASK_TRANSLATE = "grid.llm.translate"
 TASK_LEDGER_STARTED = "grid.ledger.started"
 TASK_LEDGER_RECORD = "grid.ledger.record"
+TASK_LEDGER_SETTLE_DUE = "grid.ledger.settle_due"
 
 #: Which capability (and so queue) each volunteer task needs.
 CAPABILITY_OF_TASK = {
@@ -153,3 +155,14 @@ if result_backend.startswith("file://"):
     Path(result_backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
 if result_backend.startswith(("redis:", "rediss:")):
     result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
+
+# --- schedule (run by the coordinator's beat only: celery -A app.ledger_worker beat) ----------
+
+beat_schedule = {
+    "settle-ended-periods": {
+        "task": TASK_LEDGER_SETTLE_DUE,
+        "schedule": crontab(hour=2, minute=15),  # daily; a month is closed on its first night
+        "options": {"queue": LEDGER_QUEUE, "routing_key": LEDGER_QUEUE},
+    },
+}
+beat_schedule_filename = str(DATA_DIR / "celerybeat-schedule")

@@ -20,7 +20,9 @@ from app.extensions import db
 from app.models import ApiToken, Job, JobState, LedgerEntry, utcnow
 
 tokens = AppGroup("tokens", help="Create, list and revoke API tokens.")
-ledger = AppGroup("ledger", help="Look at the compute-hours ledger.")
+ledger = AppGroup("ledger", help="The compute-hours ledger: entries, settlement, payouts, corrections.")
+nodes_group = AppGroup("nodes", help="Enrol, list and revoke volunteer nodes.")
+rates_group = AppGroup("rates", help="€ per compute hour per capability, with effective dates.")
 
 
 @tokens.command("create")
@@ -149,7 +151,9 @@ def format_entry(entry: LedgerEntry) -> str:
         f"{entry.received_at:%Y-%m-%d %H:%M:%S}  {entry.node:<28} {entry.capability:<4} "
         f"{entry.task_name:<20} attempt {entry.attempt}  {entry.outcome:<9} "
         f"wall {entry.wall_ms / 1000:7.3f}s cpu {entry.cpu_ms / 1000:7.3f}s "
-        f"{entry.units:>6} {entry.unit}s  granted {entry.granted_ms / 1000:.3f}s ({entry.grant_basis})"
+        f"{entry.units:>6} {entry.unit}s  claimed {entry.claimed_ms / 1000:.3f}s observed "
+        f"{entry.observed_ms / 1000:.3f}s cap {entry.cap_ms / 1000:.1f}s → granted "
+        f"{entry.granted_ms / 1000:.3f}s ({entry.grant_basis}) at {entry.rate_eur_per_hour} €/h"
     )
 
 
@@ -162,8 +166,165 @@ def demo_command(once: bool | None) -> None:
     sys.exit(run(once=once))
 
 
+@nodes_group.command("create")
+@click.argument("name")
+@click.option("--owner", required=True, help="The participant's email (created if new).")
+@click.option("--broker-url", default=None, help="Broker URL to put in the worker's configuration.")
+def nodes_create(name: str, owner: str, broker_url: str | None) -> None:
+    """Enrol a node; prints its id, its secret and the worker's configuration, once."""
+    from app import nodes
+
+    try:
+        node = nodes.create(name, owner)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"node {node.name} ({node.id}) enrolled for {node.participant.email}")
+    click.echo("Worker configuration (shown once; keep it private):\n")
+    click.echo(nodes.worker_configuration(node, broker_url), nl=False)
+
+
+@nodes_group.command("list")
+def nodes_list() -> None:
+    from app.models import Node
+
+    for node in db.session.scalars(select(Node).order_by(Node.created_at)):
+        state = "revoked" if node.revoked_at else "active"
+        click.echo(f"{node.id}  {node.name:<24} {node.participant.email:<30} {state}")
+
+
+@nodes_group.command("revoke")
+@click.argument("name")
+def nodes_revoke(name: str) -> None:
+    """Revoke a node: the ledger refuses everything it sends from now on."""
+    from app import nodes
+    from app.models import Node
+
+    node = db.session.scalar(select(Node).where(Node.name == name))
+    if node is None:
+        raise click.ClickException(f"no node named {name!r}")
+    nodes.revoke(node)
+    db.session.commit()
+    click.echo(f"node {name} revoked")
+
+
+@rates_group.command("list")
+def rates_list() -> None:
+    from app.models import Rate
+
+    for rate in db.session.scalars(select(Rate).order_by(Rate.capability, Rate.effective_from)):
+        click.echo(
+            f"{rate.capability:<4} {rate.eur_per_hour:>10} €/h from {rate.effective_from:%Y-%m-%d %H:%M} UTC"
+        )
+
+
+@rates_group.command("set")
+@click.argument("capability", type=click.Choice(["ocr", "llm"]))
+@click.argument("eur_per_hour")
+@click.option("--from", "effective", default=None, help="When it takes effect (ISO date, UTC); default now.")
+@click.option("--by", required=True, help="Who decides the change (recorded).")
+def rates_set(capability: str, eur_per_hour: str, effective: str | None, by: str) -> None:
+    """A new rate from a date on; earlier entries keep the rate they were entered at."""
+    from datetime import UTC, datetime
+    from decimal import Decimal, InvalidOperation
+
+    from app.models import Rate
+
+    try:
+        amount = Decimal(eur_per_hour)
+    except InvalidOperation:
+        raise click.ClickException(f"{eur_per_hour!r} is not a decimal amount") from None
+    if amount < 0 or amount.as_tuple().exponent < -6:
+        raise click.ClickException("a rate is ≥ 0 with at most 6 decimal places")
+    now = utcnow()
+    when = datetime.fromisoformat(effective) if effective else now
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    if when < now.replace(microsecond=0):
+        raise click.ClickException("a rate cannot take effect in the past: history keeps its rates")
+    db.session.add(Rate(capability=capability, eur_per_hour=amount, effective_from=when, created_by=by))
+    db.session.commit()
+    click.echo(f"{capability}: {amount} €/h from {when:%Y-%m-%d %H:%M} UTC")
+
+
+@ledger.command("settle")
+@click.option("--period", required=True, help="The month to close, YYYY-MM.")
+def ledger_settle(period: str) -> None:
+    """Close a period into one reward per node (settling again changes nothing)."""
+    from app.ledger import settlement
+
+    try:
+        row = settlement.settle(period)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(
+        f"{period} closed at {row.closed_at:%Y-%m-%d %H:%M} UTC: {row.entries} entries, "
+        f"{len(row.rewards)} rewards, {row.total_eur} € in all"
+    )
+
+
+@ledger.command("pay")
+@click.option("--period", required=True)
+@click.option("--reference", required=True, help="The payout's reference (bank batch, receipt).")
+def ledger_pay(period: str, reference: str) -> None:
+    """Mark a settled period's unpaid rewards paid."""
+    from app.ledger import settlement
+
+    try:
+        paid = settlement.pay(period, reference)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"{len(paid)} rewards of {period} marked paid ({reference})")
+
+
+@ledger.command("export")
+@click.option("--period", required=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+def ledger_export(period: str, fmt: str) -> None:
+    """A settled period's rewards for the treasurer."""
+    from app.ledger import settlement
+
+    try:
+        click.echo(settlement.export(period, fmt), nl=False)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@ledger.command("reverse")
+@click.argument("entry_id", type=int)
+@click.option("--reason", required=True)
+@click.option("--by", required=True, help="Who makes the correction.")
+def ledger_reverse(entry_id: int, reason: str, by: str) -> None:
+    """Correct an entry with a reversing entry (entries are never changed)."""
+    from app.ledger import settlement
+
+    try:
+        reversal = settlement.reverse(entry_id, reason, by)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"entry {reversal.id} reverses entry {entry_id} in {reversal.period}")
+
+
+@ledger.command("rejections")
+@click.option("--limit", default=20, show_default=True)
+def ledger_rejections(limit: int) -> None:
+    """The latest records the ledger refused, with the reason."""
+    from app.models import LedgerRejection
+
+    rows = db.session.scalars(select(LedgerRejection).order_by(LedgerRejection.id.desc()).limit(limit)).all()
+    for row in reversed(rows):
+        click.echo(
+            f"{row.received_at:%Y-%m-%d %H:%M:%S}  {row.kind:<9} {row.reason:<20} node {row.node_id}  "
+            f"task {row.task_id}  {row.detail}"
+        )
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(tokens)
     app.cli.add_command(ledger)
+    app.cli.add_command(nodes_group)
+    app.cli.add_command(rates_group)
     app.cli.add_command(submit_command)
     app.cli.add_command(demo_command)

@@ -19,10 +19,13 @@ from pathlib import Path
 import click
 import requests
 from flask_migrate import upgrade
+from sqlalchemy import select
 
 import celeryconfig
+from app import nodes
 from app.auth import create_token
 from app.extensions import db
+from app.models import Node
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "proces-verbal-ag.pdf"
@@ -64,10 +67,10 @@ class Children:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, argv: list[str]) -> None:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.logs / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def check(self) -> None:
@@ -159,7 +162,10 @@ def run(once: bool | None = None) -> int:
 
     upgrade(directory=str(ROOT / "migrations"))
     _, token = create_token("demo", "demo@koprogo.local", ["admin"])
+    volunteer = db.session.scalar(select(Node).where(Node.name == "demo-volunteer"))
+    volunteer = volunteer or nodes.create("demo-volunteer", "volunteer@koprogo.local")
     db.session.commit()
+    volunteer_env = {**env, **nodes.worker_environment(volunteer, celeryconfig.broker_url)}
     headers = {"Authorization": f"Bearer {token}"}
     api_port, flower_port = _port(5000), _port(5555)
     api = f"http://127.0.0.1:{api_port}"
@@ -198,6 +204,7 @@ def run(once: bool | None = None) -> int:
                 "volunteer@%h",
                 "--loglevel=INFO",
             ],
+            volunteer_env,
         )
         children.start(
             "api",
@@ -249,8 +256,8 @@ def run(once: bool | None = None) -> int:
             result["translation"],
         )
         _section("Ledger: one entry per execution", _ledger_lines(job["id"]))
-        nodes = requests.get(f"{api}/api/v1/ledger/nodes", headers=headers, timeout=30).json()["nodes"]
-        _section("Compute hours and rewards per node (unsettled)", _reward_lines(nodes))
+        by_node = requests.get(f"{api}/api/v1/ledger/nodes", headers=headers, timeout=30).json()["nodes"]
+        _section("Compute hours and rewards per node (unsettled)", _reward_lines(by_node))
         click.echo(f"\nEnd to end: {time.monotonic() - started:.1f} s (job: {_job_seconds(job):.1f} s)")
         if once:
             return 0

@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError as BrokerError
 import celeryconfig as cc
 from app.errors import Conflict, Unavailable
 from app.extensions import db
+from app.ledger import settlement
 from app.ledger.recorder import fail_job
 from app.models import ApiToken, Job, JobState, JobStep, StepState, utcnow
 from workers import documents, errors, texts
@@ -273,4 +274,5 @@ def describe(job: Job, *, full: bool = True) -> dict[str, Any]:
     if full:
         body["steps"] = [describe_step(step) for step in job.steps]
         body["result"] = result_of(job)
+        body["cost"] = settlement.job_cost(job)
     return body

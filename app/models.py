@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
-
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     JSON,

@@ -35,6 +35,7 @@ def main() -> int:
                     "GRID_LLM_MODEL": str(model),
                     "GRID_LLM_CONTEXT": str(LLM_CONTEXT),
                     "GRID_LLM_THREADS": "1",
+                    "GRID_SECRET_KEY": "bench-coordinator-key",
                     "OMP_THREAD_LIMIT": "1",
                     "PYTHONUNBUFFERED": "1",
                     # The bare Celery app gets a Redis database of its own.

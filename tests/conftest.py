@@ -46,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "GRID_LLM_MODEL": str(model),
             "GRID_LLM_CONTEXT": "512",
             "GRID_LLM_THREADS": "1",
+            "GRID_SECRET_KEY": "test-coordinator-key-not-for-production",
             "GRID_SOFT_TIME_LIMIT": "60",
             "GRID_HARD_TIME_LIMIT": "90",
             "GRID_VISIBILITY_TIMEOUT": "120",

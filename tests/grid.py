@@ -23,6 +23,25 @@ VENV_BIN = Path(sys.executable).parent
 CELERY = str(VENV_BIN / "celery")
 
 
+_flask_app = None
+
+
+def enrolment(name: str, owner: str = "volunteer@koprogo.test") -> dict[str, str]:
+    """The node id and secret a volunteer worker named ``name`` runs with (enrolled if new)."""
+    global _flask_app
+    from sqlalchemy import select
+
+    from app import create_app, nodes
+    from app.extensions import db
+    from app.models import Node
+
+    _flask_app = _flask_app or create_app()
+    with _flask_app.app_context():
+        node = db.session.scalar(select(Node).where(Node.name == name)) or nodes.create(name, owner)
+        db.session.commit()
+        return {"GRID_NODE_ID": node.id, "GRID_NODE_SECRET": nodes.node_secret(node)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -124,7 +143,8 @@ class Grid:
         env: dict[str, str] | None = None,
         wait: bool = True,
     ) -> GridProcess:
-        """A volunteer worker process, as a member would run it."""
+        """A volunteer worker process, as a member would run it, enrolled as node ``name``."""
+        env = {**enrolment(name), **(env or {})}
         process = self._spawn(
             name,
             [

@@ -45,15 +45,19 @@ def test_pipeline_job_runs_ocr_and_summary_on_different_nodes(client, admin, fla
         ("grid.llm.translate", "llm-node"),
         ("grid.ocr.extract", "ocr-node"),
     ]
-    assert all(e.outcome == "succeeded" and e.granted_ms == e.claimed_ms > 0 for e in entries)
+    assert all(e.outcome == "succeeded" and e.grant_basis == "claimed" for e in entries)
+    assert all(0 < e.granted_ms == e.claimed_ms <= min(e.observed_ms, e.cap_ms) for e in entries)
+    assert all(e.signature and e.node_id for e in entries)
     ocr_entry = next(e for e in entries if e.capability == "ocr")
     assert (ocr_entry.unit, ocr_entry.units) == ("page", 1)
 
     nodes = {n["node"].split("@")[0]: n for n in admin.get("/api/v1/ledger/nodes").json()["nodes"]}
     assert {"ocr-node", "llm-node"} <= set(nodes)
     ocr_line = nodes["ocr-node"]["capabilities"][0]
-    assert ocr_line["capability"] == "ocr" and ocr_line["rate_eur_per_hour"] == "0.60"
+    assert ocr_line["capability"] == "ocr" and ocr_line["rates_eur_per_hour"] == ["0.600000"]
     assert float(ocr_line["granted_hours"]) > 0
+    assert set(job["cost"]["split"]) == {"cooperative", "solidarity_fund"}
+    assert job["cost"]["exact_eur"] != "0"
 
 
 def test_ocr_job_reads_english_with_the_english_pack(client):

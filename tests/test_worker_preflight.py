@@ -10,12 +10,15 @@ import pytest
 
 from tests.grid import CELERY, ROOT
 
+#: Preflight only checks that the node is enrolled; these are never used to sign anything here.
+ENROLLED = {"GRID_NODE_ID": "00000000-0000-0000-0000-000000000000", "GRID_NODE_SECRET": "unused"}
+
 
 def start_worker(queues: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [CELERY, "-A", "workers", "worker", "-Q", queues, "-n", "preflight@%h", "--loglevel=WARNING"],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**os.environ, **ENROLLED, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -27,6 +30,11 @@ def refusal(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 78, result.stderr[-2000:]
     assert len(lines) == 1, result.stderr[-2000:]
     return lines[0]
+
+
+def test_worker_of_a_node_not_enrolled_refuses_to_start():
+    line = refusal(start_worker("ocr", GRID_NODE_ID="", GRID_NODE_SECRET=""))
+    assert "not enrolled" in line and "manage.py nodes create" in line
 
 
 def test_llm_worker_without_a_model_refuses_to_start():
@@ -74,7 +82,7 @@ def test_worker_that_can_serve_its_queues_starts(redis_url: str):
     process = subprocess.Popen(
         [CELERY, "-A", "workers", "worker", "-Q", "llm,ocr", "-n", "able@%h", "--loglevel=INFO"],
         cwd=ROOT,
-        env={**os.environ, "GRID_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/3"},
+        env={**os.environ, **ENROLLED, "GRID_BROKER_URL": redis_url.rsplit("/", 1)[0] + "/3"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -25,15 +25,19 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 
 import celeryconfig
-from workers import errors
+from workers import errors, signing
 from workers.errors import GridError
 
 RECORD_VERSION = 1
 
 
-def node_id(hostname: str | None = None) -> str:
-    """This node's name in the ledger: GRID_NODE_ID, else the Celery worker's name."""
-    return os.environ.get("GRID_NODE_ID") or hostname or f"celery@{socket.gethostname()}"
+NODE_ID_ENV = "GRID_NODE_ID"
+NODE_SECRET_ENV = "GRID_NODE_SECRET"
+
+
+def worker_name(hostname: str | None = None) -> str:
+    """The Celery worker's name (informational: the ledger knows the node by its id)."""
+    return hostname or f"celery@{socket.gethostname()}"
 
 
 def _now() -> str:
@@ -82,6 +86,10 @@ def _error_of(exc: BaseException | None) -> dict[str, str]:
 
 
 def _send(task_app, name: str, record: dict) -> None:
+    """Sign a record with this node's secret and send it to the coordinator's ledger queue."""
+    record = signing.sign(
+        {**record, "node_id": os.environ.get(NODE_ID_ENV, "")}, os.environ.get(NODE_SECRET_ENV, "")
+    )
     task_app.send_task(
         name,
         args=[record],
@@ -101,7 +109,7 @@ def _on_prerun(task_id: str, task, **_) -> None:
         task_id=task_id,
         task_name=task.name,
         capability=capability,
-        node=node_id(task.request.hostname),
+        node=worker_name(task.request.hostname),
         attempt=task.request.retries,
         started_at=_now(),
     )
@@ -180,7 +188,7 @@ class GridRequest(Request):
             task_id=self.id,
             task_name=self.task.name,
             capability=capability,
-            node=node_id(self.hostname),
+            node=worker_name(self.hostname),
             attempt=self._context.retries or 0,
             started_at=datetime.fromtimestamp(started, UTC).isoformat(),
         )

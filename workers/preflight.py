@@ -73,9 +73,24 @@ def llm_problem() -> str | None:
 CHECKS = {celeryconfig.OCR_QUEUE: ocr_problem, celeryconfig.LLM_QUEUE: llm_problem}
 
 
+def enrolment_problem() -> str | None:
+    """Why this worker cannot sign what it reports, or None."""
+    from workers.metering import NODE_ID_ENV, NODE_SECRET_ENV
+
+    missing = [name for name in (NODE_ID_ENV, NODE_SECRET_ENV) if not os.environ.get(name)]
+    if missing:
+        return (
+            f"this node is not enrolled: {' and '.join(missing)} not set; the cooperative's operator "
+            "issues them with `python manage.py nodes create NAME --owner EMAIL`"
+        )
+    return None
+
+
 def problems(queues: list[str]) -> list[str]:
-    """One line per queue this machine cannot serve."""
+    """One line per reason this worker cannot serve its queues."""
     found = []
+    if (problem := enrolment_problem()) is not None:
+        found.append(problem)
     for queue in queues:
         if queue == celeryconfig.LEDGER_QUEUE:
             found.append("queue 'ledger' is the coordinator's own; volunteers serve -Q ocr, llm or llm,ocr")

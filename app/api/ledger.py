@@ -1,19 +1,19 @@
-"""/api/v1/ledger: compute hours and rewards per node and capability."""
+"""/api/v1/ledger and /api/v1/participants: compute hours, rewards, statements."""
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from flask import Blueprint, current_app
+from flask import Blueprint, request
 from sqlalchemy import func, select
 
-from app.auth import require
-from app.config import rates
+from app.auth import current_token, require
+from app.errors import ApiError, NotFound
 from app.extensions import db
-from app.ledger import rules
-from app.models import LedgerEntry
+from app.ledger import periods, rules, settlement
+from app.models import LedgerEntry, Node, Participant, utcnow
 
-bp = Blueprint("ledger", __name__, url_prefix="/ledger")
+bp = Blueprint("ledger", __name__)
 
 _SHOWN = Decimal("0.000001")
 
@@ -22,41 +22,90 @@ def _shown(value: Decimal) -> str:
     return str(value.quantize(_SHOWN, rounding=ROUND_HALF_EVEN))
 
 
-@bp.get("/nodes")
+@bp.get("/ledger/nodes")
 @require("admin")
 def nodes():
-    """Granted compute hours and unsettled rewards per node and capability."""
-    rate_of = rates(current_app.config)
+    """Granted compute hours and unsettled rewards per node and capability, all periods."""
     rows = db.session.execute(
         select(
-            LedgerEntry.node,
+            LedgerEntry.node_id,
             LedgerEntry.capability,
+            LedgerEntry.rate_eur_per_hour,
             func.count(),
             func.coalesce(func.sum(LedgerEntry.units), 0),
             func.coalesce(func.sum(LedgerEntry.claimed_ms), 0),
             func.coalesce(func.sum(LedgerEntry.granted_ms), 0),
         )
-        .group_by(LedgerEntry.node, LedgerEntry.capability)
-        .order_by(LedgerEntry.node, LedgerEntry.capability)
+        .group_by(LedgerEntry.node_id, LedgerEntry.capability, LedgerEntry.rate_eur_per_hour)
+        .order_by(LedgerEntry.node_id, LedgerEntry.capability)
     ).all()
-    out: dict[str, dict] = {}
-    for node, capability, executions, units, claimed_ms, granted_ms in rows:
-        rate = rate_of.get(capability, Decimal(0))
-        entry = out.setdefault(node, {"node": node, "capabilities": [], "reward_eur": Decimal(0)})
-        reward = rules.reward(int(granted_ms), rate)
-        entry["reward_eur"] += reward
-        entry["capabilities"].append(
+    names = {node.id: node for node in db.session.scalars(select(Node))}
+    out: dict[str | None, dict] = {}
+    for node_id, capability, rate, executions, units, claimed_ms, granted_ms in rows:
+        node = names.get(node_id)
+        entry = out.setdefault(
+            node_id,
+            {
+                "node_id": node_id,
+                "node": node.name if node else None,
+                "participant": node.participant.email if node else None,
+                "capabilities": {},
+                "reward_eur": Decimal(0),
+            },
+        )
+        line = entry["capabilities"].setdefault(
+            capability,
             {
                 "capability": capability,
-                "executions": executions,
-                "units": int(units),
                 "unit": rules.UNIT_OF_CAPABILITY.get(capability, "unit"),
-                "claimed_hours": _shown(rules.hours(int(claimed_ms))),
-                "granted_hours": _shown(rules.hours(int(granted_ms))),
-                "rate_eur_per_hour": str(rate),
-                "reward_eur": _shown(reward),
-            }
+                "executions": 0,
+                "units": 0,
+                "claimed_ms": 0,
+                "granted_ms": 0,
+                "reward": Decimal(0),
+                "rates_eur_per_hour": [],
+            },
         )
+        line["executions"] += executions
+        line["units"] += int(units)
+        line["claimed_ms"] += int(claimed_ms)
+        line["granted_ms"] += int(granted_ms)
+        line["reward"] += rules.reward(int(granted_ms), rate or Decimal(0))
+        line["rates_eur_per_hour"].append(str(rate))
+    result = []
     for entry in out.values():
+        capabilities = []
+        for line in entry["capabilities"].values():
+            entry["reward_eur"] += line["reward"]
+            capabilities.append(
+                {
+                    "capability": line["capability"],
+                    "executions": line["executions"],
+                    "units": line["units"],
+                    "unit": line["unit"],
+                    "claimed_hours": _shown(rules.hours(line["claimed_ms"])),
+                    "granted_hours": _shown(rules.hours(line["granted_ms"])),
+                    "rates_eur_per_hour": sorted(set(line["rates_eur_per_hour"])),
+                    "reward_eur": _shown(line["reward"]),
+                }
+            )
+        entry["capabilities"] = capabilities
         entry["reward_eur"] = _shown(entry["reward_eur"])
-    return {"nodes": list(out.values()), "note": "Unsettled: amounts are rounded to the cent at settlement."}
+        result.append(entry)
+    return {"nodes": result, "note": "Unsettled: rewards are rounded to the cent when a period is settled."}
+
+
+@bp.get("/participants/<int:participant_id>/statement")
+@require("jobs:read")
+def statement(participant_id: int):
+    """A participant's executions in a period, line by line, to reconcile with their nodes."""
+    participant = db.session.get(Participant, participant_id)
+    token = current_token()
+    if participant is None or (participant.email != token.owner.lower() and "admin" not in token.scope_set):
+        raise NotFound(f"No participant {participant_id} among yours.")
+    period = request.args.get("period") or periods.of(utcnow())
+    try:
+        periods.parse(period)
+    except ValueError as exc:
+        raise ApiError(str(exc), code="invalid_parameter") from None
+    return settlement.statement(participant, period)

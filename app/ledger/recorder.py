@@ -1,58 +1,194 @@
-"""Apply what volunteers report to the database: step and job states, and ledger entries.
+"""Apply what volunteers report to the database: verified, bounded, once.
+
+Everything a node sends is a claim. A record is entered only if it is signed by an enrolled,
+unrevoked node's secret, concerns a task the coordinator dispatched, for a job not cancelled,
+by the node the coordinator saw start it, and is not a replay or a second completion of the
+same execution. Anything else is stored in ``ledger_rejections`` with the reason. A granted
+time is min(claimed, observed by the coordinator, units × reference × slack).
 
 Called by the ``ledger`` queue's tasks inside an application context; the caller commits.
-Records may arrive out of order (a retry's start before the failed attempt's record) and more
-than once (a redelivered message): every change here is idempotent and never moves a step or a
-job back from a final state.
+Records may arrive out of order and more than once: every change is idempotent and never moves
+a step or a job back from a final state.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+import celeryconfig
+from app import nodes
 from app.extensions import db
-from app.ledger import rules
-from app.models import Job, JobState, JobStep, LedgerEntry, StepState, utcnow
+from app.ledger import periods, rules
+from app.models import (
+    ExecutionSighting,
+    Job,
+    JobState,
+    JobStep,
+    LedgerEntry,
+    LedgerRejection,
+    Node,
+    Rate,
+    StepState,
+    utcnow,
+)
+from workers import signing
 
 log = logging.getLogger(__name__)
 
 
-def _when(value: Any) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except (TypeError, ValueError):
+class Refused(Exception):
+    """A record the ledger will not enter; ``reason`` is stored with it."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Context:
+    """What a batch of records needs from the database, read once per batch."""
+
+    costs: rules.ReferenceCosts = field(default_factory=rules.ReferenceCosts)
+    rates: list[rules.Rate] = field(default_factory=list)
+    closed: set[str] = field(default_factory=set)
+    secrets: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls) -> Context:
+        """Read at the start of the transaction that enters records, after taking the lock a
+        settlement waits on: a period closed meanwhile is seen closed here."""
+        from app.ledger.settlement import lock_ledger_for_entries
+
+        lock_ledger_for_entries()
+        rates = [
+            rules.Rate(r.capability, r.eur_per_hour, _aware(r.effective_from))
+            for r in db.session.scalars(select(Rate))
+        ]
+        return cls(rates=rates, closed=periods.closed())
+
+    def secret_of(self, node_id: str) -> str | None:
+        """The node's secret, or None if it is unknown or revoked."""
+        if node_id not in self.secrets:
+            node = db.session.get(Node, node_id) if node_id else None
+            self.secrets[node_id] = node_secret_if_active(node)
+        return self.secrets[node_id]
+
+
+def node_secret_if_active(node: Node | None) -> str | None:
+    if node is None or node.revoked_at is not None:
+        return None
+    return nodes.node_secret(node)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _when(value: Any) -> datetime | None:
+    try:
+        return _aware(datetime.fromisoformat(str(value)))
+    except (TypeError, ValueError):
+        return None
+
+
 def _ms(seconds: Any) -> int:
     try:
-        return max(0, round(float(seconds) * 1000))
+        value = float(seconds)
     except (TypeError, ValueError):
         return 0
+    return max(0, round(value * 1000)) if value == value and value != float("inf") else 0
 
 
-def _step(task_id: str) -> JobStep | None:
-    return db.session.scalar(select(JobStep).where(JobStep.task_id == str(task_id)))
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
 
 
-def on_started(record: dict[str, Any]) -> None:
-    """A node began an execution: the step is running there."""
-    step = _step(record.get("task_id", ""))
+def reject(kind: str, record: Any, refused: Refused) -> LedgerRejection:
+    """Store a refused record with its reason."""
+    record = record if isinstance(record, dict) else {"raw": repr(record)[:2000]}
+    row = LedgerRejection(
+        kind=kind,
+        reason=refused.reason,
+        detail=refused.detail[:2000],
+        task_id=str(record.get("task_id", ""))[:64] or None,
+        attempt=_int(record.get("attempt"), -1),
+        node_id=str(record.get("node_id", ""))[:64] or None,
+        signature=str(record.get("signature", ""))[:128] or None,
+        record={k: v for k, v in record.items() if k != "result"},  # the evidence, not the payload
+    )
+    db.session.add(row)
+    log.warning("ledger refused a %s record: %s %s", kind, refused.reason, refused.detail)
+    return row
+
+
+def _verify(record: Any, ctx: Context) -> tuple[str, JobStep, int]:
+    """Signature, node and dispatch checks shared by start and completion records."""
+    if not isinstance(record, dict):
+        raise Refused("malformed", "a record is a JSON object")
+    if not record.get("signature"):
+        raise Refused("missing_signature", "the record is not signed")
+    node_id = str(record.get("node_id") or "")
+    secret = ctx.secret_of(node_id)
+    if secret is None:
+        raise Refused("unknown_node", f"no enrolled, unrevoked node {node_id!r}")
+    if not signing.verify(record, secret):
+        raise Refused("bad_signature", f"the signature does not match node {node_id}'s secret")
+    step = db.session.scalar(select(JobStep).where(JobStep.task_id == str(record.get("task_id", ""))))
     if step is None:
-        log.warning("start of a task we never dispatched: %s", record.get("task_id"))
-        return
-    if step.state in StepState.FINAL or step.job.state in JobState.FINAL:
+        raise Refused("never_dispatched", f"the coordinator never dispatched task {record.get('task_id')!r}")
+    if record.get("task_name") not in (None, step.task_name):
+        raise Refused("wrong_task", f"task {step.task_id} is a {step.task_name}")
+    return node_id, step, max(0, _int(record.get("attempt")))
+
+
+def on_started(record: Any, ctx: Context | None = None) -> None:
+    """A node began an execution: note our first sight of it; the step is running there."""
+    ctx = ctx or Context.load()
+    try:
+        node_id, step, attempt = _verify(record, ctx)
+    except Refused as refused:
+        reject("started", record, refused)
         return
     now = utcnow()
+    exists = db.session.scalar(
+        select(ExecutionSighting.id).where(
+            ExecutionSighting.task_id == step.task_id,
+            ExecutionSighting.attempt == attempt,
+            ExecutionSighting.node_id == node_id,
+        )
+    )
+    if exists is None:
+        try:
+            with db.session.begin_nested():
+                db.session.add(
+                    ExecutionSighting(
+                        task_id=step.task_id,
+                        attempt=attempt,
+                        node_id=node_id,
+                        worker=str(record.get("node", ""))[:200],
+                        first_seen_at=now,
+                    )
+                )
+        except IntegrityError:
+            pass  # seen by a concurrent ledger worker first: its time stands
+    if step.state in StepState.FINAL or step.job.state in JobState.FINAL:
+        return
     step.state = StepState.RUNNING
     step.node = str(record.get("node", ""))[:200]
-    step.attempts = max(step.attempts, int(record.get("attempt", 0)) + 1)
+    step.attempts = max(step.attempts, attempt + 1)
     step.started_at = step.started_at or now
     job = step.job
     if job.state == JobState.QUEUED:
@@ -60,27 +196,148 @@ def on_started(record: dict[str, Any]) -> None:
         job.started_at = now
 
 
-def on_completed(record: dict[str, Any]) -> LedgerEntry | None:
-    """An execution ended: enter it in the ledger once, then move its step and job on."""
-    step = _step(record.get("task_id", ""))
-    if step is None:
-        log.warning("record for a task we never dispatched: %s", record.get("task_id"))
+def on_completed(record: Any, ctx: Context | None = None) -> LedgerEntry | None:
+    """An execution ended: enter it once, verified and bounded, then move its step and job on."""
+    ctx = ctx or Context.load()
+    try:
+        entry = _enter(record, ctx)
+    except Refused as refused:
+        reject("completed", record, refused)
         return None
-    entry = _enter(step, record)
-    if entry is None:
-        return None  # this execution is already in the ledger
+    step = db.session.get(JobStep, entry.step_id)
+    _advance(step, entry, record)
+    return entry
+
+
+def _enter(record: Any, ctx: Context) -> LedgerEntry:
+    node_id, step, attempt = _verify(record, ctx)
     job = step.job
+    if job.state == JobState.CANCELLED:
+        raise Refused("job_cancelled", f"job {job.id} was cancelled")
+    existing = db.session.scalar(
+        select(LedgerEntry).where(LedgerEntry.task_id == step.task_id, LedgerEntry.attempt == attempt)
+    )
+    if existing is not None:
+        if existing.signature == record.get("signature"):
+            raise Refused("replay", f"entry {existing.id} already holds this very record")
+        raise Refused(
+            "duplicate_execution", f"entry {existing.id} already holds attempt {attempt} of this task"
+        )
+    sightings = db.session.execute(
+        select(ExecutionSighting.node_id, ExecutionSighting.first_seen_at).where(
+            ExecutionSighting.task_id == step.task_id, ExecutionSighting.attempt == attempt
+        )
+    ).all()
+    seen = {row.node_id: _aware(row.first_seen_at) for row in sightings}
+    if seen and node_id not in seen:
+        raise Refused(
+            "cross_node",
+            f"attempt {attempt} of task {step.task_id} was started by another node, not {node_id}",
+        )
+
+    received = utcnow()
+    outcome = str(record.get("outcome", "failed"))
+    if outcome not in ("succeeded", "failed", "retried", "lost"):
+        raise Refused("malformed", f"unknown outcome {outcome!r}")
+    capability = step.queue
+    claimed_units = rules.units_of(
+        capability, record.get("units") if isinstance(record.get("units"), dict) else {}
+    )
+    units = claimed_units
+    if capability == "ocr" and job.input_pages is not None:
+        units = min(claimed_units, job.input_pages)  # we know how many pages we sent
+    result = record.get("result") if isinstance(record.get("result"), dict) else {}
+    model_bytes = _int((result.get("engine") or {}).get("model_bytes"))
+    since = seen.get(node_id) or _aware(step.dispatched_at) or _aware(job.created_at)
+    observed_ms = max(0, round((received - since).total_seconds() * 1000)) + rules.OBSERVATION_ALLOWANCE_MS
+    claimed_ms = _ms(record.get("wall_seconds"))
+    cap = rules.cap_ms(capability, units, ctx.costs, model_bytes)
+    error = record.get("error") if isinstance(record.get("error"), dict) else {}
+    error_code = str(error.get("code"))[:64] if error.get("code") else None
+    planned = (
+        rules.cap_ms(capability, job.input_pages, ctx.costs)
+        if capability == "ocr" and job.input_pages
+        else None
+    )
+    if outcome == "succeeded" and _already_granted(step):
+        decision = rules.Grant(0, "already_granted")  # a retried task completing twice is paid once
+    else:
+        decision = rules.grant(
+            outcome,
+            claimed_ms,
+            observed_ms,
+            cap,
+            error_code=error_code,
+            time_limit_ms=celeryconfig.task_soft_time_limit * 1000,
+            planned_cap_ms=planned,
+        )
+    try:
+        rate: Decimal | None = rules.rate_at(ctx.rates, capability, received)
+    except LookupError:
+        rate = None
+    entry = LedgerEntry(
+        task_id=step.task_id,
+        attempt=attempt,
+        job_id=step.job_id,
+        step_id=step.id,
+        node_id=node_id,
+        node=str(record.get("node", ""))[:200],
+        capability=capability,
+        task_name=step.task_name,
+        outcome=outcome,
+        error_code=error_code,
+        started_at=_when(record.get("started_at")),
+        finished_at=_when(record.get("finished_at")),
+        wall_ms=claimed_ms,
+        cpu_ms=_ms(record.get("cpu_seconds")),
+        unit=rules.UNIT_OF_CAPABILITY.get(capability, "unit"),
+        units=units,
+        received_at=received,
+        claimed_ms=claimed_ms,
+        observed_ms=observed_ms,
+        cap_ms=cap,
+        granted_ms=decision.granted_ms,
+        grant_basis=decision.basis,
+        rate_eur_per_hour=rate,
+        period=periods.open_period_for(received, ctx.closed),
+        signature=str(record["signature"])[:128],
+    )
+    try:
+        with db.session.begin_nested():  # a concurrent ledger worker may enter it first
+            db.session.add(entry)
+    except IntegrityError:
+        raise Refused(
+            "duplicate_execution", f"attempt {attempt} of task {step.task_id} entered concurrently"
+        ) from None
+    return entry
+
+
+def _already_granted(step: JobStep) -> bool:
+    return (
+        db.session.scalar(
+            select(LedgerEntry.id).where(
+                LedgerEntry.task_id == step.task_id,
+                LedgerEntry.outcome == "succeeded",
+                LedgerEntry.granted_ms > 0,
+            )
+        )
+        is not None
+    )
+
+
+def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any]) -> None:
+    """Move the step and its job on after an entered execution."""
+    job: Job = step.job
     if job.state in JobState.FINAL or step.state in StepState.FINAL:
-        return entry  # a cancelled job, or a late duplicate of a finished step
-    outcome = entry.outcome
-    error = record.get("error") or {}
+        return  # a late duplicate of a finished step
+    error = record.get("error") if isinstance(record.get("error"), dict) else {}
     step.node = entry.node
     step.attempts = max(step.attempts, entry.attempt + 1)
-    if outcome == "succeeded":
+    if entry.outcome == "succeeded":
         step.state = StepState.SUCCEEDED
         step.result = record.get("result")
         step.error_code = step.error_message = None
-        step.finished_at = utcnow()
+        step.finished_at = entry.received_at
         step.wall_ms, step.cpu_ms = entry.wall_ms, entry.cpu_ms
         if all(s.state == StepState.SUCCEEDED for s in job.steps):
             job.state = JobState.SUCCEEDED
@@ -91,14 +348,13 @@ def on_completed(record: dict[str, Any]) -> LedgerEntry | None:
         step.state = StepState.FAILED
         step.error_code = str(error.get("code") or "internal_error")[:64]
         step.error_message = str(error.get("message") or "")
-        step.finished_at = utcnow()
+        step.finished_at = entry.received_at
         step.wall_ms, step.cpu_ms = entry.wall_ms, entry.cpu_ms
         fail_job(job, step.error_code, f"{step.name}: {step.error_message}")
     else:  # retried or lost: it will run again
         step.state = StepState.RETRYING
         step.error_code = str(error.get("code") or "")[:64] or None
         step.error_message = error.get("message")
-    return entry
 
 
 def fail_job(job: Job, code: str, message: str) -> None:
@@ -109,46 +365,3 @@ def fail_job(job: Job, code: str, message: str) -> None:
     for other in job.steps:
         if other.state not in StepState.FINAL:
             other.state = StepState.SKIPPED
-
-
-def _enter(step: JobStep, record: dict[str, Any]) -> LedgerEntry | None:
-    attempt = int(record.get("attempt", 0))
-    exists = db.session.scalar(
-        select(LedgerEntry.id).where(LedgerEntry.task_id == step.task_id, LedgerEntry.attempt == attempt)
-    )
-    if exists is not None:
-        log.info("duplicate record for %s attempt %s ignored", step.task_id, attempt)
-        return None
-    outcome = str(record.get("outcome", "failed"))
-    claimed_ms = _ms(record.get("wall_seconds"))
-    granted = rules.grant(outcome, claimed_ms)
-    capability = step.queue
-    error = record.get("error") or {}
-    entry = LedgerEntry(
-        task_id=step.task_id,
-        attempt=attempt,
-        job_id=step.job_id,
-        step_id=step.id,
-        node=str(record.get("node", ""))[:200],
-        capability=capability,
-        task_name=step.task_name,
-        outcome=outcome[:16],
-        error_code=(str(error["code"])[:64] if error.get("code") else None),
-        started_at=_when(record.get("started_at")),
-        finished_at=_when(record.get("finished_at")),
-        wall_ms=claimed_ms,
-        cpu_ms=_ms(record.get("cpu_seconds")),
-        unit=rules.UNIT_OF_CAPABILITY.get(capability, "unit"),
-        units=rules.units_of(capability, record.get("units") or {}),
-        claimed_ms=claimed_ms,
-        granted_ms=granted.granted_ms,
-        grant_basis=granted.basis,
-        signature=record.get("signature"),
-    )
-    try:
-        with db.session.begin_nested():  # a concurrent ledger worker may enter it first
-            db.session.add(entry)
-    except IntegrityError:
-        log.info("duplicate record for %s attempt %s ignored", step.task_id, attempt)
-        return None
-    return entry

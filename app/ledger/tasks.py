@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 import celeryconfig
 from app.extensions import db
-from app.ledger import recorder
+from app.ledger import recorder, settlement
 
 _RETRY = {
     "autoretry_for": (OperationalError,),
@@ -28,7 +28,7 @@ _RETRY = {
 def started(record: dict[str, Any]) -> None:
     """A volunteer began an execution."""
     try:
-        recorder.on_started(record)
+        recorder.on_started(record, recorder.Context.load())
         db.session.commit()
     except Exception:
         db.session.rollback()
@@ -39,8 +39,20 @@ def started(record: dict[str, Any]) -> None:
 def record(record: dict[str, Any]) -> None:
     """A volunteer finished an execution: enter it in the ledger and move the job on."""
     try:
-        recorder.on_completed(record)
+        recorder.on_completed(record, recorder.Context.load())
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
+
+
+@shared_task(name=celeryconfig.TASK_LEDGER_SETTLE_DUE, **_RETRY)
+def settle_due() -> list[str]:
+    """Close every ended period that is still open (run daily by the beat schedule)."""
+    try:
+        settled = settlement.settle_due()
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return settled

@@ -122,6 +122,7 @@ def describe() -> dict:
     return {
         "name": "llama.cpp",
         "model": model_path().name,
+        "model_bytes": model_path().stat().st_size,
         "context": model.n_ctx(),
         "loads_in_process": LOADS,
         "pid": os.getpid(),

@@ -32,7 +32,7 @@ class GridTask(Task):
             return
         try:
             self.update_state(
-                state="PROGRESS", meta={**info, "node": metering.node_id(self.request.hostname)}
+                state="PROGRESS", meta={**info, "node": metering.worker_name(self.request.hostname)}
             )
         except Exception:  # noqa: BLE001  progress is cosmetic; the work must go on
             pass

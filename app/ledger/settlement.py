@@ -1,0 +1,322 @@
+"""Close a period into rewards, pay them, export them, and show participants their statement.
+
+Settling locks the ledger against new entries for the moment it sums (PostgreSQL), so an entry
+is either in the period it was received in or, once that period is closed, in the next open
+one; a closed period never changes and settling it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from app.extensions import db
+from app.ledger import periods, rules
+from app.models import Job, LedgerEntry, LedgerPeriod, Node, Participant, Reward, RewardLine, utcnow
+
+
+class SettlementError(ValueError):
+    """A settlement or payout that cannot be done as asked."""
+
+
+def lock_ledger_for_entries() -> None:
+    """Called first in a transaction that enters records: waits while a settlement sums."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("LOCK TABLE ledger_entries IN ROW EXCLUSIVE MODE"))
+
+
+def settle(period: str, now: datetime | None = None) -> LedgerPeriod:
+    """Close ``period`` into one reward per node; idempotent. The caller commits."""
+    start, end = periods.bounds(period)
+    now = now or utcnow()
+    if end > now:
+        raise SettlementError(f"{period} has not ended yet (it ends {end:%Y-%m-%d %H:%M} UTC)")
+    row = _period_row(period, start, end)
+    if row.closed_at is not None:
+        return row  # settled already: nothing changes
+    if db.session.get_bind().dialect.name == "postgresql":
+        # Entries being written finish first; new ones wait until this commits and then,
+        # seeing the period closed, go to the next one.
+        db.session.execute(text("LOCK TABLE ledger_entries IN SHARE MODE"))
+    grouped = db.session.execute(
+        select(
+            LedgerEntry.node_id,
+            LedgerEntry.capability,
+            LedgerEntry.rate_eur_per_hour,
+            func.sum(LedgerEntry.granted_ms),
+            func.count(),
+        )
+        .where(LedgerEntry.period == period, LedgerEntry.node_id.is_not(None))
+        .group_by(LedgerEntry.node_id, LedgerEntry.capability, LedgerEntry.rate_eur_per_hour)
+    ).all()
+    lines = [
+        rules.Line(node_id, capability, int(granted), rate if rate is not None else Decimal(0))
+        for node_id, capability, rate, granted, _ in grouped
+    ]
+    result = rules.settle(lines)
+    for node_reward in result.rewards:
+        reward = Reward(
+            period=period,
+            node_id=node_reward.node_id,
+            period_start=start,
+            period_end=end,
+            exact_eur=node_reward.exact_eur,
+            amount_eur=node_reward.amount_eur,
+        )
+        for line in (x for x in lines if x.node_id == node_reward.node_id):
+            reward.lines.append(
+                RewardLine(
+                    capability=line.capability,
+                    rate_eur_per_hour=line.rate_eur_per_hour,
+                    granted_ms=line.granted_ms,
+                    hours=rules.hours(line.granted_ms).quantize(Decimal("0.000001")),
+                    exact_eur=rules.reward(line.granted_ms, line.rate_eur_per_hour),
+                )
+            )
+        db.session.add(reward)
+    row.closed_at = now
+    row.total_exact_eur = result.total_exact_eur
+    row.total_eur = result.total_eur
+    row.entries = sum(int(count) for *_, count in grouped)
+    db.session.flush()
+    return row
+
+
+def _period_row(period: str, start: datetime, end: datetime) -> LedgerPeriod:
+    row = db.session.get(LedgerPeriod, period, with_for_update=True)
+    if row is not None:
+        return row
+    try:
+        with db.session.begin_nested():
+            db.session.add(LedgerPeriod(period=period, starts_at=start, ends_at=end))
+    except IntegrityError:
+        pass  # created by a concurrent settlement: take its lock below
+    return db.session.get(LedgerPeriod, period, with_for_update=True, populate_existing=True)
+
+
+def settle_due(now: datetime | None = None) -> list[str]:
+    """Settle every ended period that has entries and is not closed (the beat schedule's job)."""
+    now = now or utcnow()
+    current = periods.of(now)
+    pending = db.session.scalars(
+        select(LedgerEntry.period).where(LedgerEntry.period < current).distinct().order_by(LedgerEntry.period)
+    ).all()
+    closed = periods.closed()
+    settled = []
+    for period in pending:
+        if period and period not in closed:
+            settle(period, now)
+            settled.append(period)
+    return settled
+
+
+def pay(period: str, reference: str, node_ids: list[str] | None = None) -> list[Reward]:
+    """Mark a closed period's unpaid rewards paid under a payout reference. The caller commits."""
+    row = db.session.get(LedgerPeriod, period)
+    if row is None or row.closed_at is None:
+        raise SettlementError(f"{period} is not settled: settle it before paying it")
+    if not reference.strip():
+        raise SettlementError("a payout needs a reference (a bank transfer batch, a receipt number)")
+    query = select(Reward).where(Reward.period == period, Reward.paid_at.is_(None))
+    if node_ids:
+        query = query.where(Reward.node_id.in_(node_ids))
+    paid = db.session.scalars(query).all()
+    now = utcnow()
+    for reward in paid:
+        reward.paid_at = now
+        reward.payout_reference = reference.strip()[:120]
+    return paid
+
+
+def _reward_rows(period: str) -> list[dict[str, Any]]:
+    rewards = db.session.scalars(select(Reward).where(Reward.period == period).order_by(Reward.node_id)).all()
+    rows = []
+    for reward in rewards:
+        hours_by = {line.capability: Decimal(0) for line in reward.lines}
+        for line in reward.lines:
+            hours_by[line.capability] += rules.hours(line.granted_ms)
+        rows.append(
+            {
+                "period": reward.period,
+                "period_start": reward.period_start.isoformat(),
+                "period_end": reward.period_end.isoformat(),
+                "node_id": reward.node_id,
+                "node": reward.node.name,
+                "participant": reward.node.participant.email,
+                "ocr_hours": str(hours_by.get("ocr", Decimal(0)).quantize(Decimal("0.000001"))),
+                "llm_hours": str(hours_by.get("llm", Decimal(0)).quantize(Decimal("0.000001"))),
+                "amount_eur": str(reward.amount_eur),
+                "paid": reward.paid_at is not None,
+                "paid_at": reward.paid_at.isoformat() if reward.paid_at else None,
+                "payout_reference": reward.payout_reference,
+            }
+        )
+    return rows
+
+
+def export(period: str, fmt: str) -> str:
+    """A closed period's rewards for the treasurer, as CSV or JSON."""
+    row = db.session.get(LedgerPeriod, period)
+    if row is None or row.closed_at is None:
+        raise SettlementError(f"{period} is not settled")
+    rows = _reward_rows(period)
+    if fmt == "json":
+        import json
+
+        return json.dumps(
+            {
+                "period": period,
+                "closed_at": row.closed_at.isoformat(),
+                "entries": row.entries,
+                "total_eur": str(row.total_eur),
+                "rewards": rows,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["period"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def statement(participant: Participant, period: str) -> dict[str, Any]:
+    """Every execution of the participant's nodes that counts in ``period``, line by line, with
+    claimed, observed, cap and granted time, rate and euros; and the settled reward if any."""
+    start, end = periods.bounds(period)
+    node_ids = [node.id for node in participant.nodes]
+    entries = db.session.scalars(
+        select(LedgerEntry)
+        .where(LedgerEntry.period == period, LedgerEntry.node_id.in_(node_ids))
+        .order_by(LedgerEntry.received_at, LedgerEntry.id)
+    ).all()
+    names = {node.id: node.name for node in participant.nodes}
+    lines = []
+    exact = Decimal(0)
+    for entry in entries:
+        euros = rules.reward(entry.granted_ms, entry.rate_eur_per_hour or Decimal(0))
+        exact += euros
+        lines.append(
+            {
+                "entry_id": entry.id,
+                "received_at": entry.received_at.isoformat(),
+                "node": names.get(entry.node_id),
+                "node_id": entry.node_id,
+                "task_id": entry.task_id,
+                "attempt": entry.attempt,
+                "job_id": entry.job_id,
+                "capability": entry.capability,
+                "outcome": entry.outcome,
+                "units": entry.units,
+                "unit": entry.unit,
+                "claimed_seconds": entry.claimed_ms / 1000,
+                "observed_seconds": entry.observed_ms / 1000,
+                "cap_seconds": entry.cap_ms / 1000,
+                "granted_seconds": entry.granted_ms / 1000,
+                "grant_basis": entry.grant_basis,
+                "rate_eur_per_hour": str(entry.rate_eur_per_hour)
+                if entry.rate_eur_per_hour is not None
+                else None,
+                "amount_eur": str(euros),
+                "reverses_entry": entry.reverses_id,
+                "reason": entry.reason,
+            }
+        )
+    rewards = db.session.scalars(
+        select(Reward).where(Reward.period == period, Reward.node_id.in_(node_ids)).order_by(Reward.node_id)
+    ).all()
+    closed = db.session.get(LedgerPeriod, period)
+    return {
+        "participant": {"id": participant.id, "email": participant.email},
+        "period": period,
+        "period_start": start.isoformat(),
+        "period_end": end.isoformat(),
+        "settled": bool(closed and closed.closed_at),
+        "entries": lines,
+        "total_exact_eur": str(exact),
+        "total_eur": str(rules.to_cents(exact)),
+        "rewards": [
+            {
+                "node_id": r.node_id,
+                "node": names.get(r.node_id),
+                "amount_eur": str(r.amount_eur),
+                "paid": r.paid_at is not None,
+                "payout_reference": r.payout_reference,
+            }
+            for r in rewards
+        ],
+    }
+
+
+def job_cost(job: Job) -> dict[str, Any]:
+    """What a job cost in granted compute, and how that revenue is split (seed ADR-0001)."""
+    entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job.id)).all()
+    exact = sum((rules.reward(e.granted_ms, e.rate_eur_per_hour or Decimal(0)) for e in entries), Decimal(0))
+    shares = {name: Decimal(str(share)) for name, share in current_app.config["REVENUE_SPLIT"].items()}
+    total = rules.to_cents(exact)
+    return {
+        "granted_seconds": {
+            cap: sum(e.granted_ms for e in entries if e.capability == cap) / 1000
+            for cap in sorted({e.capability for e in entries})
+        },
+        "exact_eur": str(exact),
+        "eur": str(total),
+        "split": {name: str(amount) for name, amount in rules.split(total, shares).items()},
+    }
+
+
+def reverse(entry_id: int, reason: str, by: str) -> LedgerEntry:
+    """A correction: an entry that takes back another one's granted time, with who and why."""
+    original = db.session.get(LedgerEntry, entry_id)
+    if original is None:
+        raise SettlementError(f"no ledger entry {entry_id}")
+    if original.reverses_id is not None:
+        raise SettlementError(f"entry {entry_id} is itself a reversal")
+    if not reason.strip() or not by.strip():
+        raise SettlementError("a reversal needs a reason and the name of who makes it")
+    lock_ledger_for_entries()
+    now = utcnow()
+    reversal = LedgerEntry(
+        task_id=original.task_id,
+        attempt=-1 - original.id,  # outside the executions' (task, attempt) space
+        job_id=original.job_id,
+        step_id=original.step_id,
+        node_id=original.node_id,
+        node=original.node,
+        capability=original.capability,
+        task_name=original.task_name,
+        outcome="reversal",
+        wall_ms=0,
+        cpu_ms=0,
+        unit=original.unit,
+        units=-original.units,
+        received_at=now,
+        claimed_ms=0,
+        observed_ms=0,
+        cap_ms=0,
+        granted_ms=-original.granted_ms,
+        grant_basis="reversal",
+        rate_eur_per_hour=original.rate_eur_per_hour,
+        period=periods.open_period_for(now, periods.closed()),
+        reverses_id=original.id,
+        reason=reason.strip(),
+        created_by=by.strip(),
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(reversal)
+    except IntegrityError:
+        raise SettlementError(f"entry {entry_id} is already reversed") from None
+    return reversal
+
+
+def node_of(node_id: str) -> Node | None:
+    return db.session.get(Node, node_id)

@@ -1,0 +1,101 @@
+"""Participants and their nodes: enrolment, node secrets, worker configuration.
+
+A node's secret is derived from the coordinator's secret key (HMAC of the node id and its
+secret generation), so no secret is stored: the database alone cannot forge a record. Giving a
+node a new secret bumps its generation; revoking it refuses everything it sends afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+from flask import current_app
+from sqlalchemy import select
+
+import celeryconfig
+from app.extensions import db
+from app.models import Node, Participant, utcnow
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+def secret_key() -> bytes:
+    """The coordinator's key: GRID_SECRET_KEY, else (embedded default) a key kept in var/."""
+    configured = current_app.config.get("SECRET_KEY")
+    if configured:
+        return str(configured).encode("utf-8")
+    path = Path(celeryconfig.DATA_DIR) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode("utf-8")
+
+
+def node_secret(node: Node) -> str:
+    digest = hmac.new(secret_key(), f"grid-node:{node.id}:{node.secret_generation}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).decode("ascii").rstrip("=")
+
+
+def participant(email: str, name: str | None = None) -> Participant:
+    """The participant with this email, created if new (not committed)."""
+    email = email.strip().lower()
+    if "@" not in email:
+        raise ValueError(f"{email!r} is not an email address")
+    found = db.session.scalar(select(Participant).where(Participant.email == email))
+    if found is None:
+        found = Participant(email=email, name=name)
+        db.session.add(found)
+        db.session.flush()
+    return found
+
+
+def create(name: str, owner_email: str) -> Node:
+    """Enrol a node for a participant (not committed)."""
+    if not _NAME.match(name):
+        raise ValueError("a node name is 2–63 lower-case letters, digits and dashes, e.g. alice-pi")
+    if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
+        raise ValueError(f"a node named {name!r} exists already")
+    node = Node(name=name, participant=participant(owner_email))
+    db.session.add(node)
+    db.session.flush()
+    return node
+
+
+def revoke(node: Node) -> None:
+    node.revoked_at = node.revoked_at or utcnow()
+
+
+def rotate_secret(node: Node) -> str:
+    node.secret_generation += 1
+    return node_secret(node)
+
+
+def worker_environment(node: Node, broker_url: str | None = None) -> dict[str, str]:
+    """What the node's worker needs, as environment variables."""
+    return {
+        "GRID_BROKER_URL": broker_url or celeryconfig.broker_url,
+        "GRID_NODE_ID": node.id,
+        "GRID_NODE_SECRET": node_secret(node),
+    }
+
+
+def worker_configuration(node: Node, broker_url: str | None = None) -> str:
+    """A ready-to-use environment file for the node's worker."""
+    lines = [
+        f"# KoproGo Grid worker configuration for node {node.name} ({node.participant.email})",
+        "# Keep this file private (chmod 600): the secret signs everything this node reports.",
+    ]
+    lines += [f"{key}={value}" for key, value in worker_environment(node, broker_url).items()]
+    lines += [
+        "# GRID_LLM_MODEL=/path/to/model.gguf   # to serve the llm queue",
+        "# then: celery -A workers worker -Q llm,ocr",
+    ]
+    return "\n".join(lines) + "\n"
