@@ -56,3 +56,4 @@ def test_worker_killed_mid_task_job_completes_on_another_worker_metered_once(
     assert len(entries) == 1
     assert entries[0].node.startswith("rescue-node@")
     assert (entries[0].outcome, entries[0].units) == ("succeeded", 8)
+    assert 0 < entries[0].granted_ms <= entries[0].claimed_ms  # one grant, for the completed execution

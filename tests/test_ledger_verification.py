@@ -1,0 +1,269 @@
+"""The ledger treats what nodes report as claims: forged, replayed, cross-node, inflated and
+never-dispatched records are refused or capped, and the reason is stored.
+
+Records are built and signed here exactly as a worker's metering signals build them, and
+applied by the recorder the ledger worker runs, against the session's PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+import celeryconfig
+from app import nodes
+from app.extensions import db
+from app.ledger import recorder
+from app.models import Job, JobState, JobStep, LedgerEntry, LedgerRejection, Node, StepState
+from workers import signing
+
+
+@pytest.fixture
+def ledger(app_context):
+    """Apply records as the ledger worker does: one transaction each."""
+
+    class Ledger:
+        def started(self, record: dict) -> None:
+            recorder.on_started(record, recorder.Context.load())
+            db.session.commit()
+
+        def completed(self, record: dict) -> LedgerEntry | None:
+            entry = recorder.on_completed(record, recorder.Context.load())
+            db.session.commit()
+            return entry
+
+        def rejections(self, task_id: str) -> list[str]:
+            rows = db.session.scalars(
+                select(LedgerRejection).where(LedgerRejection.task_id == task_id).order_by(LedgerRejection.id)
+            )
+            return [row.reason for row in rows]
+
+        def entries(self, task_id: str) -> list[LedgerEntry]:
+            return db.session.scalars(
+                select(LedgerEntry).where(LedgerEntry.task_id == task_id).order_by(LedgerEntry.id)
+            ).all()
+
+    return Ledger()
+
+
+def enrol(prefix: str) -> Node:
+    node = nodes.create(f"{prefix}-{uuid.uuid4().hex[:8]}", "volunteer@koprogo.test")
+    db.session.commit()
+    return node
+
+
+def ocr_job(pages: int = 1, dispatched_ago: float = 5.0) -> JobStep:
+    """A dispatched one-step OCR job of ``pages`` pages, as the API would have recorded it."""
+    job = Job(kind="ocr", owner="member@koprogo.test", params={}, input_pages=pages)
+    step = JobStep(
+        position=0,
+        name="ocr",
+        task_name=celeryconfig.TASK_OCR,
+        queue="ocr",
+        dispatched_at=datetime.now(UTC) - timedelta(seconds=dispatched_ago),
+    )
+    job.steps.append(step)
+    db.session.add(job)
+    db.session.commit()
+    return step
+
+
+def start(step: JobStep, node: Node, attempt: int = 0) -> dict:
+    return signing.sign(
+        {
+            "v": 1,
+            "task_id": step.task_id,
+            "task_name": step.task_name,
+            "node": f"{node.name}@host",
+            "node_id": node.id,
+            "attempt": attempt,
+            "started_at": datetime.now(UTC).isoformat(),
+            "redelivered": False,
+        },
+        nodes.node_secret(node),
+    )
+
+
+def completion(step: JobStep, node: Node, *, attempt: int = 0, wall: float = 0.8, pages: int = 1, **extra) -> dict:
+    record = {
+        "v": 1,
+        "task_id": step.task_id,
+        "task_name": step.task_name,
+        "capability": "ocr",
+        "node": f"{node.name}@host",
+        "node_id": node.id,
+        "attempt": attempt,
+        "outcome": "succeeded",
+        "final": True,
+        "started_at": datetime.now(UTC).isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "wall_seconds": wall,
+        "cpu_seconds": wall,
+        "units": {"pages": pages},
+        "result": {"text": "Procès-verbal", "pages": pages},
+        "error": None,
+        **extra,
+    }
+    return signing.sign(record, nodes.node_secret(node))
+
+
+def test_an_honest_execution_is_granted_its_claim(ledger):
+    node, step = enrol("honest"), ocr_job()
+    ledger.started(start(step, node))
+    entry = ledger.completed(completion(step, node, wall=0.8))
+
+    assert entry is not None and entry.node_id == node.id
+    assert (entry.claimed_ms, entry.granted_ms, entry.grant_basis) == (800, 800, "claimed")
+    assert entry.observed_ms >= 800 and entry.cap_ms == 12_000  # 1 page × 4 s × slack 3
+    assert entry.rate_eur_per_hour is not None and entry.period
+    assert db.session.get(JobStep, step.id).state == StepState.SUCCEEDED
+    assert ledger.rejections(step.task_id) == []
+
+
+def test_an_unsigned_record_is_refused_and_changes_nothing(ledger):
+    node, step = enrol("unsigned"), ocr_job()
+    record = completion(step, node)
+    del record["signature"]
+
+    assert ledger.completed(record) is None
+    assert ledger.rejections(step.task_id) == ["missing_signature"]
+    assert ledger.entries(step.task_id) == []
+    assert db.session.get(JobStep, step.id).state == StepState.QUEUED
+
+
+def test_a_forged_or_tampered_record_is_refused(ledger):
+    node, step = enrol("victim"), ocr_job()
+    forged = completion(step, node)
+    forged["signature"] = signing.signature(forged, "a secret the forger guessed")
+    tampered = completion(step, node, wall=1.0)
+    tampered["wall_seconds"] = 3600.0  # inflated after signing
+
+    assert ledger.completed(forged) is None
+    assert ledger.completed(tampered) is None
+    assert ledger.rejections(step.task_id) == ["bad_signature", "bad_signature"]
+    assert ledger.entries(step.task_id) == []
+
+
+def test_a_replayed_record_is_refused_and_granted_once(ledger):
+    node, step = enrol("replayer"), ocr_job()
+    ledger.started(start(step, node))
+    record = completion(step, node)
+
+    assert ledger.completed(record) is not None
+    assert ledger.completed(dict(record)) is None
+
+    assert ledger.rejections(step.task_id) == ["replay"]
+    assert len(ledger.entries(step.task_id)) == 1
+
+
+def test_a_node_claiming_another_nodes_execution_is_refused(ledger):
+    worker, thief, step = enrol("worker"), enrol("thief"), ocr_job()
+    ledger.started(start(step, worker))
+
+    assert ledger.completed(completion(step, thief, result={"text": "overwritten!", "pages": 1})) is None
+    assert ledger.rejections(step.task_id) == ["cross_node"]
+    # The thief cannot overwrite the result: the real node's completion still lands.
+    assert ledger.completed(completion(step, worker)) is not None
+    assert db.session.get(JobStep, step.id).result["text"] == "Procès-verbal"
+
+
+def test_a_record_for_a_task_never_dispatched_is_refused(ledger):
+    node, step = enrol("inventor"), ocr_job()
+    invented = {**completion(step, node), "task_id": str(uuid.uuid4())}
+    invented = signing.sign(invented, nodes.node_secret(node))
+
+    assert ledger.completed(invented) is None
+    assert ledger.rejections(invented["task_id"]) == ["never_dispatched"]
+
+
+def test_a_record_for_a_cancelled_job_is_refused(ledger):
+    node, step = enrol("late"), ocr_job()
+    ledger.started(start(step, node))
+    step.job.state = JobState.CANCELLED
+    db.session.commit()
+
+    assert ledger.completed(completion(step, node)) is None
+    assert ledger.rejections(step.task_id) == ["job_cancelled"]
+
+
+def test_a_revoked_node_is_refused(ledger):
+    node, step = enrol("revoked"), ocr_job()
+    nodes.revoke(node)
+    db.session.commit()
+
+    ledger.started(start(step, node))
+    assert ledger.completed(completion(step, node)) is None
+    assert ledger.rejections(step.task_id) == ["unknown_node", "unknown_node"]
+
+
+def test_an_inflated_time_claim_is_capped_by_what_the_coordinator_observed(ledger):
+    node, step = enrol("inflater"), ocr_job()
+    ledger.started(start(step, node))
+    entry = ledger.completed(completion(step, node, wall=3600.0))
+
+    assert entry.claimed_ms == 3_600_000
+    assert entry.granted_ms == min(entry.observed_ms, entry.cap_ms) < 15_000
+    assert entry.grant_basis in ("observed", "cap")
+
+
+def test_inflated_units_are_capped_by_the_pages_the_coordinator_sent(ledger):
+    node, step = enrol("padder"), ocr_job(pages=1, dispatched_ago=3600)
+    entry = ledger.completed(completion(step, node, wall=500.0, pages=1000))
+
+    assert entry.units == 1
+    assert (entry.cap_ms, entry.granted_ms, entry.grant_basis) == (12_000, 12_000, "cap")
+
+
+def test_the_same_execution_completed_twice_is_entered_once(ledger):
+    first, second, step = enrol("first"), enrol("second"), ocr_job()
+    ledger.started(start(step, first))
+    ledger.started(start(step, second))  # redelivered after a visibility timeout
+
+    assert ledger.completed(completion(step, first)) is not None
+    assert ledger.completed(completion(step, second)) is None
+
+    assert ledger.rejections(step.task_id) == ["duplicate_execution"]
+    assert len(ledger.entries(step.task_id)) == 1
+
+
+def test_a_retried_task_that_completes_twice_is_granted_once(ledger):
+    node, step = enrol("twice"), ocr_job()
+    ledger.started(start(step, node, attempt=0))
+    ledger.started(start(step, node, attempt=1))
+    ledger.completed(completion(step, node, attempt=1))
+    ledger.completed(completion(step, node, attempt=0))  # the first attempt was not dead after all
+
+    entries = ledger.entries(step.task_id)
+    assert [(e.attempt, e.granted_ms > 0, e.grant_basis) for e in entries] == [
+        (1, True, "claimed"),
+        (0, False, "already_granted"),
+    ]
+
+
+def test_a_forged_start_is_refused_and_does_not_move_the_job(ledger):
+    node, step = enrol("starter"), ocr_job()
+    record = start(step, node)
+    record["node_id"] = str(uuid.uuid4())
+
+    ledger.started(record)
+    assert ledger.rejections(step.task_id) == ["unknown_node"]
+    assert db.session.get(JobStep, step.id).state == StepState.QUEUED
+
+
+def test_a_failed_execution_earns_nothing(ledger):
+    node, step = enrol("failer"), ocr_job()
+    ledger.started(start(step, node))
+    entry = ledger.completed(
+        completion(
+            step,
+            node,
+            outcome="failed",
+            result=None,
+            error={"code": "corrupt_document", "message": "The PDF is damaged."},
+        )
+    )
+    assert (entry.outcome, entry.granted_ms, entry.grant_basis) == ("failed", 0, "not_granted_failed")
+    assert db.session.get(Job, step.job_id).state == JobState.FAILED
