@@ -234,10 +234,14 @@ def rates_set(capability: str, eur_per_hour: str, effective: str | None, by: str
         amount = Decimal(eur_per_hour)
     except InvalidOperation:
         raise click.ClickException(f"{eur_per_hour!r} is not a decimal amount") from None
-    if amount < 0 or amount.as_tuple().exponent < -6:
-        raise click.ClickException("a rate is ≥ 0 with at most 6 decimal places")
+    # NUMERIC(12, 6); NaN and Infinity are not amounts (NaN < 0 raises, Infinity has no exponent)
+    if not amount.is_finite() or amount < 0 or amount >= 10**6 or amount.as_tuple().exponent < -6:
+        raise click.ClickException("a rate is ≥ 0 and below 1,000,000 with at most 6 decimal places")
     now = utcnow()
-    when = datetime.fromisoformat(effective) if effective else now
+    try:
+        when = datetime.fromisoformat(effective) if effective else now
+    except ValueError:
+        raise click.ClickException(f"--from {effective!r} is not an ISO date, e.g. 2027-01-01") from None
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
     if when < now.replace(microsecond=0):
         raise click.ClickException("a rate cannot take effect in the past: history keeps its rates")

@@ -10,12 +10,12 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import LedgerPeriod
 
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$", re.ASCII)  # not other scripts' digits
 
 
 def parse(period: str) -> tuple[int, int]:
-    match = _PERIOD.match(period or "")
-    if not match:
+    match = _PERIOD.fullmatch(period or "")  # not match: "$" also matches before a final "\n"
+    if not match or not 1 <= int(match[1]) <= 9998:  # bounds() needs the next month's year too
         raise ValueError(f"a period is written YYYY-MM, e.g. 2026-11, not {period!r}")
     return int(match[1]), int(match[2])
 
