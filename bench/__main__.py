@@ -1,4 +1,5 @@
-"""``python -m bench`` (``make bench``): servers and environment first, then the suite.
+"""``python -m bench [grid] [ledger]`` (``make bench``: both): servers and environment first, then
+the suite.
 
 ``celeryconfig`` and the coordinator read their settings from the environment when they are
 imported, so this module starts throwaway Redis and PostgreSQL servers and fills ``os.environ``
@@ -48,7 +49,8 @@ def main() -> int:
 
             from bench import suite
 
-            return suite.run(workdir)
+            parts = tuple(sys.argv[1:]) or ("grid", "ledger")
+            return suite.run(workdir, parts)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

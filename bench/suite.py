@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from bench import ledger
 from tests.documents import FRENCH_LINES, cer, text_pdf
 from tests.grid import CELERY, ROOT, Client, Grid, GridProcess, wait_for
 
@@ -441,7 +442,7 @@ def bench_throughput(client: Client, log_dir: Path) -> list[Ratio]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def run(workdir: Path) -> int:
+def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger")) -> int:
     """Start the grid, measure, print the table; returns the exit status."""
     log_dir = workdir / "logs"
     grid: Grid | None = None
@@ -453,16 +454,23 @@ def run(workdir: Path) -> int:
         from app import create_app
 
         flask_app = create_app({"TESTING_NO_METRICS": True})
-        tokens = _tokens(flask_app, ["ocr@bench.local", "llm@bench.local", "throughput@bench.local"])
-        grid = _start_grid(log_dir)
-        assert grid.api_url is not None
-        clients = {owner.split("@")[0]: Client(grid.api_url, token) for owner, token in tokens.items()}
-        _log(f"1. OCR: {OCR_PAGES} pages, {OCR_REPEATS} repetitions")
-        results = bench_ocr(clients["ocr"], workdir)
-        _log(f"2. LLM: summarise, {LLM_REPEATS} repetitions")
-        results += bench_llm(clients["llm"], flask_app)
-        _log(f"3. throughput: {BARE_TASKS} bare Celery tasks, {GRID_JOBS} grid jobs")
-        results += bench_throughput(clients["throughput"], log_dir)
+        results: list[Ratio] = []
+        if "grid" in parts:
+            tokens = _tokens(flask_app, ["ocr@bench.local", "llm@bench.local", "throughput@bench.local"])
+            grid = _start_grid(log_dir)
+            assert grid.api_url is not None
+            clients = {owner.split("@")[0]: Client(grid.api_url, token) for owner, token in tokens.items()}
+            _log(f"1. OCR: {OCR_PAGES} pages, {OCR_REPEATS} repetitions")
+            results += bench_ocr(clients["ocr"], workdir)
+            _log(f"2. LLM: summarise, {LLM_REPEATS} repetitions")
+            results += bench_llm(clients["llm"], flask_app)
+            _log(f"3. throughput: {BARE_TASKS} bare Celery tasks, {GRID_JOBS} grid jobs")
+            results += bench_throughput(clients["throughput"], log_dir)
+            grid.stop()
+            grid = None
+        ledger_lines = []
+        if "ledger" in parts or "ledger-rate" in parts:
+            ledger_lines = ledger.run(flask_app, log_dir, settle="ledger" in parts)
     except (BenchError, AssertionError, subprocess.CalledProcessError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         if grid is not None:
@@ -481,4 +489,6 @@ def run(workdir: Path) -> int:
     )
     for result in results:
         print(result.line())
+    for line in ledger_lines:
+        print(line)
     return 0
