@@ -87,7 +87,9 @@ def start(step: JobStep, node: Node, attempt: int = 0) -> dict:
     )
 
 
-def completion(step: JobStep, node: Node, *, attempt: int = 0, wall: float = 0.8, pages: int = 1, **extra) -> dict:
+def completion(
+    step: JobStep, node: Node, *, attempt: int = 0, wall: float = 0.8, pages: int = 1, **extra
+) -> dict:
     record = {
         "v": 1,
         "task_id": step.task_id,
