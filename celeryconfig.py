@@ -27,10 +27,13 @@ from kombu import Exchange, Queue
 OCR_QUEUE = "ocr"
 LLM_QUEUE = "llm"
 LEDGER_QUEUE = "ledger"
+#: The coordinator's own tasks (settlement): consumed by the ledger worker's Celery consumer,
+#: while the ``ledger`` queue of records is consumed in batches (app.ledger.consumer).
+COORDINATOR_QUEUE = "coordinator"
 
 #: Queues a volunteer may serve. ``ledger`` is the coordinator's alone.
 VOLUNTEER_QUEUES = (OCR_QUEUE, LLM_QUEUE)
-ALL_QUEUES = (*VOLUNTEER_QUEUES, LEDGER_QUEUE)
+ALL_QUEUES = (*VOLUNTEER_QUEUES, LEDGER_QUEUE, COORDINATOR_QUEUE)
 
 #: Task names. The coordinator sends tasks by name and never imports engine code.
 TASK_OCR = "grid.ocr.extract"
@@ -53,10 +56,11 @@ def _queue(name: str) -> Queue:
 
 
 task_queues = tuple(_queue(name) for name in ALL_QUEUES)
-task_default_queue = LEDGER_QUEUE  # anything unrouted stays on the coordinator's side
+task_default_queue = COORDINATOR_QUEUE  # anything unrouted stays on the coordinator's side
 task_routes = {
     "grid.ocr.*": {"queue": OCR_QUEUE, "routing_key": OCR_QUEUE},
     "grid.llm.*": {"queue": LLM_QUEUE, "routing_key": LLM_QUEUE},
+    TASK_LEDGER_SETTLE_DUE: {"queue": COORDINATOR_QUEUE, "routing_key": COORDINATOR_QUEUE},
     "grid.ledger.*": {"queue": LEDGER_QUEUE, "routing_key": LEDGER_QUEUE},
 }
 task_create_missing_queues = False
@@ -162,7 +166,7 @@ beat_schedule = {
     "settle-ended-periods": {
         "task": TASK_LEDGER_SETTLE_DUE,
         "schedule": crontab(hour=2, minute=15),  # daily; a month is closed on its first night
-        "options": {"queue": LEDGER_QUEUE, "routing_key": LEDGER_QUEUE},
+        "options": {"queue": COORDINATOR_QUEUE, "routing_key": COORDINATOR_QUEUE},
     },
 }
 beat_schedule_filename = str(DATA_DIR / "celerybeat-schedule")

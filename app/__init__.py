@@ -24,7 +24,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # Several processes (API, ledger worker) share the embedded database file.
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
     else:
-        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+        # Batched UPDATEs (psycopg2's execute_batch): the ledger moves hundreds of steps at once.
+        options = {"pool_pre_ping": True}
+        if app.config["SQLALCHEMY_DATABASE_URI"].startswith(("postgresql:", "postgresql+psycopg2:")):
+            options["executemany_mode"] = "values_plus_batch"
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", options)
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "WARNING"))
 
     from app import models  # noqa: F401  (tables known to Alembic)

@@ -19,5 +19,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery = Celery(app.name, task_cls=FlaskTask, include=["app.ledger.tasks"])
     celery.config_from_object(celeryconfig)
     celery.set_default()
+    celery.flask_app = app  # for the ledger worker's batch consumer
     app.extensions["celery"] = celery
     return celery

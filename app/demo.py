@@ -180,8 +180,6 @@ def run(once: bool | None = None) -> int:
                 "-A",
                 "app.ledger_worker",
                 "worker",
-                "-Q",
-                "ledger",
                 "-c",
                 "1",
                 "-n",

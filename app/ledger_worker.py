@@ -1,11 +1,44 @@
 """Entry point of the coordinator's ledger worker, the only consumer of the ``ledger`` queue:
 
-    celery -A app.ledger_worker worker -Q ledger
+    celery -A app.ledger_worker worker            # add -B to run the settlement schedule too
 
-It holds the database credentials; volunteers never do.
+Records on ``ledger`` are entered in batches (``app.ledger.intake`` on Redis, else
+``app.ledger.consumer``); Celery's own task
+consumer takes only the coordinator's tasks (``coordinator`` queue: settlement). It holds the
+database credentials; volunteers never do.
 """
 
+import sys
+
+from celery import signals
+
+import celeryconfig
 from app import create_app
+from app.ledger.consumer import LedgerConsumer
+from app.ledger.intake import LedgerIntake
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
+celery.conf.task_queues = tuple(
+    q for q in celeryconfig.task_queues if q.name == celeryconfig.COORDINATOR_QUEUE
+)
+if celeryconfig.IS_REDIS_BROKER:
+    celery.steps["worker"].add(LedgerIntake)  # batches straight from Redis
+else:
+    celery.steps["consumer"].add(LedgerConsumer)  # any other broker, through kombu
+
+
+@signals.celeryd_after_setup.connect
+def _only_the_coordinator_queue(sender, instance, **_) -> None:
+    """The ledger queue is consumed in batches, never by Celery's task consumer as well."""
+    if instance.app is not celery:
+        return
+    queues = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    if queues != {celeryconfig.COORDINATOR_QUEUE}:
+        print(
+            f"ledger worker {sender}: start it without -Q (it consumes 'ledger' in batches and "
+            f"'{celeryconfig.COORDINATOR_QUEUE}' for its tasks), not -Q {','.join(sorted(queues))}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(78)

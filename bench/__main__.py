@@ -55,7 +55,7 @@ def main() -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True) if not os.environ.get("BENCH_KEEP") else print(workdir)
 
 
 if __name__ == "__main__":

@@ -169,8 +169,6 @@ def ledger_rate(flask_app: Flask, log_dir: Path) -> float:
             "-A",
             "app.ledger_worker",
             "worker",
-            "-Q",
-            "ledger",
             "-n",
             "bench-ledger@%h",
             "--loglevel=WARNING",

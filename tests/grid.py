@@ -174,8 +174,6 @@ class Grid:
                 "-A",
                 "app.ledger_worker",
                 "worker",
-                "-Q",
-                "ledger",
                 "-n",
                 "ledger@%h",
                 "-c",

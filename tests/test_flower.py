@@ -29,6 +29,6 @@ def test_flower_lists_the_workers_and_their_queues(grid):
     queues = {name.split("@")[0]: {q["name"] for q in info["active_queues"]} for name, info in found.items()}
     assert queues["ocr-node"] == {"ocr"}
     assert queues["llm-node"] == {"llm"}
-    assert queues["ledger"] == {"ledger"}
+    assert queues["ledger"] == {"coordinator"}  # its batch consumer takes the ledger queue
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     assert metrics.status_code == 200 and "flower_" in metrics.text

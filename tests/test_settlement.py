@@ -276,7 +276,7 @@ def test_the_beat_schedule_settles_every_ended_open_period_once(flask_app):
     schedule = [
         s for s in celeryconfig.beat_schedule.values() if s["task"] == celeryconfig.TASK_LEDGER_SETTLE_DUE
     ]
-    assert schedule and schedule[0]["options"]["queue"] == "ledger"
+    assert schedule and schedule[0]["options"]["queue"] == celeryconfig.COORDINATOR_QUEUE
 
     now = datetime(2000, 9, 1, 2, 15, tzinfo=UTC)  # the night 2000-08 ended
     with flask_app.app_context():

@@ -14,13 +14,15 @@ a step or a job back from a final state.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import selectinload
 
 import celeryconfig
 from app import nodes
@@ -54,15 +56,20 @@ class Refused(Exception):
 
 @dataclass
 class Context:
-    """What a batch of records needs from the database, read once per batch."""
+    """What a batch of records needs from the database, read in a few queries per batch and
+    kept up to date as the batch adds sightings and entries."""
 
     costs: rules.ReferenceCosts = field(default_factory=rules.ReferenceCosts)
     rates: list[rules.Rate] = field(default_factory=list)
     closed: set[str] = field(default_factory=set)
     secrets: dict[str, str | None] = field(default_factory=dict)
+    steps: dict[str, JobStep | None] = field(default_factory=dict)
+    entries: dict[tuple[str, int], LedgerEntry] = field(default_factory=dict)
+    granted: set[str] = field(default_factory=set)
+    sightings: dict[tuple[str, int], dict[str, datetime]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls) -> Context:
+    def load(cls, records: Iterable[Any] = ()) -> Context:
         """Read at the start of the transaction that enters records, after taking the lock a
         settlement waits on: a period closed meanwhile is seen closed here."""
         from app.ledger.settlement import lock_ledger_for_entries
@@ -72,14 +79,53 @@ class Context:
             rules.Rate(r.capability, r.eur_per_hour, _aware(r.effective_from))
             for r in db.session.scalars(select(Rate))
         ]
-        return cls(rates=rates, closed=periods.closed())
+        ctx = cls(rates=rates, closed=periods.closed())
+        records = [r for r in records if isinstance(r, dict)]
+        ctx.prefetch(
+            {str(r.get("task_id", "")) for r in records}, {str(r.get("node_id") or "") for r in records}
+        )
+        return ctx
+
+    def prefetch(self, task_ids: set[str], node_ids: set[str]) -> None:
+        """Load the steps, entries, sightings and nodes these records concern, in one query each."""
+        task_ids = {t for t in task_ids if t and t not in self.steps}
+        node_ids = {n for n in node_ids if n and n not in self.secrets}
+        if node_ids:
+            found = {node.id: node for node in db.session.scalars(select(Node).where(Node.id.in_(node_ids)))}
+            for node_id in node_ids:
+                self.secrets[node_id] = node_secret_if_active(found.get(node_id))
+        if not task_ids:
+            return
+        for task_id in task_ids:
+            self.steps[task_id] = None
+        query = select(JobStep).where(JobStep.task_id.in_(task_ids))
+        for step in db.session.scalars(query.options(selectinload(JobStep.job).selectinload(Job.steps))):
+            self.steps[step.task_id] = step
+        for entry in db.session.scalars(select(LedgerEntry).where(LedgerEntry.task_id.in_(task_ids))):
+            self.remember(entry)
+        for sighting in db.session.scalars(
+            select(ExecutionSighting).where(ExecutionSighting.task_id.in_(task_ids))
+        ):
+            self.sightings.setdefault((sighting.task_id, sighting.attempt), {})[sighting.node_id] = _aware(
+                sighting.first_seen_at
+            )
+
+    def step(self, task_id: str) -> JobStep | None:
+        if task_id not in self.steps:
+            self.prefetch({task_id}, set())
+        return self.steps.get(task_id)
 
     def secret_of(self, node_id: str) -> str | None:
         """The node's secret, or None if it is unknown or revoked."""
         if node_id not in self.secrets:
-            node = db.session.get(Node, node_id) if node_id else None
-            self.secrets[node_id] = node_secret_if_active(node)
-        return self.secrets[node_id]
+            self.prefetch(set(), {node_id})
+        return self.secrets.get(node_id)
+
+    def remember(self, entry: LedgerEntry) -> None:
+        if entry.attempt >= 0:  # reversals sit outside the executions' (task, attempt) space
+            self.entries[(entry.task_id, entry.attempt)] = entry
+        if entry.outcome == "succeeded" and entry.granted_ms > 0:
+            self.granted.add(entry.task_id)
 
 
 def node_secret_if_active(node: Node | None) -> str | None:
@@ -146,12 +192,71 @@ def _verify(record: Any, ctx: Context) -> tuple[str, JobStep, int]:
         raise Refused("unknown_node", f"no enrolled, unrevoked node {node_id!r}")
     if not signing.verify(record, secret):
         raise Refused("bad_signature", f"the signature does not match node {node_id}'s secret")
-    step = db.session.scalar(select(JobStep).where(JobStep.task_id == str(record.get("task_id", ""))))
+    step = ctx.step(str(record.get("task_id", "")))
     if step is None:
         raise Refused("never_dispatched", f"the coordinator never dispatched task {record.get('task_id')!r}")
     if record.get("task_name") not in (None, step.task_name):
         raise Refused("wrong_task", f"task {step.task_id} is a {step.task_name}")
     return node_id, step, max(0, _int(record.get("attempt")))
+
+
+def apply(messages: Sequence[tuple[str, Any]]) -> None:
+    """Apply ``(kind, record)`` messages in order in one transaction, and commit.
+
+    A conflict with a concurrent ledger worker (it entered one of these executions first) is
+    resolved by applying the messages again, one per transaction: each then sees the other
+    worker's row and refuses the duplicate.
+    """
+    try:
+        _apply(messages)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        if len(messages) > 1:
+            for message in messages:
+                apply([message])
+            return
+        _apply(messages)  # once more, now seeing the row that won
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def apply_safely(messages: Sequence[tuple[str, Any]]) -> None:
+    """``apply``, but a record that makes it fail for another reason than the database being
+    away (a bug meeting an unforeseen record) is stored as refused, so one bad record cannot
+    stop the ledger; the rest of its batch is entered one by one."""
+    try:
+        apply(messages)
+        return
+    except DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc, OperationalError):
+            raise  # the database is away: the caller keeps the batch and retries
+        log.exception("a ledger batch failed; entering its records one by one")
+    except Exception:
+        log.exception("a ledger batch failed; entering its records one by one")
+    for kind, record in messages:
+        try:
+            apply([(kind, record)])
+        except OperationalError:
+            raise
+        except Exception as exc:  # noqa: BLE001  kept as evidence, with the reason
+            db.session.rollback()
+            reject(kind[:16], record, Refused("internal_error", f"{type(exc).__name__}: {exc}"))
+            db.session.commit()
+
+
+def _apply(messages: Sequence[tuple[str, Any]]) -> None:
+    ctx = Context.load(record for _, record in messages)
+    with db.session.no_autoflush:  # everything is read up front; write once, at the end
+        for kind, record in messages:
+            if kind == "started":
+                on_started(record, ctx)
+            elif kind == "completed":
+                on_completed(record, ctx)
+            else:
+                reject(kind[:16], record, Refused("malformed", f"no such record kind {kind!r}"))
 
 
 def on_started(record: Any, ctx: Context | None = None) -> None:
@@ -163,27 +268,18 @@ def on_started(record: Any, ctx: Context | None = None) -> None:
         reject("started", record, refused)
         return
     now = utcnow()
-    exists = db.session.scalar(
-        select(ExecutionSighting.id).where(
-            ExecutionSighting.task_id == step.task_id,
-            ExecutionSighting.attempt == attempt,
-            ExecutionSighting.node_id == node_id,
+    seen = ctx.sightings.setdefault((step.task_id, attempt), {})
+    if node_id not in seen:
+        seen[node_id] = now
+        db.session.add(
+            ExecutionSighting(
+                task_id=step.task_id,
+                attempt=attempt,
+                node_id=node_id,
+                worker=str(record.get("node", ""))[:200],
+                first_seen_at=now,
+            )
         )
-    )
-    if exists is None:
-        try:
-            with db.session.begin_nested():
-                db.session.add(
-                    ExecutionSighting(
-                        task_id=step.task_id,
-                        attempt=attempt,
-                        node_id=node_id,
-                        worker=str(record.get("node", ""))[:200],
-                        first_seen_at=now,
-                    )
-                )
-        except IntegrityError:
-            pass  # seen by a concurrent ledger worker first: its time stands
     if step.state in StepState.FINAL or step.job.state in JobState.FINAL:
         return
     step.state = StepState.RUNNING
@@ -204,8 +300,7 @@ def on_completed(record: Any, ctx: Context | None = None) -> LedgerEntry | None:
     except Refused as refused:
         reject("completed", record, refused)
         return None
-    step = db.session.get(JobStep, entry.step_id)
-    _advance(step, entry, record)
+    _advance(ctx.step(entry.task_id), entry, record)
     return entry
 
 
@@ -214,21 +309,14 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     job = step.job
     if job.state == JobState.CANCELLED:
         raise Refused("job_cancelled", f"job {job.id} was cancelled")
-    existing = db.session.scalar(
-        select(LedgerEntry).where(LedgerEntry.task_id == step.task_id, LedgerEntry.attempt == attempt)
-    )
+    existing = ctx.entries.get((step.task_id, attempt))
     if existing is not None:
         if existing.signature == record.get("signature"):
             raise Refused("replay", f"entry {existing.id} already holds this very record")
         raise Refused(
             "duplicate_execution", f"entry {existing.id} already holds attempt {attempt} of this task"
         )
-    sightings = db.session.execute(
-        select(ExecutionSighting.node_id, ExecutionSighting.first_seen_at).where(
-            ExecutionSighting.task_id == step.task_id, ExecutionSighting.attempt == attempt
-        )
-    ).all()
-    seen = {row.node_id: _aware(row.first_seen_at) for row in sightings}
+    seen = ctx.sightings.get((step.task_id, attempt), {})
     if seen and node_id not in seen:
         raise Refused(
             "cross_node",
@@ -259,7 +347,7 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         if capability == "ocr" and job.input_pages
         else None
     )
-    if outcome == "succeeded" and _already_granted(step):
+    if outcome == "succeeded" and step.task_id in ctx.granted:
         decision = rules.Grant(0, "already_granted")  # a retried task completing twice is paid once
     else:
         decision = rules.grant(
@@ -302,27 +390,9 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         period=periods.open_period_for(received, ctx.closed),
         signature=str(record["signature"])[:128],
     )
-    try:
-        with db.session.begin_nested():  # a concurrent ledger worker may enter it first
-            db.session.add(entry)
-    except IntegrityError:
-        raise Refused(
-            "duplicate_execution", f"attempt {attempt} of task {step.task_id} entered concurrently"
-        ) from None
+    db.session.add(entry)  # a concurrent worker's row makes the commit fail: see apply()
+    ctx.remember(entry)
     return entry
-
-
-def _already_granted(step: JobStep) -> bool:
-    return (
-        db.session.scalar(
-            select(LedgerEntry.id).where(
-                LedgerEntry.task_id == step.task_id,
-                LedgerEntry.outcome == "succeeded",
-                LedgerEntry.granted_ms > 0,
-            )
-        )
-        is not None
-    )
 
 
 def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
-"""Tasks of the ``ledger`` queue, run only by the coordinator's ledger worker.
+"""The coordinator's tasks.
 
-A record must never be lost: database faults are retried without limit (with backoff), and
-the message is acknowledged only once the record is committed.
+``started`` and ``record`` are the names of the ``ledger`` queue's messages; the ledger worker
+enters them in batches (``app.ledger.consumer``), and these tasks enter one at a time whatever
+a plain Celery worker would take. A record must never be lost: database faults are retried
+without limit, and the message is acknowledged only once the record is committed.
 """
 
 from __future__ import annotations
@@ -27,23 +29,13 @@ _RETRY = {
 @shared_task(name=celeryconfig.TASK_LEDGER_STARTED, **_RETRY)
 def started(record: dict[str, Any]) -> None:
     """A volunteer began an execution."""
-    try:
-        recorder.on_started(record, recorder.Context.load())
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
+    recorder.apply([("started", record)])
 
 
 @shared_task(name=celeryconfig.TASK_LEDGER_RECORD, **_RETRY)
 def record(record: dict[str, Any]) -> None:
     """A volunteer finished an execution: enter it in the ledger and move the job on."""
-    try:
-        recorder.on_completed(record, recorder.Context.load())
-        db.session.commit()
-    except Exception:
-        db.session.rollback()
-        raise
+    recorder.apply([("completed", record)])
 
 
 @shared_task(name=celeryconfig.TASK_LEDGER_SETTLE_DUE, **_RETRY)

@@ -10,6 +10,7 @@ piece summarised, then the partial summaries summarised), a translation is piece
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import threading
@@ -113,7 +114,16 @@ def get_model():
                     f"Model {path.name} could not be loaded: {exc}", code=errors.ENGINE_UNAVAILABLE
                 ) from None
             LOADS += 1
+            atexit.register(_close)
         return _model
+
+
+def _close() -> None:
+    """Free the model while the interpreter can still run llama.cpp's destructor."""
+    global _model
+    if _model is not None:
+        _model.close()
+        _model = None
 
 
 def describe() -> dict:

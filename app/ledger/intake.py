@@ -1,0 +1,157 @@
+"""Batch intake of the ``ledger`` queue straight from Redis, for the ledger worker.
+
+Taking records one Celery message at a time costs kombu a few Redis round trips each (fetch,
+unacked bookkeeping, ack), and each execution sends two records (start and completion): the
+ledger could then never keep up with one worker completing no-op tasks. On a Redis broker the
+ledger worker instead moves up to ``BATCH`` messages at once, atomically, from the queue's list
+to an in-flight list of its own, enters them in one transaction, and only then drops the
+in-flight list. A worker that dies mid-batch finds its in-flight list when it starts again
+(same worker name) and puts it back at the head of the queue: nothing is lost, and what was
+already committed is refused as a replay, so nothing is granted twice.
+
+The messages are Celery's (kombu's Redis format, protocol 2), so volunteers send records as
+any Celery task; other brokers (the embedded filesystem one) use ``app.ledger.consumer``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+from celery import bootsteps
+from sqlalchemy.exc import DBAPIError
+
+import celeryconfig
+from app.ledger import recorder
+from app.ledger.consumer import KINDS
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+#: How long an empty queue is waited on before the loop looks at its stop flag again.
+WAIT_SECONDS = 1
+#: kombu stores a queue's messages of priority 3, 6 and 9 in lists of their own.
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+# KEYS: in-flight list, then the queue's lists (highest priority last). ARGV: how many.
+# Moves up to ARGV[1] of the oldest messages to the in-flight list, oldest first.
+_TAKE = """
+local taken = {}
+for k = 2, #KEYS do
+  local want = tonumber(ARGV[1]) - #taken
+  if want <= 0 then break end
+  local items = redis.call('RPOP', KEYS[k], want)
+  if items then
+    for i = 1, #items do
+      redis.call('RPUSH', KEYS[1], items[i])
+      taken[#taken + 1] = items[i]
+    end
+  end
+end
+return taken
+"""
+# KEYS: in-flight list, queue list. Puts what is in flight back at the head of the queue.
+_PUT_BACK = """
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+for i = #items, 1, -1 do redis.call('RPUSH', KEYS[2], items[i]) end
+redis.call('DEL', KEYS[1])
+return #items
+"""
+
+
+def decode(raw: bytes) -> tuple[str, Any]:
+    """(kind, record) of one kombu/Celery message as stored in Redis."""
+    try:
+        envelope = json.loads(raw)
+        body = envelope["body"]
+        if (envelope.get("properties") or {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        name = (envelope.get("headers") or {}).get("task", "")
+        return KINDS.get(name, f"task:{name}"[:16]), args[0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "malformed", {"raw": repr(raw)[:2000]}
+
+
+class RedisIntake:
+    """Takes batches off the ledger queue's Redis lists, parked in flight until committed."""
+
+    def __init__(self, url: str, worker_name: str, queue: str = celeryconfig.LEDGER_QUEUE) -> None:
+        self.redis = redis.Redis.from_url(url)
+        self.queue_keys = [f"{queue}{suffix}" for suffix in reversed(_PRIORITY_SUFFIXES)]
+        self.queue = queue
+        self.in_flight = f"grid:ledger:in-flight:{worker_name}"
+        self._take = self.redis.register_script(_TAKE)
+        self._put_back = self.redis.register_script(_PUT_BACK)
+
+    def put_back(self) -> int:
+        """Return what this worker had in flight to the head of the queue."""
+        return int(self._put_back(keys=[self.in_flight, self.queue]))
+
+    def take(self, count: int) -> list[bytes]:
+        """Up to ``count`` of the oldest messages, waiting up to ``WAIT_SECONDS`` for the first."""
+        taken = self._take(keys=[self.in_flight, *self.queue_keys], args=[count])
+        if taken:
+            return taken
+        first = self.redis.blmove(self.queue, self.in_flight, WAIT_SECONDS, "RIGHT", "RIGHT")
+        if first is None:
+            return []
+        return [first, *self._take(keys=[self.in_flight, *self.queue_keys], args=[count - 1])]
+
+    def done(self) -> None:
+        """The batch is committed: nothing is in flight any more."""
+        self.redis.delete(self.in_flight)
+
+
+class LedgerIntake(bootsteps.StartStopStep):
+    """A thread of the ledger worker's main process that enters the ledger queue in batches."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.worker = worker
+        self.flask_app = worker.app.flask_app
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, worker) -> None:
+        self.intake = RedisIntake(worker.app.conf.broker_url, worker.hostname)
+        returned = self.intake.put_back()
+        if returned:
+            log.warning("put %d records left in flight by a previous run back on the queue", returned)
+        self.thread = threading.Thread(target=self.run, name="ledger-intake", daemon=True)
+        self.thread.start()
+        log.info("ledger intake ready: batches of up to %d records from Redis", BATCH)
+
+    def stop(self, worker) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(WAIT_SECONDS + 30)
+
+    def run(self) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                raw = self.intake.take(BATCH)
+                if not raw:
+                    continue
+                began = time.perf_counter()
+                with self.flask_app.app_context():
+                    recorder.apply_safely([decode(item) for item in raw])
+                self.intake.done()
+                backoff = 1.0
+                log.debug("ledger batch of %d entered in %.3f s", len(raw), time.perf_counter() - began)
+            except (DBAPIError, redis.RedisError) as exc:  # a server is away: keep the batch, wait
+                log.error("ledger batch not entered, retrying in %.0f s: %s", backoff, exc)
+                try:
+                    self.intake.put_back()
+                except redis.RedisError:
+                    pass  # still in flight: put back when Redis answers, or at the next start
+                self.stopping.wait(backoff)
+                backoff = min(60.0, backoff * 2)

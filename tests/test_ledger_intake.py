@@ -1,0 +1,69 @@
+"""The ledger worker's Redis intake: batches taken atomically, parked in flight until they are
+committed, and put back at the head of the queue by a worker that died holding them."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+from celery import Celery
+
+import celeryconfig
+from app.ledger.intake import RedisIntake, decode
+
+
+@pytest.fixture
+def broker(redis_url: str):
+    """A Redis database of this test's own, and a Celery app publishing to its ledger queue."""
+    url = redis_url.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(url).flushdb()
+    app = Celery("volunteer-like", broker=url)
+    app.conf.update(task_queues=celeryconfig.task_queues, task_routes=celeryconfig.task_routes)
+    yield url, app
+    redis.Redis.from_url(url).flushdb()
+
+
+def send(app: Celery, index: int) -> None:
+    name = celeryconfig.TASK_LEDGER_STARTED if index % 2 else celeryconfig.TASK_LEDGER_RECORD
+    app.send_task(name, args=[{"task_id": f"t{index}", "n": index}], queue=celeryconfig.LEDGER_QUEUE)
+
+
+def test_batches_come_oldest_first_and_decode_to_kind_and_record(broker):
+    url, app = broker
+    for index in range(10):
+        send(app, index)
+    intake = RedisIntake(url, f"ledger-{uuid.uuid4().hex[:6]}@test")
+
+    first = [decode(raw) for raw in intake.take(4)]
+    intake.done()
+    rest = [decode(raw) for raw in intake.take(100)]
+    intake.done()
+
+    assert [record["n"] for _, record in first + rest] == list(range(10))
+    assert [kind for kind, _ in first] == ["completed", "started", "completed", "started"]
+    assert intake.take(5) == []  # empty: waits a second, then gives up
+
+
+def test_a_batch_held_by_a_dead_worker_goes_back_to_the_head_of_the_queue(broker):
+    url, app = broker
+    for index in range(6):
+        send(app, index)
+    name = f"ledger-{uuid.uuid4().hex[:6]}@test"
+    crashed = RedisIntake(url, name)
+    assert len(crashed.take(4)) == 4  # ... and the process dies before committing
+
+    restarted = RedisIntake(url, name)
+    assert restarted.put_back() == 4
+    again = [decode(raw)[1]["n"] for raw in restarted.take(100)]
+
+    assert again == list(range(6))  # nothing lost, order kept
+    assert restarted.put_back() == 6  # still in flight until done()
+    restarted.take(100)
+    restarted.done()
+    assert restarted.put_back() == 0
+
+
+def test_a_message_that_is_not_celerys_is_decoded_as_malformed():
+    kind, record = decode(b"not json at all")
+    assert kind == "malformed" and "raw" in record
