@@ -254,6 +254,9 @@ def run(once: bool | None = None) -> int:
             result["translation"],
         )
         _section("Ledger: one entry per execution", _ledger_lines(job["id"]))
+        cost = job["cost"]
+        split = ", ".join(f"{name.replace('_', ' ')} {amount} €" for name, amount in cost["split"].items())
+        _section("This job's cost", f"{cost['exact_eur']} € of granted compute → {cost['eur']} € ({split})")
         by_node = requests.get(f"{api}/api/v1/ledger/nodes", headers=headers, timeout=30).json()["nodes"]
         _section("Compute hours and rewards per node (unsettled)", _reward_lines(by_node))
         click.echo(f"\nEnd to end: {time.monotonic() - started:.1f} s (job: {_job_seconds(job):.1f} s)")
@@ -293,10 +296,12 @@ def _reward_lines(nodes: list[dict]) -> str:
     lines = []
     for node in nodes:
         for line in node["capabilities"]:
+            rates = " / ".join(line["rates_eur_per_hour"])
+            name = node["node"] or node["node_id"]
             lines.append(
-                f"{node['node']:<28} {line['capability']:<4} {line['executions']:>3} executions "
-                f"{line['units']:>7} {line['unit']}s  {line['granted_hours']} h"
-                f" × {line['rate_eur_per_hour']} €/h = {line['reward_eur']} €"
+                f"{name:<20} {line['capability']:<4} {line['executions']:>3} executions "
+                f"{line['units']:>7} {line['unit']}s  {line['granted_hours']} h × {rates} €/h"
+                f" = {line['reward_eur']} €"
             )
     return "\n".join(lines)
 
