@@ -170,8 +170,16 @@ def demo_command(once: bool | None) -> None:
 @click.argument("name")
 @click.option("--owner", required=True, help="The participant's email (created if new).")
 @click.option("--broker-url", default=None, help="Broker URL to put in the worker's configuration.")
-def nodes_create(name: str, owner: str, broker_url: str | None) -> None:
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write the worker's configuration to this file (mode 600) instead of printing it.",
+)
+def nodes_create(name: str, owner: str, broker_url: str | None, env_file: Path | None) -> None:
     """Enrol a node; prints its id, its secret and the worker's configuration, once."""
+    import os
+
     from app import nodes
 
     try:
@@ -179,9 +187,16 @@ def nodes_create(name: str, owner: str, broker_url: str | None) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
+    configuration = nodes.worker_configuration(node, broker_url)
     click.echo(f"node {node.name} ({node.id}) enrolled for {node.participant.email}")
+    if env_file is not None:
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(configuration)
+        click.echo(f"worker configuration written to {env_file} (keep it private)")
+        return
     click.echo("Worker configuration (shown once; keep it private):\n")
-    click.echo(nodes.worker_configuration(node, broker_url), nl=False)
+    click.echo(configuration, nl=False)
 
 
 @nodes_group.command("list")
