@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.grid import ROOT, Client, Grid
+from tests.grid import Client, Grid, manage
 from tests.servers import PostgresServer, RedisServer
 
 _state: dict = {}
@@ -54,13 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "OMP_THREAD_LIMIT": "1",
         }
     )
-    upgrade = subprocess.run(
-        [sys.executable, "manage.py", "db", "upgrade"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=os.environ,
-    )
+    upgrade = manage("db", "upgrade")
     if upgrade.returncode != 0:
         raise pytest.UsageError(f"database migration failed:\n{upgrade.stdout}\n{upgrade.stderr}")
 

@@ -42,6 +42,18 @@ def enrolment(name: str, owner: str = "volunteer@koprogo.test") -> dict[str, str
         return {"GRID_NODE_ID": node.id, "GRID_NODE_SECRET": nodes.node_secret(node)}
 
 
+def manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python manage.py ARGS`` as an operator runs it, in this session's environment."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

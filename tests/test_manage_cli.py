@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import requests
 from sqlalchemy import select
 
 from tests.documents import FRENCH_LINES, cer, text_pdf
-from tests.grid import ROOT
-
-
-def _manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=os.environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.grid import manage
 
 
 def test_an_operator_creates_a_read_only_token_that_works_and_is_stored_only_as_a_hash(grid, flask_app):
@@ -29,7 +14,7 @@ def test_an_operator_creates_a_read_only_token_that_works_and_is_stored_only_as_
     from app.extensions import db
     from app.models import ApiToken
 
-    created = _manage("tokens", "create", "--owner", "x@y", "--scope", "jobs:read")
+    created = manage("tokens", "create", "--owner", "x@y", "--scope", "jobs:read")
 
     assert created.returncode == 0, created.stderr
     header, token = created.stdout.strip().splitlines()
@@ -58,7 +43,7 @@ def test_an_operator_submits_a_pdf_and_waits_for_its_text(grid, tmp_path):
     pdf = tmp_path / "pv.pdf"
     pdf.write_bytes(text_pdf([FRENCH_LINES]))
 
-    submitted = _manage("submit", str(pdf), "--kind", "ocr", "--languages", "fra", "--wait")
+    submitted = manage("submit", str(pdf), "--kind", "ocr", "--languages", "fra", "--wait")
 
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     first, *rest = submitted.stdout.splitlines()
@@ -74,7 +59,7 @@ def test_a_document_the_grid_cannot_read_is_refused_with_its_code_and_exit_statu
     bogus = tmp_path / "notes.pdf"
     bogus.write_text("not a PDF at all")
 
-    submitted = _manage("submit", str(bogus), "--kind", "ocr")
+    submitted = manage("submit", str(bogus), "--kind", "ocr")
 
     assert submitted.returncode == 1
     assert "unsupported_type" in submitted.stderr

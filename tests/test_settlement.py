@@ -10,9 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,21 +18,10 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from tests.grid import ROOT, Client
+from tests.grid import Client, manage
 
 OCR, LLM = "ocr", "llm"
 TASK_OF = {OCR: "grid.ocr.extract", LLM: "grid.llm.summarise"}
-
-
-def _manage(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=os.environ,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _suffix() -> str:
@@ -241,7 +227,7 @@ def test_settle_from_the_command_line_prints_a_summary_and_again_changes_nothing
         a_id, b_id = a.id, b.id
         db.session.commit()
 
-    first = _manage("ledger", "settle", "--period", period)
+    first = manage("ledger", "settle", "--period", period)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith(f"{period} closed at ")
     assert ": 3 entries, 2 rewards, 0.32 € in all" in first.stdout
@@ -253,16 +239,16 @@ def test_settle_from_the_command_line_prints_a_summary_and_again_changes_nothing
             b_id: Decimal("0.20"),
         }
 
-    again = _manage("ledger", "settle", "--period", period)
+    again = manage("ledger", "settle", "--period", period)
     assert again.returncode == 0, again.stderr
     assert again.stdout == first.stdout
     with flask_app.app_context():
         assert _counts(period) == (2, 3)
 
-    unended = _manage("ledger", "settle", "--period", "2999-01")
+    unended = manage("ledger", "settle", "--period", "2999-01")
     assert unended.returncode == 1
     assert "has not ended" in unended.stderr
-    malformed = _manage("ledger", "settle", "--period", "2001-13")
+    malformed = manage("ledger", "settle", "--period", "2001-13")
     assert malformed.returncode == 1
     assert "YYYY-MM" in malformed.stderr and "Traceback" not in malformed.stderr
 
@@ -398,7 +384,7 @@ def test_pay_from_the_command_line(flask_app):
             _entry(node, period, LLM, 300_000, "1.20")
 
         db.session.commit()
-    unsettled = _manage("ledger", "pay", "--period", period, "--reference", "EARLY")
+    unsettled = manage("ledger", "pay", "--period", period, "--reference", "EARLY")
     assert unsettled.returncode == 1
     assert "not settled" in unsettled.stderr
 
@@ -406,10 +392,10 @@ def test_pay_from_the_command_line(flask_app):
         settlement.settle(period)
         db.session.commit()
 
-    paid = _manage("ledger", "pay", "--period", period, "--reference", "BANK-42")
+    paid = manage("ledger", "pay", "--period", period, "--reference", "BANK-42")
     assert paid.returncode == 0, paid.stderr
     assert paid.stdout.strip() == f"2 rewards of {period} marked paid (BANK-42)"
-    again = _manage("ledger", "pay", "--period", period, "--reference", "BANK-43")
+    again = manage("ledger", "pay", "--period", period, "--reference", "BANK-43")
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == f"0 rewards of {period} marked paid (BANK-43)"
     with flask_app.app_context():
@@ -436,7 +422,7 @@ def test_export_for_the_treasurer_as_csv_and_json(flask_app):
             b.id: {"node": b.name, "participant": b.participant.email},
         }
 
-    unsettled = _manage("ledger", "export", "--period", period, "--format", "json")
+    unsettled = manage("ledger", "export", "--period", period, "--format", "json")
     assert unsettled.returncode == 1 and "not settled" in unsettled.stderr
 
     with flask_app.app_context():
@@ -444,7 +430,7 @@ def test_export_for_the_treasurer_as_csv_and_json(flask_app):
         settlement.pay(period, "EXPORT-REF", node_ids=[a_id])
         db.session.commit()
 
-    as_json = _manage("ledger", "export", "--period", period, "--format", "json")
+    as_json = manage("ledger", "export", "--period", period, "--format", "json")
     assert as_json.returncode == 0, as_json.stderr
     body = json.loads(as_json.stdout)
     assert body["period"] == period and body["entries"] == 3
@@ -462,7 +448,7 @@ def test_export_for_the_treasurer_as_csv_and_json(flask_app):
         assert row["participant"] == expected[node_id]["participant"]
         assert row["period_start"].startswith("2001-09-01") and row["period_end"].startswith("2001-10-01")
 
-    as_csv = _manage("ledger", "export", "--period", period, "--format", "csv")
+    as_csv = manage("ledger", "export", "--period", period, "--format", "csv")
     assert as_csv.returncode == 0, as_csv.stderr
     table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert {row["node_id"] for row in table} == set(expected)
@@ -474,7 +460,7 @@ def test_export_for_the_treasurer_as_csv_and_json(flask_app):
         assert row["payout_reference"] == (from_json["payout_reference"] or "")
     assert sum(Decimal(row["amount_eur"]) for row in table) == Decimal(body["total_eur"])
 
-    default = _manage("ledger", "export", "--period", period)
+    default = manage("ledger", "export", "--period", period)
     assert default.returncode == 0 and default.stdout == as_csv.stdout
 
 
@@ -653,7 +639,7 @@ def test_a_new_rate_applies_from_its_date_on_and_never_to_the_past(flask_app):
     with flask_app.app_context():
         before_count = db.session.scalar(select(func.count()).select_from(Rate))
 
-    past = _manage("rates", "set", "ocr", "0.75", "--by", by, "--from", "2001-01-01")
+    past = manage("rates", "set", "ocr", "0.75", "--by", by, "--from", "2001-01-01")
     assert past.returncode == 1
     assert "past" in past.stderr
     runner = flask_app.test_cli_runner()  # the same command in-process: refusals, quickly
@@ -675,11 +661,11 @@ def test_a_new_rate_applies_from_its_date_on_and_never_to_the_past(flask_app):
     with flask_app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Rate)) == before_count
 
-    created = _manage("rates", "set", "ocr", "0.75", "--by", by, "--from", when.isoformat())
+    created = manage("rates", "set", "ocr", "0.75", "--by", by, "--from", when.isoformat())
     assert created.returncode == 0, created.stderr
     assert created.stdout.startswith("ocr: 0.75 €/h from 2990-06-01")
     try:
-        listed = _manage("rates", "list")
+        listed = manage("rates", "list")
         assert listed.returncode == 0, listed.stderr
         assert "0.600000 €/h from 2000-01-01 00:00 UTC" in listed.stdout
         assert "0.750000 €/h from 2990-06-01" in listed.stdout
@@ -846,7 +832,7 @@ def test_reverse_from_the_command_line(flask_app):
         db.session.commit()
         entry_id = entry.id
 
-    done = _manage("ledger", "reverse", str(entry_id), "--reason", "node clock skew", "--by", "treasurer@x")
+    done = manage("ledger", "reverse", str(entry_id), "--reason", "node clock skew", "--by", "treasurer@x")
     assert done.returncode == 0, done.stderr
     current = datetime.now(UTC).strftime("%Y-%m")
     assert done.stdout.strip().endswith(f"reverses entry {entry_id} in {current}")
@@ -859,8 +845,8 @@ def test_reverse_from_the_command_line(flask_app):
             -30_000,
         )
 
-    again = _manage("ledger", "reverse", str(entry_id), "--reason", "again", "--by", "treasurer@x")
+    again = manage("ledger", "reverse", str(entry_id), "--reason", "again", "--by", "treasurer@x")
     assert again.returncode == 1
     assert "already reversed" in again.stderr
-    missing = _manage("ledger", "reverse", "999999999999", "--reason", "x", "--by", "y")
+    missing = manage("ledger", "reverse", "999999999999", "--reason", "x", "--by", "y")
     assert missing.returncode == 1 and "no ledger entry" in missing.stderr
