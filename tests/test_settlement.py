@@ -314,9 +314,21 @@ def test_late_entries_go_to_the_next_open_period_and_a_closed_period_never_chang
             reward.amount_eur,
             [(x.capability, x.granted_ms) for x in reward.lines],
         )
-        # an entry written into the closed period anyway (by a writer that did not check)
-        _entry(db.session.get(Node, node_id), period, OCR, 3_600_000, "0.60")
-        db.session.commit()
+        # an entry written into the closed period anyway (by a writer that did not check):
+        # PostgreSQL refuses it
+        with pytest.raises(DBAPIError, match="is settled"):
+            _entry(db.session.get(Node, node_id), period, OCR, 3_600_000, "0.60")
+            db.session.flush()
+        db.session.rollback()
+        # nor can the settled reward be changed, other than marked paid once
+        with pytest.raises(DBAPIError, match="settled periods never change"):
+            db.session.execute(text("UPDATE rewards SET amount_eur = 999 WHERE period = :p"), {"p": period})
+        db.session.rollback()
+        with pytest.raises(DBAPIError, match="settled periods never change"):
+            db.session.execute(
+                text("UPDATE ledger_periods SET closed_at = NULL WHERE period = :p"), {"p": period}
+            )
+        db.session.rollback()
 
     with flask_app.app_context():
         row = settlement.settle(period)
