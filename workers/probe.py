@@ -1,0 +1,128 @@
+"""What this machine can serve, and why: ``python -m workers probe``.
+
+Architecture, cores, RAM, Tesseract and its languages, poppler, llama.cpp, the configured model
+and whether it fits in RAM; then a verdict per queue, from the same checks a worker runs at
+start-up (``workers.preflight``), so the probe and the worker never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import celeryconfig
+from workers import preflight
+
+
+def _version_of(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _command_version(argv: list[str]) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0].strip() if lines else None
+
+
+def tesseract() -> dict[str, Any]:
+    version = _command_version(["tesseract", "--version"])
+    languages: list[str] = []
+    if version:
+        from workers.engines import tesseract as engine
+
+        languages = sorted(engine.installed_languages())
+    return {"version": version, "languages": languages}
+
+
+def model() -> dict[str, Any] | None:
+    """The configured GGUF model, its size and whether it fits in this machine's RAM."""
+    from workers.engines import llama
+
+    value = os.environ.get(llama.MODEL_ENV, "")
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    size = path.stat().st_size if path.is_file() else None
+    budget = int(preflight.total_ram_bytes() * preflight.LLM_MAX_RAM_SHARE) - preflight.LLM_OVERHEAD_BYTES
+    return {
+        "path": str(path),
+        "exists": size is not None,
+        "bytes": size,
+        "fits_in_ram": size is not None and size <= budget,
+    }
+
+
+def report(queues: tuple[str, ...] = celeryconfig.VOLUNTEER_QUEUES) -> dict[str, Any]:
+    """Everything the probe found, as data (also what a worker registers with)."""
+    verdicts = {}
+    for queue in queues:
+        problem = preflight.CHECKS[queue]()
+        verdicts[queue] = {"can_serve": problem is None, "why": problem or "ready"}
+    return {
+        "machine": {
+            "architecture": platform.machine(),
+            "system": platform.platform(terse=True),
+            "cores": os.cpu_count(),
+            "ram_bytes": preflight.total_ram_bytes(),
+        },
+        "software": {
+            "python": platform.python_version(),
+            "celery": _version_of("celery"),
+            "tesseract": tesseract(),
+            "poppler": _command_version(["pdfinfo", "-v"]),
+            "llama_cpp_python": _version_of("llama-cpp-python"),
+        },
+        "model": model(),
+        "enrolment": preflight.enrolment_problem() or "enrolled",
+        "queues": verdicts,
+    }
+
+
+def servable(found: dict[str, Any]) -> list[str]:
+    return [queue for queue, verdict in found["queues"].items() if verdict["can_serve"]]
+
+
+def render(found: dict[str, Any]) -> str:
+    """The report for a person."""
+    machine, software = found["machine"], found["software"]
+    tess = software["tesseract"]
+    lines = [
+        f"machine     {machine['architecture']}, {machine['cores']} cores, "
+        f"{machine['ram_bytes'] / 2**30:.1f} GiB RAM ({machine['system']})",
+        f"tesseract   {tess['version'] or 'not installed'}"
+        + (f"; languages {', '.join(tess['languages'])}" if tess["languages"] else ""),
+        f"poppler     {software['poppler'] or 'not installed'}",
+        f"llama.cpp   llama-cpp-python {software['llama_cpp_python'] or 'not installed'}",
+    ]
+    current = found["model"]
+    if current is None:
+        lines.append("model       none configured (GRID_LLM_MODEL)")
+    else:
+        size = f"{current['bytes'] / 2**30:.2f} GiB" if current["exists"] else "missing"
+        fits = "fits in RAM" if current["fits_in_ram"] else "does NOT fit in RAM"
+        lines.append(f"model       {current['path']} ({size}{', ' + fits if current['exists'] else ''})")
+    lines.append(f"enrolment   {found['enrolment']}")
+    lines.append("")
+    for queue, verdict in found["queues"].items():
+        mark = "yes" if verdict["can_serve"] else "no "
+        lines.append(f"queue {queue:<5} {mark}  {verdict['why']}")
+    usable = servable(found)
+    lines.append("")
+    if usable:
+        lines.append(f"This machine can serve: -Q {','.join(usable)}   (python -m workers start)")
+    else:
+        lines.append("This machine cannot serve any queue yet: see the reasons above.")
+    return "\n".join(lines)
