@@ -42,6 +42,7 @@ TASK_TRANSLATE = "grid.llm.translate"
 TASK_LEDGER_STARTED = "grid.ledger.started"
 TASK_LEDGER_RECORD = "grid.ledger.record"
 TASK_LEDGER_SETTLE_DUE = "grid.ledger.settle_due"
+TASK_SWEEP_STALLED = "grid.coordinator.sweep_stalled"
 
 #: Which capability (and so queue) each volunteer task needs.
 CAPABILITY_OF_TASK = {
@@ -61,6 +62,7 @@ task_routes = {
     "grid.ocr.*": {"queue": OCR_QUEUE, "routing_key": OCR_QUEUE},
     "grid.llm.*": {"queue": LLM_QUEUE, "routing_key": LLM_QUEUE},
     TASK_LEDGER_SETTLE_DUE: {"queue": COORDINATOR_QUEUE, "routing_key": COORDINATOR_QUEUE},
+    "grid.coordinator.*": {"queue": COORDINATOR_QUEUE, "routing_key": COORDINATOR_QUEUE},
     "grid.ledger.*": {"queue": LEDGER_QUEUE, "routing_key": LEDGER_QUEUE},
 }
 task_create_missing_queues = False
@@ -110,6 +112,12 @@ if VISIBILITY_TIMEOUT <= task_time_limit:
 #: Transient faults (out of memory, disk full, a lost engine process) are retried this often.
 MAX_RETRIES = 3
 RETRY_BACKOFF_SECONDS = int(os.environ.get("GRID_RETRY_BACKOFF", "10"))
+RETRY_BACKOFF_MAX_SECONDS = 600
+
+#: A step with no sign of life for this long can no longer succeed: every attempt it is
+#: allowed would have run to its hard limit, waited out the visibility timeout and backed off.
+#: The coordinator then fails its job (``stalled``) instead of leaving it running forever.
+STALLED_AFTER_SECONDS = (MAX_RETRIES + 1) * (task_time_limit + VISIBILITY_TIMEOUT + RETRY_BACKOFF_MAX_SECONDS)
 
 task_acks_late = True
 task_reject_on_worker_lost = True
@@ -163,6 +171,11 @@ if result_backend.startswith(("redis:", "rediss:")):
 # --- schedule (run by the coordinator's beat only: celery -A app.ledger_worker beat) ----------
 
 beat_schedule = {
+    "sweep-stalled-jobs": {
+        "task": TASK_SWEEP_STALLED,
+        "schedule": 600.0,
+        "options": {"queue": COORDINATOR_QUEUE, "routing_key": COORDINATOR_QUEUE},
+    },
     "settle-ended-periods": {
         "task": TASK_LEDGER_SETTLE_DUE,
         "schedule": crontab(hour=2, minute=15),  # daily; a month is closed on its first night

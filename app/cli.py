@@ -76,9 +76,9 @@ def _wait(job: Job, out) -> Job:
                 if step.state in ("succeeded", "failed", "skipped", "cancelled"):
                     done += 1
                 elif progress.get("pages_total"):
-                    done += progress["pages_done"] / progress["pages_total"]
+                    done += min(1.0, progress.get("pages_done", 0) / progress["pages_total"])
                 elif progress.get("pieces_total"):
-                    done += progress["pieces_done"] / progress["pieces_total"]
+                    done += min(1.0, progress.get("pieces_done", 0) / progress["pieces_total"])
             label = f"job {job.id[:8]} {job.state:<9} " + " ".join(f"{s.name}:{s.state}" for s in job.steps)
             if label != bar.label and not bar.hidden:
                 bar.label = label
@@ -152,7 +152,8 @@ def format_entry(entry: LedgerEntry) -> str:
         f"{entry.task_name:<20} attempt {entry.attempt}  {entry.outcome:<9} "
         f"wall {entry.wall_ms / 1000:7.3f}s cpu {entry.cpu_ms / 1000:7.3f}s "
         f"{entry.units:>6} {entry.unit}s  claimed {entry.claimed_ms / 1000:.3f}s observed "
-        f"{entry.observed_ms / 1000:.3f}s cap {entry.cap_ms / 1000:.1f}s → granted "
+        f"{'-' if entry.observed_ms is None else f'{entry.observed_ms / 1000:.3f}s'} cap "
+        f"{entry.cap_ms / 1000:.1f}s → granted "
         f"{entry.granted_ms / 1000:.3f}s ({entry.grant_basis}) at {entry.rate_eur_per_hour} €/h"
     )
 
@@ -180,11 +181,12 @@ def nodes_create(name: str, owner: str, broker_url: str | None, env_file: Path |
     """Enrol a node; prints its id, its secret and the worker's configuration, once."""
     import os
 
-    from app import nodes
+    from app import broker_acl, nodes
 
     try:
         node = nodes.create(name, owner)
-    except ValueError as exc:
+        broker_acl.ensure_user(node, broker_url=broker_url)  # on Redis: the node's broker user
+    except (ValueError, broker_acl.BrokerAclError) as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     configuration = nodes.worker_configuration(node, broker_url)
@@ -211,8 +213,8 @@ def nodes_list() -> None:
 @nodes_group.command("revoke")
 @click.argument("name")
 def nodes_revoke(name: str) -> None:
-    """Revoke a node: the ledger refuses everything it sends from now on."""
-    from app import nodes
+    """Revoke a node: the ledger refuses everything it sends from now on, the broker its user."""
+    from app import broker_acl, nodes
     from app.models import Node
 
     node = db.session.scalar(select(Node).where(Node.name == name))
@@ -220,6 +222,10 @@ def nodes_revoke(name: str) -> None:
         raise click.ClickException(f"no node named {name!r}")
     nodes.revoke(node)
     db.session.commit()
+    try:
+        broker_acl.delete_user(node)
+    except broker_acl.BrokerAclError as exc:
+        raise click.ClickException(f"node {name} revoked, but {exc}; run this command again") from None
     click.echo(f"node {name} revoked")
 
 

@@ -16,6 +16,9 @@ class Defaults:
     REVENUE_SPLIT = {"cooperative": "0.80", "solidarity_fund": "0.20"}
     #: The coordinator's key; node secrets are derived from it. Unset: a key kept in var/.
     SECRET_KEY = None
+    #: The largest LLM model file the cooperative runs: a node claiming a bigger one (for a
+    #: higher reference cost per token) is capped as if it ran this one.
+    LLM_MODEL_MAX_BYTES = 8 * 1024**3
     #: Uploads larger than this are refused with 413 before they are read.
     MAX_CONTENT_LENGTH = celeryconfig.MAX_DOCUMENT_BYTES + 1024 * 1024
     JOBS_PER_PAGE_MAX = 100

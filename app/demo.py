@@ -22,7 +22,7 @@ from flask_migrate import upgrade
 from sqlalchemy import select
 
 import celeryconfig
-from app import nodes
+from app import broker_acl, nodes
 from app.auth import create_token
 from app.extensions import db
 from app.models import Node
@@ -164,6 +164,7 @@ def run(once: bool | None = None) -> int:
     _, token = create_token("demo", "demo@koprogo.local", ["admin"])
     volunteer = db.session.scalar(select(Node).where(Node.name == "demo-volunteer"))
     volunteer = volunteer or nodes.create("demo-volunteer", "volunteer@koprogo.local")
+    broker_acl.ensure_user(volunteer)  # on Redis, the volunteer runs as its own broker user
     db.session.commit()
     volunteer_env = {**env, **nodes.worker_environment(volunteer, celeryconfig.broker_url)}
     headers = {"Authorization": f"Bearer {token}"}

@@ -13,25 +13,28 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import chain
 from celery.result import AsyncResult
 from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy import func, select
 
 import celeryconfig as cc
 from app.errors import Conflict, Unavailable
 from app.extensions import db
 from app.ledger import settlement
 from app.ledger.recorder import fail_job
-from app.models import ApiToken, Job, JobState, JobStep, StepState, utcnow
+from app.models import ApiToken, ExecutionSighting, Job, JobState, JobStep, LedgerEntry, StepState, utcnow
 from workers import documents, errors, texts
 from workers.errors import BadInput
 
 log = logging.getLogger(__name__)
 
 KINDS = ("ocr", "summarise", "translate", "pipeline")
+PROGRESS_KEYS = ("pages_done", "pages_total", "pieces_done", "pieces_total", "tokens")
 DOCUMENT_KINDS = ("ocr", "pipeline")
 
 #: Step name → (task name, queue).
@@ -164,13 +167,13 @@ def _dispatch(job: Job, steps: list[tuple[str, tuple]]) -> None:
         raise Unavailable(
             "The job could not be queued: the broker is unreachable; try again later."
         ) from None
-    now = utcnow()
-    for step in job.steps:
-        step.dispatched_at = now
+    # Only the chain's first step is sent now; each next one when its predecessor succeeds.
+    job.steps[0].dispatched_at = utcnow()
 
 
 def cancel(job: Job) -> Job:
     """Cancel a queued or running job: its tasks are revoked, a running one terminated."""
+    db.session.refresh(job, with_for_update=True)  # the ledger may be moving it on right now
     if job.state in JobState.FINAL:
         raise Conflict(f"The job is already {job.state}.", code="job_finished")
     pending = [step for step in job.steps if step.state not in StepState.FINAL]
@@ -189,13 +192,62 @@ def cancel(job: Job) -> Job:
     return job
 
 
+def fail_stalled(now: datetime | None = None) -> list[str]:
+    """Fail the queued or running jobs whose current step has shown no sign of life for
+    ``STALLED_AFTER_SECONDS``: no verified result can arrive any more (a node that vanished
+    with its task, results refused, a message lost). Returns their ids; the caller commits."""
+    now = now or utcnow()
+    horizon = now - timedelta(seconds=cc.STALLED_AFTER_SECONDS)
+    candidates = db.session.scalars(
+        select(Job)
+        .where(Job.state.in_((JobState.QUEUED, JobState.RUNNING)), Job.created_at < horizon)
+        .order_by(Job.id)
+        .with_for_update()
+    ).all()
+    failed = []
+    for job in candidates:
+        current = next((s for s in job.steps if s.state not in StepState.FINAL), None)
+        task_ids = [current.task_id] if current else []
+        latest = db.session.scalar(
+            select(func.max(ExecutionSighting.first_seen_at)).where(ExecutionSighting.task_id.in_(task_ids))
+        )
+        entered = db.session.scalar(
+            select(func.max(LedgerEntry.received_at)).where(LedgerEntry.task_id.in_(task_ids))
+        )
+        moments = [job.created_at, latest, entered]
+        if current is not None:
+            moments += [current.dispatched_at, current.started_at]
+        last = max(_aware(m) for m in moments if m is not None)
+        if last < horizon:
+            fail_job(
+                job,
+                "stalled",
+                f"No verified result arrived for {cc.STALLED_AFTER_SECONDS // 60} minutes: the node "
+                "that had the work is gone or its results were refused.",
+            )
+            failed.append(job.id)
+    return failed
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _progress(step: JobStep) -> dict[str, Any] | None:
     if step.state not in (StepState.QUEUED, StepState.RUNNING, StepState.RETRYING):
         return None
     try:
         result = AsyncResult(step.task_id, app=current_app.extensions["celery"])
         if result.state == "PROGRESS" and isinstance(result.info, dict):
-            return {k: v for k, v in result.info.items() if k != "node"}
+            # Anyone serving the queue can write this key: show only whole numbers we know.
+            return {
+                key: value
+                for key, value in result.info.items()
+                if key in PROGRESS_KEYS
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+                and value >= 0
+            } or None
     except Exception as exc:  # noqa: BLE001  progress is best effort
         log.debug("no progress for %s: %s", step.task_id, exc)
     return None

@@ -13,7 +13,7 @@ import sys
 from celery import signals
 
 import celeryconfig
-from app import create_app
+from app import broker_acl, create_app
 from app.ledger.consumer import LedgerConsumer
 from app.ledger.intake import LedgerIntake
 
@@ -24,6 +24,10 @@ celery.conf.task_queues = tuple(
 )
 if celeryconfig.IS_REDIS_BROKER:
     celery.steps["worker"].add(LedgerIntake)  # batches straight from Redis
+    celery.conf.broker_transport_options = {
+        **celeryconfig.broker_transport_options,
+        **broker_acl.COORDINATOR_UNACKED,  # its tasks in flight out of the volunteers' reach
+    }
 else:
     celery.steps["consumer"].add(LedgerConsumer)  # any other broker, through kombu
 

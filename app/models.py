@@ -237,7 +237,8 @@ class LedgerEntry(db.Model):
     # Our decision.
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     claimed_ms: Mapped[int] = mapped_column(BigInteger)
-    observed_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: None when the start and the end reached the ledger together (nothing to observe).
+    observed_ms: Mapped[int | None] = mapped_column(BigInteger)
     cap_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     granted_ms: Mapped[int] = mapped_column(BigInteger)
     grant_basis: Mapped[str] = mapped_column(String(48))

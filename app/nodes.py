@@ -32,11 +32,23 @@ def secret_key() -> bytes:
         return str(configured).encode("utf-8")
     path = Path(celeryconfig.DATA_DIR) / "secret_key"
     if not path.exists():
+        # Written whole under another name, then linked into place: a process starting at the
+        # same moment sees either no key or the whole key, and the first one written wins.
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = path.with_name(f".secret_key.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip().encode("utf-8")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise RuntimeError(f"{path} holds no usable key: remove it, or set GRID_SECRET_KEY")
+    return key.encode("utf-8")
 
 
 def node_secret(node: Node) -> str:
@@ -79,12 +91,22 @@ def rotate_secret(node: Node) -> str:
 
 
 def worker_environment(node: Node, broker_url: str | None = None) -> dict[str, str]:
-    """What the node's worker needs, as environment variables."""
-    return {
+    """What the node's worker needs, as environment variables.
+
+    On Redis the node reaches the broker as its own user (``app.broker_acl``, created when it
+    is enrolled), which may not broadcast: its worker starts without mingle.
+    """
+    environment = {
         "GRID_BROKER_URL": broker_url or celeryconfig.broker_url,
         "GRID_NODE_ID": node.id,
         "GRID_NODE_SECRET": node_secret(node),
     }
+    if celeryconfig.IS_REDIS_BROKER:
+        from app import broker_acl
+
+        environment["GRID_BROKER_URL"] = broker_acl.node_url(node, broker_url)
+        environment["CELERY_WORKER_WITHOUT_MINGLE"] = "1"
+    return environment
 
 
 def worker_configuration(node: Node, broker_url: str | None = None) -> str:

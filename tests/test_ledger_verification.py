@@ -17,7 +17,16 @@ import celeryconfig
 from app import nodes
 from app.extensions import db
 from app.ledger import recorder
-from app.models import Job, JobState, JobStep, LedgerEntry, LedgerRejection, Node, StepState
+from app.models import (
+    ExecutionSighting,
+    Job,
+    JobState,
+    JobStep,
+    LedgerEntry,
+    LedgerRejection,
+    Node,
+    StepState,
+)
 from workers import signing
 
 
@@ -34,6 +43,10 @@ def ledger(app_context):
             entry = recorder.on_completed(record, recorder.Context.load())
             db.session.commit()
             return entry
+
+        def together(self, *messages: tuple[str, dict]) -> None:
+            """Records that reach the ledger in one batch (it was catching up)."""
+            recorder.apply(list(messages))
 
         def rejections(self, task_id: str) -> list[str]:
             rows = db.session.scalars(
@@ -212,37 +225,115 @@ def test_an_inflated_time_claim_is_capped_by_what_the_coordinator_observed(ledge
 
 
 def test_inflated_units_are_capped_by_the_pages_the_coordinator_sent(ledger):
-    node, step = enrol("padder"), ocr_job(pages=1, dispatched_ago=3600)
-    entry = ledger.completed(completion(step, node, wall=500.0, pages=1000))
+    node, step = enrol("padder"), ocr_job(pages=1)
+    ledger.together(
+        ("started", start(step, node)), ("completed", completion(step, node, wall=500.0, pages=1000))
+    )
+    (entry,) = ledger.entries(step.task_id)
 
     assert entry.units == 1
     assert (entry.cap_ms, entry.granted_ms, entry.grant_basis) == (12_000, 12_000, "cap")
 
 
-def test_the_same_execution_completed_twice_is_entered_once(ledger):
-    first, second, step = enrol("first"), enrol("second"), ocr_job()
-    ledger.started(start(step, first))
-    ledger.started(start(step, second))  # redelivered after a visibility timeout
+def test_a_start_and_end_that_arrive_together_are_not_observed_and_bounded_by_the_cap(ledger):
+    node, step = enrol("backlog"), ocr_job(pages=10)
+    ledger.together(
+        ("started", start(step, node)), ("completed", completion(step, node, wall=30.0, pages=10))
+    )
+    (entry,) = ledger.entries(step.task_id)
 
-    assert ledger.completed(completion(step, first)) is not None
-    assert ledger.completed(completion(step, second)) is None
+    # The ledger was catching up: the 0 s between the two records says nothing of the work.
+    assert entry.observed_ms is None
+    assert (entry.granted_ms, entry.grant_basis) == (30_000, "claimed")
+
+
+def test_a_machine_that_vanished_is_relieved_after_the_visibility_timeout_and_paid_once(ledger):
+    first, second, step = enrol("first"), enrol("second"), ocr_job()
+    long_ago = datetime.now(UTC) - timedelta(seconds=celeryconfig.VISIBILITY_TIMEOUT + 5)
+    db.session.add(
+        ExecutionSighting(task_id=step.task_id, attempt=0, node_id=first.id, first_seen_at=long_ago)
+    )
+    db.session.commit()
+    ledger.started(start(step, second))  # the broker handed the task on: allowed
+
+    assert ledger.completed(completion(step, second)) is not None
+    assert ledger.completed(completion(step, first)) is None  # the first comes back too late
 
     assert ledger.rejections(step.task_id) == ["duplicate_execution"]
     assert len(ledger.entries(step.task_id)) == 1
 
 
-def test_a_retried_task_that_completes_twice_is_granted_once(ledger):
-    node, step = enrol("twice"), ocr_job()
+def test_a_node_cannot_start_an_execution_another_node_is_running(ledger):
+    worker, thief, step = enrol("runner"), enrol("racer"), ocr_job()
+    ledger.started(start(step, worker))
+    ledger.started(start(step, thief))
+
+    assert ledger.rejections(step.task_id) == ["cross_node"]
+
+
+def test_a_completion_without_a_start_or_with_an_invented_attempt_is_refused(ledger):
+    worker, thief, step = enrol("owner"), enrol("forger"), ocr_job()
+    ledger.started(start(step, worker))
+    failed = {"outcome": "failed", "result": None, "error": {"code": "corrupt_document", "message": "no"}}
+
+    assert ledger.completed(completion(step, thief, attempt=7, **failed)) is None
+    assert ledger.completed(completion(step, thief, attempt=1, **failed)) is None
+    assert ledger.completed(completion(step, thief, attempt=0, **failed)) is None
+
+    assert ledger.rejections(step.task_id) == ["bad_attempt", "not_started", "cross_node"]
+    assert db.session.get(Job, step.job_id).state == JobState.RUNNING  # nobody failed the job
+    assert ledger.completed(completion(step, worker)) is not None
+
+
+def test_a_retry_is_a_new_attempt_only_after_the_previous_one_ended(ledger):
+    node, step = enrol("retrier"), ocr_job()
+    ledger.started(start(step, node, attempt=1))  # attempt 0 has not ended: no retry yet
     ledger.started(start(step, node, attempt=0))
+    ledger.completed(
+        completion(
+            step,
+            node,
+            attempt=0,
+            outcome="lost",
+            final=False,
+            result=None,
+            error={"code": "worker_lost", "message": "died"},
+        )
+    )
     ledger.started(start(step, node, attempt=1))
     ledger.completed(completion(step, node, attempt=1))
-    ledger.completed(completion(step, node, attempt=0))  # the first attempt was not dead after all
 
     entries = ledger.entries(step.task_id)
-    assert [(e.attempt, e.granted_ms > 0, e.grant_basis) for e in entries] == [
-        (1, True, "claimed"),
-        (0, False, "already_granted"),
+    assert [(e.attempt, e.outcome, e.granted_ms > 0) for e in entries] == [
+        (0, "lost", False),
+        (1, "succeeded", True),
     ]
+    assert ledger.rejections(step.task_id) == ["bad_attempt"]
+
+
+def test_time_limit_credit_cannot_be_farmed_with_invented_attempts(ledger):
+    node, step = enrol("farmer"), ocr_job(pages=500)  # far more than any time limit allows
+    timed_out = {"outcome": "failed", "result": None, "error": {"code": "time_limit", "message": "stopped"}}
+    ledger.started(start(step, node))
+    first = ledger.completed(completion(step, node, wall=60.0, **timed_out))
+    for attempt in (1, 2, 3):
+        ledger.started(start(step, node, attempt=attempt))
+        ledger.completed(completion(step, node, attempt=attempt, wall=60.0, **timed_out))
+
+    assert first.granted_ms > 0 and first.grant_basis.startswith("time_limit_too_low")
+    assert sum(e.granted_ms for e in ledger.entries(step.task_id)) == first.granted_ms
+
+
+def test_a_poison_record_is_refused_and_the_batch_goes_on(ledger):
+    node, step = enrol("poison"), ocr_job()
+    poison = {"task_id": "bad\x00id", "node_id": "\x00", "attempt": float("nan"), "signature": "x\x00"}
+    recorder.apply_safely(
+        [("completed", poison), ("started", start(step, node)), ("completed", completion(step, node))]
+    )
+
+    assert len(ledger.entries(step.task_id)) == 1
+    refused = db.session.scalars(select(LedgerRejection).where(LedgerRejection.node_id == "\\0")).all()
+    assert refused and refused[-1].reason == "unknown_node"
 
 
 def test_a_forged_start_is_refused_and_does_not_move_the_job(ledger):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import celeryconfig
 from tests.grid import CELERY, ROOT
 
 #: Preflight only checks that the node is enrolled; these are never used to sign anything here.
@@ -96,3 +99,75 @@ def test_worker_that_can_serve_its_queues_starts(redis_url: str):
     finally:
         process.terminate()
         process.wait(30)
+
+
+GUIDE = ROOT / "docs" / "participants.md"
+
+
+def guide_sections() -> set[str]:
+    """The anchors of the volunteers' guide's headings (GitHub's: lower case, dashes)."""
+    anchors, fenced = set(), False
+    for line in GUIDE.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (heading := re.match(r"#{1,6} +(.+)", line)):
+            title = heading.group(1).strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_every_refusal_names_a_section_of_the_volunteers_guide(monkeypatch, tmp_path: Path):
+    from workers import preflight
+    from workers.engines import tesseract
+
+    model = tmp_path / "small.gguf"
+    model.write_bytes(b"GGUF" + bytes(60))
+    not_gguf = tmp_path / "model.bin"
+    not_gguf.write_bytes(b"<html>not a model</html>")
+
+    def without(*tools: str):
+        return lambda patch: patch.setattr(
+            preflight.shutil, "which", lambda name: None if name in tools else f"/usr/bin/{name}"
+        )
+
+    # Each case breaks one thing on a machine that can otherwise serve both queues.
+    cases = {
+        "not-enrolled": (["ocr"], lambda patch: patch.delenv("GRID_NODE_SECRET")),
+        "no-tesseract": (["ocr"], without("tesseract")),
+        "no-poppler": (["ocr"], without("pdftoppm")),
+        "missing-language-pack": (
+            ["ocr"],
+            lambda patch: patch.setattr(tesseract, "installed_languages", lambda: frozenset({"eng"})),
+        ),
+        "no-model": (["llm"], lambda patch: patch.setenv("GRID_LLM_MODEL", "")),
+        "model-not-found": (
+            ["llm"],
+            lambda patch: patch.setenv("GRID_LLM_MODEL", str(tmp_path / "gone.gguf")),
+        ),
+        "no-llama-cpp": (["llm"], lambda patch: patch.setitem(sys.modules, "llama_cpp", None)),
+        "not-gguf": (["llm"], lambda patch: patch.setenv("GRID_LLM_MODEL", str(not_gguf))),
+        "model-too-big": (["llm"], lambda patch: patch.setattr(preflight, "total_ram_bytes", lambda: 2**28)),
+        "ledger-queue": (["ledger"], lambda patch: None),
+        "unknown-queue": (["gpu"], lambda patch: None),
+    }
+    source = Path(preflight.__file__).read_text(encoding="utf-8")
+    assert set(cases) == set(re.findall(r"see\('([a-z-]+)'\)", source)), "a refusal without a case here"
+    sections = guide_sections()
+
+    def refusals(queues: list[str], arrange) -> list[str]:
+        with monkeypatch.context() as patch:
+            patch.setenv("GRID_NODE_ID", ENROLLED["GRID_NODE_ID"])
+            patch.setenv("GRID_NODE_SECRET", ENROLLED["GRID_NODE_SECRET"])
+            patch.setenv("GRID_LLM_MODEL", str(model))
+            patch.setattr(preflight.shutil, "which", lambda name: f"/usr/bin/{name}")
+            patch.setattr(tesseract, "installed_languages", lambda: frozenset(celeryconfig.OCR_LANGUAGES))
+            patch.setattr(preflight, "total_ram_bytes", lambda: 16 * 2**30)
+            arrange(patch)
+            return preflight.problems(queues)
+
+    assert refusals(["ocr", "llm"], lambda patch: None) == []
+    for section, (queues, arrange) in cases.items():
+        lines = refusals(queues, arrange)
+        assert len(lines) == 1 and "\n" not in lines[0], lines
+        assert lines[0].endswith(f" (see docs/participants.md#{section})"), lines[0]
+        assert section in sections, f"docs/participants.md has no heading for #{section}"

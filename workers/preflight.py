@@ -14,10 +14,17 @@ from pathlib import Path
 import celeryconfig
 
 APT_OCR = "sudo apt install tesseract-ocr tesseract-ocr-fra tesseract-ocr-eng tesseract-ocr-nld poppler-utils"
+#: The volunteers' guide: each refusal ends by naming the section that explains it.
+GUIDE = "docs/participants.md"
 #: Room llama.cpp needs beyond the weights (context cache, buffers), and the share of RAM a
 #: model may take so the machine stays usable for its owner.
 LLM_OVERHEAD_BYTES = 512 * 1024 * 1024
 LLM_MAX_RAM_SHARE = 0.8
+
+
+def see(section: str) -> str:
+    """The pointer a refusal ends with: `` (see docs/participants.md#<section>)``."""
+    return f" (see {GUIDE}#{section})"
 
 
 def total_ram_bytes() -> int:
@@ -27,10 +34,11 @@ def total_ram_bytes() -> int:
 def ocr_problem() -> str | None:
     """Why this machine cannot serve ``ocr``, or None."""
     if shutil.which("tesseract") is None:
-        return f"tesseract is not installed; install it with: {APT_OCR}"
+        return f"tesseract is not installed; install it with: {APT_OCR}{see('no-tesseract')}"
     missing_tools = [tool for tool in ("pdfinfo", "pdftoppm") if shutil.which(tool) is None]
     if missing_tools:
-        return f"{' and '.join(missing_tools)} (poppler-utils) not installed; install with: {APT_OCR}"
+        tools = " and ".join(missing_tools)
+        return f"{tools} (poppler-utils) not installed; install with: {APT_OCR}{see('no-poppler')}"
     from workers.engines import tesseract
 
     missing = sorted(set(celeryconfig.OCR_LANGUAGES) - tesseract.installed_languages())
@@ -38,6 +46,7 @@ def ocr_problem() -> str | None:
         packs = " ".join(f"tesseract-ocr-{lang}" for lang in missing)
         return (
             f"Tesseract language pack(s) {', '.join(missing)} missing; install with: sudo apt install {packs}"
+            f"{see('missing-language-pack')}"
         )
     return None
 
@@ -48,24 +57,27 @@ def llm_problem() -> str | None:
 
     value = os.environ.get(llama.MODEL_ENV, "")
     if not value:
-        return f"no model configured; set {llama.MODEL_ENV} to the path of a GGUF model file"
+        return f"no model configured; set {llama.MODEL_ENV} to the path of a GGUF model file{see('no-model')}"
     path = Path(value).expanduser()
     if not path.is_file():
-        return f"model file {path} not found; check {llama.MODEL_ENV}"
+        return f"model file {path} not found; check {llama.MODEL_ENV}{see('model-not-found')}"
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        return "llama-cpp-python is not installed; install it with: pip install -r requirements/worker.txt"
+        return (
+            "llama-cpp-python is not installed; install it with: pip install -r requirements/worker.txt"
+            f"{see('no-llama-cpp')}"
+        )
     size = path.stat().st_size
     with path.open("rb") as handle:
         if handle.read(4) != b"GGUF":
-            return f"{path} is not a GGUF model file"
+            return f"{path} is not a GGUF model file{see('not-gguf')}"
     ram = total_ram_bytes()
     if size + LLM_OVERHEAD_BYTES > ram * LLM_MAX_RAM_SHARE:
         return (
             f"model {path.name} ({size / 2**30:.1f} GiB) does not fit in this machine's "
             f"{ram / 2**30:.1f} GiB of RAM; configure a smaller quantised model in {llama.MODEL_ENV} "
-            "or serve only -Q ocr"
+            f"or serve only -Q ocr{see('model-too-big')}"
         )
     return None
 
@@ -81,7 +93,7 @@ def enrolment_problem() -> str | None:
     if missing:
         return (
             f"this node is not enrolled: {' and '.join(missing)} not set; the cooperative's operator "
-            "issues them with `python manage.py nodes create NAME --owner EMAIL`"
+            f"issues them with `python manage.py nodes create NAME --owner EMAIL`{see('not-enrolled')}"
         )
     return None
 
@@ -93,9 +105,14 @@ def problems(queues: list[str]) -> list[str]:
         found.append(problem)
     for queue in queues:
         if queue == celeryconfig.LEDGER_QUEUE:
-            found.append("queue 'ledger' is the coordinator's own; volunteers serve -Q ocr, llm or llm,ocr")
+            found.append(
+                "queue 'ledger' is the coordinator's own; volunteers serve -Q ocr, llm or llm,ocr"
+                f"{see('ledger-queue')}"
+            )
         elif queue not in CHECKS:
-            found.append(f"unknown queue {queue!r}; volunteers serve -Q ocr, llm or llm,ocr")
+            found.append(
+                f"unknown queue {queue!r}; volunteers serve -Q ocr, llm or llm,ocr{see('unknown-queue')}"
+            )
         elif (problem := CHECKS[queue]()) is not None:
             found.append(f"cannot serve queue {queue!r}: {problem}")
     return found

@@ -94,9 +94,10 @@ def index():
         query = query.where(Job.kind == kind)
     page = request.args.get("page", 1, type=int)
     per_page = request.args.get("per_page", 20, type=int)
-    if page < 1 or not 1 <= per_page <= current_app.config["JOBS_PER_PAGE_MAX"]:
+    if not 1 <= page <= 1_000_000 or not 1 <= per_page <= current_app.config["JOBS_PER_PAGE_MAX"]:
         raise ApiError(
-            f"page must be ≥ 1 and per_page from 1 to {current_app.config['JOBS_PER_PAGE_MAX']}.",
+            "page must be from 1 to 1000000 and per_page from 1 to "
+            f"{current_app.config['JOBS_PER_PAGE_MAX']}.",
             code="invalid_parameter",
         )
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))

@@ -18,7 +18,6 @@ from typing import Any
 
 from celery import bootsteps
 from kombu import Consumer, Message
-from sqlalchemy.exc import DBAPIError
 
 import celeryconfig
 from app.ledger import recorder
@@ -89,7 +88,7 @@ class LedgerConsumer(bootsteps.ConsumerStep):
         try:
             with self.flask_app.app_context():
                 recorder.apply_safely([(kind, record) for kind, record, _ in batch])
-        except DBAPIError as exc:  # the database is unreachable or refusing: try again later
+        except Exception as exc:  # noqa: BLE001  the database is away (or a bug): try again later
             log.error("ledger batch of %d not entered, handed back to the queue: %s", len(batch), exc)
             for *_, message in batch:
                 message.requeue()

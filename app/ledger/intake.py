@@ -24,7 +24,6 @@ from typing import Any
 
 import redis
 from celery import bootsteps
-from sqlalchemy.exc import DBAPIError
 
 import celeryconfig
 from app.ledger import recorder
@@ -33,24 +32,29 @@ from app.ledger.consumer import KINDS
 log = logging.getLogger(__name__)
 
 BATCH = 1000
+#: A batch stops growing past this many bytes of messages (results can be large).
+BATCH_BYTES = 32 * 1024 * 1024
+#: A ledger worker's in-flight list is its own while this key, refreshed as it runs, lives.
+ALIVE_SECONDS = 60
 #: How long an empty queue is waited on before the loop looks at its stop flag again.
 WAIT_SECONDS = 1
 #: kombu stores a queue's messages of priority 3, 6 and 9 in lists of their own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+IN_FLIGHT_PREFIX = "grid:ledger:in-flight:"
+ALIVE_PREFIX = "grid:ledger:alive:"
 
-# KEYS: in-flight list, then the queue's lists (highest priority last). ARGV: how many.
-# Moves up to ARGV[1] of the oldest messages to the in-flight list, oldest first.
+# KEYS: in-flight list, then the queue's lists. ARGV: how many, how many bytes at most.
+# Moves the oldest messages to the in-flight list, oldest first, until either limit is met
+# (at least one message is taken, whatever its size).
 _TAKE = """
-local taken = {}
+local taken, size = {}, 0
 for k = 2, #KEYS do
-  local want = tonumber(ARGV[1]) - #taken
-  if want <= 0 then break end
-  local items = redis.call('RPOP', KEYS[k], want)
-  if items then
-    for i = 1, #items do
-      redis.call('RPUSH', KEYS[1], items[i])
-      taken[#taken + 1] = items[i]
-    end
+  while #taken < tonumber(ARGV[1]) and (#taken == 0 or size < tonumber(ARGV[2])) do
+    local item = redis.call('RPOP', KEYS[k])
+    if not item then break end
+    redis.call('RPUSH', KEYS[1], item)
+    taken[#taken + 1] = item
+    size = size + #item
   end
 end
 return taken
@@ -83,25 +87,46 @@ class RedisIntake:
 
     def __init__(self, url: str, worker_name: str, queue: str = celeryconfig.LEDGER_QUEUE) -> None:
         self.redis = redis.Redis.from_url(url)
-        self.queue_keys = [f"{queue}{suffix}" for suffix in reversed(_PRIORITY_SUFFIXES)]
+        # kombu keeps priorities 3, 6, 9 in lists of their own; records are sent at the
+        # default priority (the plain list), the others are read so nothing sits there forever.
+        self.queue_keys = [f"{queue}{suffix}" for suffix in _PRIORITY_SUFFIXES]
         self.queue = queue
-        self.in_flight = f"grid:ledger:in-flight:{worker_name}"
+        self.in_flight = f"{IN_FLIGHT_PREFIX}{worker_name}"
+        self.alive = f"{ALIVE_PREFIX}{worker_name}"
         self._take = self.redis.register_script(_TAKE)
         self._put_back = self.redis.register_script(_PUT_BACK)
 
-    def put_back(self) -> int:
-        """Return what this worker had in flight to the head of the queue."""
-        return int(self._put_back(keys=[self.in_flight, self.queue]))
+    def put_back(self, in_flight: str | None = None) -> int:
+        """Return what this worker (or a dead one) had in flight to the head of the queue."""
+        return int(self._put_back(keys=[in_flight or self.in_flight, self.queue]))
+
+    def sweep(self) -> int:
+        """Put back what ledger workers that are gone (under any name) left in flight."""
+        returned = 0
+        for key in self.redis.scan_iter(match=f"{IN_FLIGHT_PREFIX}*"):
+            name = key.decode()[len(IN_FLIGHT_PREFIX) :]
+            if key.decode() != self.in_flight and not self.redis.exists(f"{ALIVE_PREFIX}{name}"):
+                returned += self.put_back(key.decode())
+        return returned
 
     def take(self, count: int) -> list[bytes]:
-        """Up to ``count`` of the oldest messages, waiting up to ``WAIT_SECONDS`` for the first."""
-        taken = self._take(keys=[self.in_flight, *self.queue_keys], args=[count])
+        """Up to ``count`` of the oldest messages, waiting up to ``WAIT_SECONDS`` for the first.
+
+        A batch still in flight (its commit failed and it could not be put back) comes first,
+        as it is: it is never mixed with new messages nor dropped by ``done``.
+        """
+        self.redis.set(self.alive, "1", ex=ALIVE_SECONDS)
+        pending = self.redis.lrange(self.in_flight, 0, -1)
+        if pending:
+            return pending
+        taken = self._take(keys=[self.in_flight, *self.queue_keys], args=[count, BATCH_BYTES])
         if taken:
             return taken
         first = self.redis.blmove(self.queue, self.in_flight, WAIT_SECONDS, "RIGHT", "RIGHT")
         if first is None:
             return []
-        return [first, *self._take(keys=[self.in_flight, *self.queue_keys], args=[count - 1])]
+        more = self._take(keys=[self.in_flight, *self.queue_keys], args=[count - 1, BATCH_BYTES - len(first)])
+        return [first, *more]
 
     def done(self) -> None:
         """The batch is committed: nothing is in flight any more."""
@@ -122,9 +147,9 @@ class LedgerIntake(bootsteps.StartStopStep):
 
     def start(self, worker) -> None:
         self.intake = RedisIntake(worker.app.conf.broker_url, worker.hostname)
-        returned = self.intake.put_back()
+        returned = self.intake.put_back() + self.intake.sweep()
         if returned:
-            log.warning("put %d records left in flight by a previous run back on the queue", returned)
+            log.warning("put %d records left in flight by stopped ledger workers back on the queue", returned)
         self.thread = threading.Thread(target=self.run, name="ledger-intake", daemon=True)
         self.thread.start()
         log.info("ledger intake ready: batches of up to %d records from Redis", BATCH)
@@ -147,11 +172,11 @@ class LedgerIntake(bootsteps.StartStopStep):
                 self.intake.done()
                 backoff = 1.0
                 log.debug("ledger batch of %d entered in %.3f s", len(raw), time.perf_counter() - began)
-            except (DBAPIError, redis.RedisError) as exc:  # a server is away: keep the batch, wait
-                log.error("ledger batch not entered, retrying in %.0f s: %s", backoff, exc)
-                try:
-                    self.intake.put_back()
-                except redis.RedisError:
-                    pass  # still in flight: put back when Redis answers, or at the next start
+            except Exception as exc:  # noqa: BLE001  a server is away (or a bug): keep the batch, wait
+                if recorder.database_away(exc) or isinstance(exc, redis.RedisError):
+                    log.error("ledger batch not entered, retrying in %.0f s: %s", backoff, exc)
+                else:
+                    log.exception("ledger batch not entered, retrying in %.0f s", backoff)
+                # The batch stays in flight: the next take() returns it first, as it is.
                 self.stopping.wait(backoff)
                 backoff = min(60.0, backoff * 2)

@@ -13,15 +13,18 @@ a step or a job back from a final state.
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import selectinload
 
 import celeryconfig
@@ -67,6 +70,8 @@ class Context:
     entries: dict[tuple[str, int], LedgerEntry] = field(default_factory=dict)
     granted: set[str] = field(default_factory=set)
     sightings: dict[tuple[str, int], dict[str, datetime]] = field(default_factory=dict)
+    #: Starts first seen in this batch: the execution's duration cannot be observed.
+    fresh: set[tuple[str, int, str]] = field(default_factory=set)
 
     @classmethod
     def load(cls, records: Iterable[Any] = ()) -> Context:
@@ -88,8 +93,8 @@ class Context:
 
     def prefetch(self, task_ids: set[str], node_ids: set[str]) -> None:
         """Load the steps, entries, sightings and nodes these records concern, in one query each."""
-        task_ids = {t for t in task_ids if t and t not in self.steps}
-        node_ids = {n for n in node_ids if n and n not in self.secrets}
+        task_ids = {t for t in task_ids if _uuid(t) and t not in self.steps}
+        node_ids = {n for n in node_ids if _uuid(n) and n not in self.secrets}
         if node_ids:
             found = {node.id: node for node in db.session.scalars(select(Node).where(Node.id.in_(node_ids)))}
             for node_id in node_ids:
@@ -98,6 +103,10 @@ class Context:
             return
         for task_id in task_ids:
             self.steps[task_id] = None
+        # Lock the jobs first, in id order, as cancelling does: a cancel and a batch never
+        # overwrite each other's changes, and never deadlock.
+        job_ids = select(JobStep.job_id).where(JobStep.task_id.in_(task_ids))
+        db.session.execute(select(Job.id).where(Job.id.in_(job_ids)).order_by(Job.id).with_for_update())
         query = select(JobStep).where(JobStep.task_id.in_(task_ids))
         for step in db.session.scalars(query.options(selectinload(JobStep.job).selectinload(Job.steps))):
             self.steps[step.task_id] = step
@@ -111,12 +120,16 @@ class Context:
             )
 
     def step(self, task_id: str) -> JobStep | None:
+        if _uuid(task_id) is None:
+            return None
         if task_id not in self.steps:
             self.prefetch({task_id}, set())
         return self.steps.get(task_id)
 
     def secret_of(self, node_id: str) -> str | None:
         """The node's secret, or None if it is unknown or revoked."""
+        if _uuid(node_id) is None:
+            return None
         if node_id not in self.secrets:
             self.prefetch(set(), {node_id})
         return self.secrets.get(node_id)
@@ -124,7 +137,7 @@ class Context:
     def remember(self, entry: LedgerEntry) -> None:
         if entry.attempt >= 0:  # reversals sit outside the executions' (task, attempt) space
             self.entries[(entry.task_id, entry.attempt)] = entry
-        if entry.outcome == "succeeded" and entry.granted_ms > 0:
+        if entry.granted_ms > 0 and entry.reverses_id is None:
             self.granted.add(entry.task_id)
 
 
@@ -132,6 +145,16 @@ def node_secret_if_active(node: Node | None) -> str | None:
     if node is None or node.revoked_at is not None:
         return None
     return nodes.node_secret(node)
+
+
+def _uuid(value: Any) -> str | None:
+    """The value if it is a UUID as the coordinator writes them (task and node ids), else None."""
+    if not isinstance(value, str) or len(value) != 36:
+        return None
+    try:
+        return value if str(uuid.UUID(value)) == value else None
+    except ValueError:
+        return None
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -162,18 +185,36 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
+def _text(value: Any, limit: int) -> str | None:
+    """A value as text a database accepts (PostgreSQL refuses NUL characters)."""
+    text = str(value).replace("\x00", "\\0")[:limit]
+    return text or None
+
+
+def _evidence(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without its payload, as JSON any database stores (no NaN, no NUL)."""
+    evidence = {k: v for k, v in record.items() if k != "result"}
+    try:
+        encoded = json.dumps(evidence, allow_nan=False, default=str)
+    except (TypeError, ValueError):
+        return {"raw": _text(repr(evidence), 4000)}
+    if "\\u0000" in encoded or len(encoded) > 20_000:
+        return {"raw": _text(repr(evidence), 4000)}
+    return json.loads(encoded)
+
+
 def reject(kind: str, record: Any, refused: Refused) -> LedgerRejection:
     """Store a refused record with its reason."""
     record = record if isinstance(record, dict) else {"raw": repr(record)[:2000]}
     row = LedgerRejection(
-        kind=kind,
+        kind=_text(kind, 16),
         reason=refused.reason,
-        detail=refused.detail[:2000],
-        task_id=str(record.get("task_id", ""))[:64] or None,
+        detail=_text(refused.detail, 2000),
+        task_id=_text(record.get("task_id", ""), 64),
         attempt=_int(record.get("attempt"), -1),
-        node_id=str(record.get("node_id", ""))[:64] or None,
-        signature=str(record.get("signature", ""))[:128] or None,
-        record={k: v for k, v in record.items() if k != "result"},  # the evidence, not the payload
+        node_id=_text(record.get("node_id", ""), 64),
+        signature=_text(record.get("signature", ""), 128),
+        record=_evidence(record),
     )
     db.session.add(row)
     log.warning("ledger refused a %s record: %s %s", kind, refused.reason, refused.detail)
@@ -197,7 +238,12 @@ def _verify(record: Any, ctx: Context) -> tuple[str, JobStep, int]:
         raise Refused("never_dispatched", f"the coordinator never dispatched task {record.get('task_id')!r}")
     if record.get("task_name") not in (None, step.task_name):
         raise Refused("wrong_task", f"task {step.task_id} is a {step.task_name}")
-    return node_id, step, max(0, _int(record.get("attempt")))
+    attempt = _int(record.get("attempt"), -1)
+    if not 0 <= attempt <= celeryconfig.MAX_RETRIES:
+        raise Refused(
+            "bad_attempt", f"attempt {record.get('attempt')!r} is not 0 to {celeryconfig.MAX_RETRIES}"
+        )
+    return node_id, step, attempt
 
 
 def apply(messages: Sequence[tuple[str, Any]]) -> None:
@@ -230,21 +276,32 @@ def apply_safely(messages: Sequence[tuple[str, Any]]) -> None:
     try:
         apply(messages)
         return
-    except DBAPIError as exc:
-        if exc.connection_invalidated or isinstance(exc, OperationalError):
-            raise  # the database is away: the caller keeps the batch and retries
-        log.exception("a ledger batch failed; entering its records one by one")
-    except Exception:
+    except Exception as exc:  # noqa: BLE001
+        if database_away(exc):
+            raise  # the caller keeps the batch and retries
         log.exception("a ledger batch failed; entering its records one by one")
     for kind, record in messages:
         try:
             apply([(kind, record)])
-        except OperationalError:
-            raise
         except Exception as exc:  # noqa: BLE001  kept as evidence, with the reason
+            if database_away(exc):
+                raise
             db.session.rollback()
-            reject(kind[:16], record, Refused("internal_error", f"{type(exc).__name__}: {exc}"))
-            db.session.commit()
+            try:
+                reject(kind, record, Refused("internal_error", f"{type(exc).__name__}: {exc}"))
+                db.session.commit()
+            except Exception as failed:  # noqa: BLE001  the last resort must not stop the ledger
+                if database_away(failed):
+                    raise
+                db.session.rollback()
+                log.critical("a ledger record could be neither entered nor refused: %r", record)
+
+
+def database_away(exc: BaseException) -> bool:
+    """True for the faults that come from the database being unreachable, not from a record."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 def _apply(messages: Sequence[tuple[str, Any]]) -> None:
@@ -268,8 +325,14 @@ def on_started(record: Any, ctx: Context | None = None) -> None:
         reject("started", record, refused)
         return
     now = utcnow()
+    try:
+        _check_start(step, node_id, attempt, ctx, now)
+    except Refused as refused:
+        reject("started", record, refused)
+        return
     seen = ctx.sightings.setdefault((step.task_id, attempt), {})
     if node_id not in seen:
+        ctx.fresh.add((step.task_id, attempt, node_id))
         seen[node_id] = now
         db.session.add(
             ExecutionSighting(
@@ -290,6 +353,25 @@ def on_started(record: Any, ctx: Context | None = None) -> None:
     if job.state == JobState.QUEUED:
         job.state = JobState.RUNNING
         job.started_at = now
+
+
+def _check_start(step: JobStep, node_id: str, attempt: int, ctx: Context, now: datetime) -> None:
+    """Who may start an execution: the attempt must follow an ended one, and a node may take
+    over an attempt another node started only once the broker could have handed it on (the
+    visibility timeout), as it does when a machine dies."""
+    if attempt > 0:
+        previous = ctx.entries.get((step.task_id, attempt - 1))
+        if previous is None or previous.outcome not in ("retried", "lost"):
+            raise Refused(
+                "bad_attempt", f"attempt {attempt - 1} of task {step.task_id} has not ended for a retry"
+            )
+    seen = ctx.sightings.get((step.task_id, attempt), {})
+    if seen and node_id not in seen:
+        first = min(seen.values())
+        if (now - first).total_seconds() < celeryconfig.VISIBILITY_TIMEOUT:
+            raise Refused(
+                "cross_node", f"attempt {attempt} of task {step.task_id} is running on another node"
+            )
 
 
 def on_completed(record: Any, ctx: Context | None = None) -> LedgerEntry | None:
@@ -317,10 +399,10 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
             "duplicate_execution", f"entry {existing.id} already holds attempt {attempt} of this task"
         )
     seen = ctx.sightings.get((step.task_id, attempt), {})
-    if seen and node_id not in seen:
+    if node_id not in seen:  # only a node seen starting an execution may end it
+        reason = "cross_node" if seen else "not_started"
         raise Refused(
-            "cross_node",
-            f"attempt {attempt} of task {step.task_id} was started by another node, not {node_id}",
+            reason, f"node {node_id} was not seen starting attempt {attempt} of task {step.task_id}"
         )
 
     received = utcnow()
@@ -335,9 +417,20 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     if capability == "ocr" and job.input_pages is not None:
         units = min(claimed_units, job.input_pages)  # we know how many pages we sent
     result = record.get("result") if isinstance(record.get("result"), dict) else {}
-    model_bytes = _int((result.get("engine") or {}).get("model_bytes"))
-    since = seen.get(node_id) or _aware(step.dispatched_at) or _aware(job.created_at)
-    observed_ms = max(0, round((received - since).total_seconds() * 1000)) + rules.OBSERVATION_ALLOWANCE_MS
+    # The model size picks the LLM reference cost; a node's claim counts only up to the
+    # largest model the cooperative runs.
+    model_bytes = min(
+        _int((result.get("engine") or {}).get("model_bytes")), current_app.config["LLM_MODEL_MAX_BYTES"]
+    )
+    if (step.task_id, attempt, node_id) in ctx.fresh:
+        # The start was first seen in this very batch (the ledger was catching up): the time
+        # between the two records says nothing about the work. Only the claim and the cap bound it.
+        observed_ms = None
+    else:
+        since = seen[node_id]
+        observed_ms = (
+            max(0, round((received - since).total_seconds() * 1000)) + rules.OBSERVATION_ALLOWANCE_MS
+        )
     claimed_ms = _ms(record.get("wall_seconds"))
     cap = rules.cap_ms(capability, units, ctx.costs, model_bytes)
     error = record.get("error") if isinstance(record.get("error"), dict) else {}
@@ -347,8 +440,10 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         if capability == "ocr" and job.input_pages
         else None
     )
-    if outcome == "succeeded" and step.task_id in ctx.granted:
-        decision = rules.Grant(0, "already_granted")  # a retried task completing twice is paid once
+    if step.task_id in ctx.granted:
+        decision = rules.Grant(0, "already_granted")  # a task is paid once, however it ended
+    elif step.state in StepState.FINAL and outcome != "succeeded":
+        decision = rules.Grant(0, "step_finished")
     else:
         decision = rules.grant(
             outcome,
@@ -409,6 +504,9 @@ def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any]) -> None:
         step.error_code = step.error_message = None
         step.finished_at = entry.received_at
         step.wall_ms, step.cpu_ms = entry.wall_ms, entry.cpu_ms
+        following = [s for s in job.steps if s.position == step.position + 1]
+        if following and following[0].dispatched_at is None:
+            following[0].dispatched_at = entry.received_at  # the chain sends it on now
         if all(s.state == StepState.SUCCEEDED for s in job.steps):
             job.state = JobState.SUCCEEDED
             job.finished_at = step.finished_at
@@ -417,14 +515,14 @@ def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any]) -> None:
     elif record.get("final"):
         step.state = StepState.FAILED
         step.error_code = str(error.get("code") or "internal_error")[:64]
-        step.error_message = str(error.get("message") or "")
+        step.error_message = _text(error.get("message") or "", 4000) or ""
         step.finished_at = entry.received_at
         step.wall_ms, step.cpu_ms = entry.wall_ms, entry.cpu_ms
         fail_job(job, step.error_code, f"{step.name}: {step.error_message}")
     else:  # retried or lost: it will run again
         step.state = StepState.RETRYING
         step.error_code = str(error.get("code") or "")[:64] or None
-        step.error_message = error.get("message")
+        step.error_message = _text(error.get("message") or "", 4000)
 
 
 def fail_job(job: Job, code: str, message: str) -> None:

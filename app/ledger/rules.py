@@ -65,11 +65,16 @@ class Grant:
     basis: str
 
 
-def bounded(claimed_ms: int, observed_ms: int, cap: int) -> Grant:
-    """min(claimed, observed, cap), naming the bound that applied (the claim wins ties)."""
-    if min(claimed_ms, observed_ms, cap) < 0:
+def bounded(claimed_ms: int, observed_ms: int | None, cap: int) -> Grant:
+    """min(claimed, observed, cap), naming the bound that applied (the claim wins ties).
+
+    ``observed_ms`` is None when the coordinator could not observe the execution (its start
+    and its end reached the ledger together): then only the claim and the cap bound it.
+    """
+    bounds = [claimed_ms, cap] if observed_ms is None else [claimed_ms, observed_ms, cap]
+    if min(bounds) < 0:
         raise ValueError("claims, observations and caps are never negative")
-    granted = min(claimed_ms, observed_ms, cap)
+    granted = min(bounds)
     basis = "claimed" if granted == claimed_ms else "observed" if granted == observed_ms else "cap"
     return Grant(granted, basis)
 
@@ -77,7 +82,7 @@ def bounded(claimed_ms: int, observed_ms: int, cap: int) -> Grant:
 def grant(
     outcome: str,
     claimed_ms: int,
-    observed_ms: int,
+    observed_ms: int | None,
     cap: int,
     *,
     error_code: str | None = None,

@@ -218,7 +218,7 @@ def statement(participant: Participant, period: str) -> dict[str, Any]:
                 "units": entry.units,
                 "unit": entry.unit,
                 "claimed_seconds": entry.claimed_ms / 1000,
-                "observed_seconds": entry.observed_ms / 1000,
+                "observed_seconds": None if entry.observed_ms is None else entry.observed_ms / 1000,
                 "cap_seconds": entry.cap_ms / 1000,
                 "granted_seconds": entry.granted_ms / 1000,
                 "grant_basis": entry.grant_basis,

@@ -1,21 +1,17 @@
-"""The coordinator's tasks.
-
-``started`` and ``record`` are the names of the ``ledger`` queue's messages; the ledger worker
-enters them in batches (``app.ledger.consumer``), and these tasks enter one at a time whatever
-a plain Celery worker would take. A record must never be lost: database faults are retried
-without limit, and the message is acknowledged only once the record is committed.
+"""The coordinator's own tasks, on the ``coordinator`` queue: settlement and the sweep of
+stalled jobs, run by the ledger worker on the beat schedule. (The ``ledger`` queue's records
+are not tasks: the ledger worker enters them in batches, ``app.ledger.intake``.)
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
 import celeryconfig
+from app import jobs
 from app.extensions import db
-from app.ledger import recorder, settlement
+from app.ledger import settlement
 
 _RETRY = {
     "autoretry_for": (OperationalError,),
@@ -24,18 +20,6 @@ _RETRY = {
     "retry_backoff_max": 300,
     "ignore_result": True,
 }
-
-
-@shared_task(name=celeryconfig.TASK_LEDGER_STARTED, **_RETRY)
-def started(record: dict[str, Any]) -> None:
-    """A volunteer began an execution."""
-    recorder.apply([("started", record)])
-
-
-@shared_task(name=celeryconfig.TASK_LEDGER_RECORD, **_RETRY)
-def record(record: dict[str, Any]) -> None:
-    """A volunteer finished an execution: enter it in the ledger and move the job on."""
-    recorder.apply([("completed", record)])
 
 
 @shared_task(name=celeryconfig.TASK_LEDGER_SETTLE_DUE, **_RETRY)
@@ -48,3 +32,15 @@ def settle_due() -> list[str]:
         db.session.rollback()
         raise
     return settled
+
+
+@shared_task(name=celeryconfig.TASK_SWEEP_STALLED, **_RETRY)
+def sweep_stalled() -> list[str]:
+    """Fail the jobs no verified result can reach any more (run every few minutes)."""
+    try:
+        failed = jobs.fail_stalled()
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    return failed

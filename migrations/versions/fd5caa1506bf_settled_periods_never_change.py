@@ -5,6 +5,7 @@ Revises: 984bf02dfaed
 Create Date: 2026-11-21 10:53:59.242548
 
 """
+import sqlalchemy as sa
 from alembic import op
 
 #: PostgreSQL itself keeps a settled period as it was settled: no entry is added to it, its
@@ -54,6 +55,11 @@ CREATE TRIGGER reward_lines_final BEFORE UPDATE OR DELETE ON reward_lines
 CREATE TRIGGER ledger_periods_final BEFORE UPDATE OR DELETE ON ledger_periods
     FOR EACH ROW EXECUTE FUNCTION ledger_periods_final();
 """
+SQLITE_APPEND_ONLY = [
+    f"""CREATE TRIGGER IF NOT EXISTS ledger_entries_no_{op.lower()} BEFORE {op} ON ledger_entries
+    BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: {op} refused'); END"""
+    for op in ("UPDATE", "DELETE")
+]
 PG_DROP = """
 DROP TRIGGER ledger_periods_final ON ledger_periods;
 DROP TRIGGER reward_lines_final ON reward_lines;
@@ -74,10 +80,18 @@ depends_on = None
 
 
 def upgrade():
-    if op.get_bind().dialect.name == "postgresql":
+    # An execution whose start and end reached the ledger together was not observed: NULL.
+    dialect = op.get_bind().dialect.name
+    with op.batch_alter_table("ledger_entries") as batch_op:
+        batch_op.alter_column("observed_ms", existing_type=sa.BigInteger(), nullable=True, server_default=None)
+    if dialect == "postgresql":
         op.execute(PG_SETTLED)
+    elif dialect == "sqlite":  # SQLite's batch mode rebuilt the table: its triggers went with it
+        for statement in SQLITE_APPEND_ONLY:
+            op.execute(statement)
 
 
 def downgrade():
+    # observed_ms stays nullable: the append-only ledger cannot be rewritten to fill it in.
     if op.get_bind().dialect.name == "postgresql":
         op.execute(PG_DROP)

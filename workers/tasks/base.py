@@ -18,7 +18,7 @@ class GridTask(Task):
     retry_backoff = celeryconfig.RETRY_BACKOFF_SECONDS
     #: Delay before re-running after a dead pool process (Celery's default is three minutes).
     default_retry_delay = celeryconfig.RETRY_BACKOFF_SECONDS
-    retry_backoff_max = 600
+    retry_backoff_max = celeryconfig.RETRY_BACKOFF_MAX_SECONDS
     retry_jitter = True
     #: A pool process that dies mid-task (killed, out of memory) counts as a failed attempt,
     #: so a document that kills every worker ends `failed` instead of circulating forever.

@@ -1,0 +1,207 @@
+"""Per-node Redis ACL users: a volunteer reaches the broker with credentials of its own.
+
+On a Redis broker, enrolling a node creates the Redis user ``node-<node id>`` whose password
+is derived, like the node's secret, from the coordinator's key (so it is never stored: the
+coordinator can always re-create it); revoking the node deletes the user, and Redis then
+refuses its worker. Other brokers have no such users: every function here is a no-op there.
+
+What the user may do is what a Celery worker on the volunteer queues needs, measured against
+Redis 7 with celery/kombu 5.7 and redis-py 8 (see ``rules``), and no more:
+
+- consume and requeue the queues it serves (``ocr``, ``llm``);
+- push, never read, the other volunteer queues (the next step of a pipeline goes from an OCR
+  node to ``llm``) and the ``ledger`` queue (Redis 7 write-only key permissions, ``%W~``);
+- kombu's bookkeeping: the routing tables of those queues (add only), the ``unacked`` hash and
+  index of messages in flight and their restore lock; the worker's control mailbox, its reply
+  queues and the event queues (``*.celery.pidbox``, ``*.reply.celery.pidbox``, ``celeryev.*``);
+- progress through the result backend (``celery-task-meta-*`` keys and channels);
+- publish events (``/<db>.celeryev/*``) and listen to broadcasts (``/<db>.celery.pidbox``).
+
+Every command is granted on the keys it is needed on only (Redis 7 selectors), so a node cannot
+``DEL``, ``SET`` or ``EXPIRE`` the ledger queue, nor remove another queue's routing. It cannot
+broadcast control commands (``shutdown``, ``revoke``) to other workers either: publishing on
+``/<db>.celery.pidbox`` is refused, so its worker must run without mingle (which broadcasts a
+"hello" at start-up); the worker configuration says so (``CELERY_WORKER_WITHOUT_MINGLE``).
+
+What ACLs cannot stop (so what volunteers send is verified, never trusted): a node can read
+every message in flight through the ``unacked`` hash (whatever its queue), read and overwrite
+any task's progress key, publish fake events, add routing entries to the tables of the queues it
+may push to (and so copy their messages to a queue it reads), take replies meant for others
+from reply queues, and reach keys matching these patterns in every database of the server: give
+the grid a Redis server of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import redis
+
+import celeryconfig
+from app.models import Node
+
+#: kombu's separator in the names of a queue's priority lists (``ocr\x06\x163``).
+SEP = "\x06\x16"
+USER_PREFIX = "node-"
+
+
+#: kombu's keys for the coordinator's own messages in flight (its tasks on the ``coordinator``
+#: queue), apart from the volunteers' ``unacked``: no node can read them, and no node's periodic
+#: restore meets a message it may not put back (the refused push would stop its worker).
+COORDINATOR_UNACKED = {
+    "unacked_key": "grid:coordinator:unacked",
+    "unacked_index_key": "grid:coordinator:unacked_index",
+    "unacked_mutex_key": "grid:coordinator:unacked_mutex",
+}
+
+
+class BrokerAclError(RuntimeError):
+    """The broker could not create or delete a node's user."""
+
+
+def username(node: Node) -> str:
+    return f"{USER_PREFIX}{node.id}"
+
+
+def password(node: Node) -> str:
+    """The node's broker password: an HMAC of the coordinator's key, like the node secret."""
+    from app.nodes import secret_key
+
+    label = f"grid-broker:{node.id}:{node.secret_generation}".encode()
+    digest = hmac.new(secret_key(), label, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def node_url(node: Node, broker_url: str | None = None) -> str:
+    """``broker_url`` (default: the configured one) with the node's user and password."""
+    parts = urlsplit(broker_url or celeryconfig.broker_url)
+    host = parts.hostname or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    credentials = f"{quote(username(node), safe='')}:{quote(password(node), safe='')}"
+    return urlunsplit((parts.scheme, f"{credentials}@{host}{port}", parts.path, parts.query, ""))
+
+
+def _db(url: str) -> int:
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def _queue_keys(queue: str, access: str = "") -> list[str]:
+    """A queue's list and its priority lists (``ocr``, ``ocr\\x06\\x16*``)."""
+    return [f"{access}~{queue}", f"{access}~{queue}{SEP}*"]
+
+
+def _selector(commands: Iterable[str], patterns: Iterable[str]) -> str:
+    return "(" + " ".join([*(f"+{c}" for c in commands), *patterns]) + ")"
+
+
+#: Exchanges of the control queues, whose routing tables expire and are swept.
+_CONTROL_EXCHANGES = ("celery.pidbox", "reply.celery.pidbox", "celeryev")
+
+
+def rules(node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, db: int = 0) -> list[str]:
+    """The ``ACL SETUSER`` arguments for a node serving ``queues`` on database ``db``."""
+    served = list(dict.fromkeys(queues))
+    unknown = set(served) - set(celeryconfig.VOLUNTEER_QUEUES)
+    if unknown:
+        raise ValueError(f"not volunteer queues: {', '.join(sorted(unknown))}")
+    # Where a node sends without reading: the next step of a pipeline, and its ledger records.
+    pushed = [q for q in celeryconfig.VOLUNTEER_QUEUES if q not in served] + [celeryconfig.LEDGER_QUEUE]
+    routed = served + pushed
+    fanout = f"/{db}."
+    control_tables = [f"~_kombu.binding.{e}" for e in _CONTROL_EXCHANGES]
+    control_tables += [f"~_kombu.binding_permanent.{e}" for e in _CONTROL_EXCHANGES]
+    return [
+        "reset",
+        "on",
+        f">{password(node)}",
+        # Connection, transactions, scripts and listening to broadcasts: no keys. PSUBSCRIBE
+        # patterns are matched literally against the ACL's, hence the exact worker.* pattern.
+        *(
+            f"+{c}"
+            for c in (
+                "hello auth ping select multi exec discard unwatch time".split()
+                + "script|load script|exists psubscribe punsubscribe".split()
+            )
+        ),
+        f"&{fanout}celery.pidbox",
+        f"&{fanout}celeryev/worker.*",
+        # Events and progress notifications (but no control broadcasts).
+        _selector(["publish"], [f"&{fanout}celeryev/*", "&celery-task-meta-*"]),
+        # The served queues: consume, requeue, retry.
+        _selector(
+            ["brpop", "rpop", "lpush", "rpush", "llen"], [k for q in served for k in _queue_keys(q)]
+        ),
+        # Pushed, never read: pipeline steps for other capabilities, ledger records.
+        _selector(["lpush", "rpush", "llen"], [k for q in pushed for k in _queue_keys(q, "%W")]),
+        # Routing tables: all are read (kombu looks a message's queues up there, also to put an
+        # unacknowledged one back: were the lookup refused, the message would be dropped, not
+        # left for the coordinator); those of the queues above are declared (added to) on use.
+        _selector(["smembers"], ["%R~_kombu.binding.*"]),
+        _selector(["sadd"], [f"~_kombu.{t}.{q}" for q in routed for t in ("binding", "binding_permanent")]),
+        # The control mailbox, reply and event queues (auto-deleted, so DEL) and their tables,
+        # kept alive and swept by kombu's scripts (which also read TIME).
+        _selector(
+            ["brpop", "rpop", "lpush", "rpush", "llen", "del", "pexpire"],
+            ["~[^_]*.celery.pidbox*", "~celeryev.*"],
+        ),
+        _selector(
+            ["evalsha", "sadd", "srem", "smembers", "zadd", "zrangebyscore", "zrem", "exists", "del"],
+            [*control_tables, "~_kombu.binding_deadlines"],
+        ),
+        # Messages in flight (acks_late) and the lock of their periodic restore.
+        _selector(["watch", "hget", "hset", "hdel", "zadd", "zrem", "zrange"], ["~unacked", "~unacked_index"]),
+        _selector(["set", "get", "del", "evalsha"], ["~unacked_mutex"]),
+        # Progress through the result backend.
+        _selector(["get", "set", "setex"], ["~celery-task-meta-*"]),
+    ]
+
+
+def _admin() -> redis.Redis:
+    return redis.Redis.from_url(celeryconfig.broker_url)
+
+
+def _save(client: redis.Redis) -> None:
+    """Persist the users if the server keeps them in an ACL file (else they live in memory)."""
+    try:
+        client.execute_command("ACL", "SAVE")
+    except redis.ResponseError:
+        pass  # no aclfile: the users are re-created by enrolling again
+
+
+def ensure_user(
+    node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, broker_url: str | None = None
+) -> bool:
+    """Create (or reset) the node's broker user; False if the broker is not Redis.
+
+    ``broker_url`` is the URL the node's worker will use (its database names the broadcast
+    channels); the user is created through the coordinator's own broker connection.
+    """
+    if not celeryconfig.IS_REDIS_BROKER:
+        return False
+    arguments = rules(node, queues, _db(broker_url or celeryconfig.broker_url))
+    try:
+        with _admin() as client:
+            client.execute_command("ACL", "SETUSER", username(node), *arguments)
+            _save(client)
+    except redis.RedisError as exc:
+        raise BrokerAclError(f"the broker refused to create user {username(node)}: {exc}") from exc
+    return True
+
+
+def delete_user(node: Node) -> bool:
+    """Delete the node's broker user (and so close its connections); False if not Redis."""
+    if not celeryconfig.IS_REDIS_BROKER:
+        return False
+    try:
+        with _admin() as client:
+            client.execute_command("ACL", "DELUSER", username(node))
+            _save(client)
+    except redis.RedisError as exc:
+        raise BrokerAclError(f"the broker refused to delete user {username(node)}: {exc}") from exc
+    return True
