@@ -134,9 +134,7 @@ def rules(node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, db:
         # Events and progress notifications (but no control broadcasts).
         _selector(["publish"], [f"&{fanout}celeryev/*", "&celery-task-meta-*"]),
         # The served queues: consume, requeue, retry.
-        _selector(
-            ["brpop", "rpop", "lpush", "rpush", "llen"], [k for q in served for k in _queue_keys(q)]
-        ),
+        _selector(["brpop", "rpop", "lpush", "rpush", "llen"], [k for q in served for k in _queue_keys(q)]),
         # Pushed, never read: pipeline steps for other capabilities, ledger records.
         _selector(["lpush", "rpush", "llen"], [k for q in pushed for k in _queue_keys(q, "%W")]),
         # Routing tables: all are read (kombu looks a message's queues up there, also to put an
@@ -155,7 +153,9 @@ def rules(node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, db:
             [*control_tables, "~_kombu.binding_deadlines"],
         ),
         # Messages in flight (acks_late) and the lock of their periodic restore.
-        _selector(["watch", "hget", "hset", "hdel", "zadd", "zrem", "zrange"], ["~unacked", "~unacked_index"]),
+        _selector(
+            ["watch", "hget", "hset", "hdel", "zadd", "zrem", "zrange"], ["~unacked", "~unacked_index"]
+        ),
         _selector(["set", "get", "del", "evalsha"], ["~unacked_mutex"]),
         # Progress through the result backend.
         _selector(["get", "set", "setex"], ["~celery-task-meta-*"]),

@@ -229,6 +229,22 @@ def nodes_revoke(name: str) -> None:
     click.echo(f"node {name} revoked")
 
 
+@nodes_group.command("rotate")
+@click.argument("name")
+def nodes_rotate(name: str) -> None:
+    """Give a node a new secret (the old one stops verifying at once); prints its configuration."""
+    from app import nodes
+    from app.models import Node
+
+    node = db.session.scalar(select(Node).where(Node.name == name))
+    if node is None or node.revoked_at is not None:
+        raise click.ClickException(f"no active node named {name!r}")
+    nodes.rotate_secret(node)
+    db.session.commit()
+    click.echo(f"node {name} has a new secret; its worker needs this configuration (shown once):\n")
+    click.echo(nodes.worker_configuration(node), nl=False)
+
+
 @rates_group.command("list")
 def rates_list() -> None:
     from app.models import Rate

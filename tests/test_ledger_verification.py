@@ -360,3 +360,15 @@ def test_a_failed_execution_earns_nothing(ledger):
     )
     assert (entry.outcome, entry.granted_ms, entry.grant_basis) == ("failed", 0, "not_granted_failed")
     assert db.session.get(Job, step.job_id).state == JobState.FAILED
+
+
+def test_a_rotated_secret_stops_the_old_one_verifying(ledger):
+    node, step = enrol("rotated"), ocr_job()
+    old = start(step, node)
+    nodes.rotate_secret(node)
+    db.session.commit()
+
+    ledger.started(old)
+    assert ledger.rejections(step.task_id) == ["bad_signature"]
+    ledger.started(start(step, node))  # signed with the new secret
+    assert ledger.rejections(step.task_id) == ["bad_signature"]
