@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -130,6 +131,15 @@ def test_every_refusal_names_a_section_of_the_volunteers_guide(monkeypatch, tmp_
             preflight.shutil, "which", lambda name: None if name in tools else f"/usr/bin/{name}"
         )
 
+    def unreadable(path: Path):
+        def opener(self, *args, **kwargs):
+            if self == path:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_open(self, *args, **kwargs)
+
+        return lambda patch: patch.setattr(Path, "open", opener)
+
+    real_open = Path.open
     # Each case breaks one thing on a machine that can otherwise serve both queues.
     cases = {
         "not-enrolled": (["ocr"], lambda patch: patch.delenv("GRID_NODE_SECRET")),
@@ -144,6 +154,7 @@ def test_every_refusal_names_a_section_of_the_volunteers_guide(monkeypatch, tmp_
             ["llm"],
             lambda patch: patch.setenv("GRID_LLM_MODEL", str(tmp_path / "gone.gguf")),
         ),
+        "model-not-readable": (["llm"], unreadable(model)),
         "no-llama-cpp": (["llm"], lambda patch: patch.setitem(sys.modules, "llama_cpp", None)),
         "not-gguf": (["llm"], lambda patch: patch.setenv("GRID_LLM_MODEL", str(not_gguf))),
         "model-too-big": (["llm"], lambda patch: patch.setattr(preflight, "total_ram_bytes", lambda: 2**28)),

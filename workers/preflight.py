@@ -59,8 +59,16 @@ def llm_problem() -> str | None:
     if not value:
         return f"no model configured; set {llama.MODEL_ENV} to the path of a GGUF model file{see('no-model')}"
     path = Path(value).expanduser()
-    if not path.is_file():
-        return f"model file {path} not found; check {llama.MODEL_ENV}{see('model-not-found')}"
+    try:
+        if not path.is_file():
+            return f"model file {path} not found; check {llama.MODEL_ENV}{see('model-not-found')}"
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:  # a folder or file this worker's user may not read (a private home)
+        return (
+            f"model file {path} cannot be read by this worker ({exc.strerror}); make it readable "
+            f"by the user the worker runs as{see('model-not-readable')}"
+        )
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
@@ -69,9 +77,8 @@ def llm_problem() -> str | None:
             f"{see('no-llama-cpp')}"
         )
     size = path.stat().st_size
-    with path.open("rb") as handle:
-        if handle.read(4) != b"GGUF":
-            return f"{path} is not a GGUF model file{see('not-gguf')}"
+    if magic != b"GGUF":
+        return f"{path} is not a GGUF model file{see('not-gguf')}"
     ram = total_ram_bytes()
     if size + LLM_OVERHEAD_BYTES > ram * LLM_MAX_RAM_SHARE:
         return (
