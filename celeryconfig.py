@@ -41,6 +41,9 @@ TASK_SUMMARISE = "grid.llm.summarise"
 TASK_TRANSLATE = "grid.llm.translate"
 TASK_LEDGER_STARTED = "grid.ledger.started"
 TASK_LEDGER_RECORD = "grid.ledger.record"
+TASK_LEDGER_REGISTER = "grid.ledger.register"
+TASK_LEDGER_HEARTBEAT = "grid.ledger.heartbeat"
+TASK_LEDGER_STOPPING = "grid.ledger.stopping"
 TASK_LEDGER_SETTLE_DUE = "grid.ledger.settle_due"
 TASK_SWEEP_STALLED = "grid.coordinator.sweep_stalled"
 
@@ -108,6 +111,11 @@ if task_time_limit <= task_soft_time_limit:
 VISIBILITY_TIMEOUT = int(os.environ.get("GRID_VISIBILITY_TIMEOUT", str(task_time_limit + 300)))
 if VISIBILITY_TIMEOUT <= task_time_limit:
     raise ValueError("GRID_VISIBILITY_TIMEOUT must be greater than GRID_HARD_TIME_LIMIT")
+
+#: A worker sends a signed heartbeat this often; the registry counts a node offline after
+#: NODE_OFFLINE_AFTER_SECONDS without one (docs/decisions/0007).
+HEARTBEAT_SECONDS = int(os.environ.get("GRID_HEARTBEAT_SECONDS", "60"))
+NODE_OFFLINE_AFTER_SECONDS = int(os.environ.get("GRID_NODE_OFFLINE_AFTER", str(3 * HEARTBEAT_SECONDS)))
 
 #: Transient faults (out of memory, disk full, a lost engine process) are retried this often.
 MAX_RETRIES = 3

@@ -172,8 +172,31 @@ class Node(db.Model):
     secret_generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Paused by its owner or an operator: its worker consumes nothing until resumed.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What its worker registered (signed) when it last started: its probe, as a claim.
+    worker: Mapped[str | None] = mapped_column(String(200))
+    queues: Mapped[list[str] | None] = mapped_column(JSON)
+    probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    registered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The coordinator's clock when a signed heartbeat or record last came from it.
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Set when its worker said it was stopping; cleared when it registers again.
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     participant: Mapped[Participant] = relationship(back_populates="nodes")
+
+
+class NodeHeartbeat(db.Model):
+    """One heartbeat interval in which a node was seen: uptime is the share of intervals seen."""
+
+    __tablename__ = "node_heartbeats"
+    __table_args__ = (UniqueConstraint("node_id", "slot", name="uq_node_heartbeats_slot"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    #: Seconds since the epoch // heartbeat interval.
+    slot: Mapped[int] = mapped_column(BigInteger)
 
 
 class Rate(db.Model):

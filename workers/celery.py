@@ -15,7 +15,7 @@ app.config_from_object(celeryconfig)
 app.conf.task_queues = tuple(q for q in celeryconfig.task_queues if q.name in celeryconfig.VOLUNTEER_QUEUES)
 app.conf.task_create_missing_queues = True
 
-from workers import metering  # noqa: E402,F401  (connects the metering signals)
+from workers import metering, registration  # noqa: E402,F401  (connect their signals)
 
 
 @signals.celeryd_after_setup.connect

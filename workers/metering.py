@@ -85,7 +85,7 @@ def _error_of(exc: BaseException | None) -> dict[str, str]:
     return {"code": errors.INTERNAL_ERROR, "message": f"{type(exc).__name__}: {exc}"}
 
 
-def _send(task_app, name: str, record: dict) -> None:
+def send(task_app, name: str, record: dict) -> None:
     """Sign a record with this node's secret and send it to the coordinator's ledger queue."""
     record = signing.sign(
         {**record, "node_id": os.environ.get(NODE_ID_ENV, "")}, os.environ.get(NODE_SECRET_ENV, "")
@@ -114,7 +114,7 @@ def _on_prerun(task_id: str, task, **_) -> None:
         started_at=_now(),
     )
     _running[task_id] = execution
-    _send(
+    send(
         task.app,
         celeryconfig.TASK_LEDGER_STARTED,
         {
@@ -152,7 +152,7 @@ def _on_postrun(task_id: str, task, retval=None, state: str | None = None, **_) 
         record["error"] = _error_of(getattr(retval, "exc", None))
     else:
         record["error"] = _error_of(retval if isinstance(retval, BaseException) else None)
-    _send(task.app, celeryconfig.TASK_LEDGER_RECORD, record)
+    send(task.app, celeryconfig.TASK_LEDGER_RECORD, record)
 
 
 def _record(execution: Execution, outcome: str, wall: float | None = None) -> dict:
@@ -195,7 +195,7 @@ class GridRequest(Request):
         record = _record(execution, outcome, wall=max(0.0, time.time() - started))
         record["cpu_seconds"] = 0.0  # the process that did the work is gone, and its CPU count
         record["error"] = error
-        _send(self.task.app, celeryconfig.TASK_LEDGER_RECORD, record)
+        send(self.task.app, celeryconfig.TASK_LEDGER_RECORD, record)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)

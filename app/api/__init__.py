@@ -2,11 +2,12 @@
 
 from flask import Blueprint, Flask
 
-from app.api import jobs, ledger
+from app.api import jobs, ledger, nodes
 
 
 def register(app: Flask) -> None:
     api = Blueprint("api", __name__, url_prefix="/api/v1")
     api.register_blueprint(jobs.bp)
     api.register_blueprint(ledger.bp)
+    api.register_blueprint(nodes.bp)
     app.register_blueprint(api)

@@ -27,7 +27,13 @@ log = logging.getLogger(__name__)
 BATCH = 500
 FLUSH_SECONDS = 0.05
 
-KINDS = {celeryconfig.TASK_LEDGER_STARTED: "started", celeryconfig.TASK_LEDGER_RECORD: "completed"}
+KINDS = {
+    celeryconfig.TASK_LEDGER_STARTED: "started",
+    celeryconfig.TASK_LEDGER_RECORD: "completed",
+    celeryconfig.TASK_LEDGER_REGISTER: "register",
+    celeryconfig.TASK_LEDGER_HEARTBEAT: "heartbeat",
+    celeryconfig.TASK_LEDGER_STOPPING: "stopping",
+}
 
 
 def decode(body: Any, message: Message) -> tuple[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -72,6 +72,10 @@ class Context:
     sightings: dict[tuple[str, int], dict[str, datetime]] = field(default_factory=dict)
     #: Starts first seen in this batch: the execution's duration cannot be observed.
     fresh: set[tuple[str, int, str]] = field(default_factory=set)
+    #: Heartbeat slots written in this batch, per node.
+    heartbeats: dict[str, set[int]] = field(default_factory=dict)
+    #: What to do once the batch is committed (broker commands to nodes).
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def load(cls, records: Iterable[Any] = ()) -> Context:
@@ -191,7 +195,7 @@ def _text(value: Any, limit: int) -> str | None:
     return text or None
 
 
-def _evidence(record: dict[str, Any]) -> dict[str, Any]:
+def as_evidence(record: dict[str, Any]) -> dict[str, Any]:
     """The record without its payload, as JSON any database stores (no NaN, no NUL)."""
     evidence = {k: v for k, v in record.items() if k != "result"}
     try:
@@ -214,15 +218,15 @@ def reject(kind: str, record: Any, refused: Refused) -> LedgerRejection:
         attempt=_int(record.get("attempt"), -1),
         node_id=_text(record.get("node_id", ""), 64),
         signature=_text(record.get("signature", ""), 128),
-        record=_evidence(record),
+        record=as_evidence(record),
     )
     db.session.add(row)
     log.warning("ledger refused a %s record: %s %s", kind, refused.reason, refused.detail)
     return row
 
 
-def _verify(record: Any, ctx: Context) -> tuple[str, JobStep, int]:
-    """Signature, node and dispatch checks shared by start and completion records."""
+def verify_node(record: Any, ctx: Context) -> str:
+    """The id of the enrolled, unrevoked node whose secret signed this record."""
     if not isinstance(record, dict):
         raise Refused("malformed", "a record is a JSON object")
     if not record.get("signature"):
@@ -233,6 +237,12 @@ def _verify(record: Any, ctx: Context) -> tuple[str, JobStep, int]:
         raise Refused("unknown_node", f"no enrolled, unrevoked node {node_id!r}")
     if not signing.verify(record, secret):
         raise Refused("bad_signature", f"the signature does not match node {node_id}'s secret")
+    return node_id
+
+
+def _verify(record: Any, ctx: Context) -> tuple[str, JobStep, int]:
+    """Signature, node and dispatch checks shared by start and completion records."""
+    node_id = verify_node(record, ctx)
     step = ctx.step(str(record.get("task_id", "")))
     if step is None:
         raise Refused("never_dispatched", f"the coordinator never dispatched task {record.get('task_id')!r}")
@@ -254,8 +264,13 @@ def apply(messages: Sequence[tuple[str, Any]]) -> None:
     worker's row and refuses the duplicate.
     """
     try:
-        _apply(messages)
+        ctx = _apply(messages)
         db.session.commit()
+        for action in ctx.after_commit:
+            try:
+                action()
+            except Exception:  # noqa: BLE001  a broker command is best effort; the state is saved
+                log.exception("a command to a node failed after the ledger batch")
     except IntegrityError:
         db.session.rollback()
         if len(messages) > 1:
@@ -304,7 +319,9 @@ def database_away(exc: BaseException) -> bool:
     )
 
 
-def _apply(messages: Sequence[tuple[str, Any]]) -> None:
+def _apply(messages: Sequence[tuple[str, Any]]) -> Context:
+    from app import registry  # the registry builds on this module's checks
+
     ctx = Context.load(record for _, record in messages)
     with db.session.no_autoflush:  # everything is read up front; write once, at the end
         for kind, record in messages:
@@ -312,6 +329,8 @@ def _apply(messages: Sequence[tuple[str, Any]]) -> None:
                 on_started(record, ctx)
             elif kind == "completed":
                 on_completed(record, ctx)
+            elif kind in registry.KINDS:
+                registry.apply(kind, record, ctx)
             else:
                 reject(kind[:16], record, Refused("malformed", f"no such record kind {kind!r}"))
 

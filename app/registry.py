@@ -1,0 +1,162 @@
+"""The node registry: what each node's worker registered, its heartbeats, its state and uptime.
+
+Workers register their probe when they start and send a heartbeat every
+``HEARTBEAT_SECONDS``, both signed with the node's secret and carried by the ledger queue like
+every other record (docs/decisions/0007). The coordinator stamps them with its own clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+
+import celeryconfig
+from app.extensions import db
+from app.ledger import rules
+from app.ledger.recorder import Context, Refused, as_evidence, reject, verify_node
+from app.models import LedgerEntry, Node, NodeHeartbeat, utcnow
+
+log = logging.getLogger(__name__)
+
+KINDS = ("register", "heartbeat", "stopping")
+WINDOWS = {"24h": timedelta(hours=24), "30d": timedelta(days=30)}
+HOURS_SHOWN = Decimal("0.000001")
+
+
+def slot_of(moment: datetime) -> int:
+    return int(moment.timestamp()) // celeryconfig.HEARTBEAT_SECONDS
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def apply(kind: str, record: Any, ctx: Context) -> None:
+    """Apply a registration, heartbeat or stop notice from a node."""
+    try:
+        node_id = verify_node(record, ctx)
+    except Refused as refused:
+        reject(kind, record, refused)
+        return
+    node = db.session.get(Node, node_id)
+    now = utcnow()
+    node.last_seen_at = now
+    seen = ctx.heartbeats.setdefault(node_id, set())
+    slot = slot_of(now)
+    if slot not in seen:
+        seen.add(slot)
+        exists = db.session.scalar(
+            select(NodeHeartbeat.id).where(NodeHeartbeat.node_id == node_id, NodeHeartbeat.slot == slot)
+        )
+        if exists is None:
+            db.session.add(NodeHeartbeat(node_id=node_id, slot=slot))
+    if kind == "register":
+        queues = record.get("queues")
+        node.queues = [q for q in queues if isinstance(q, str)][:8] if isinstance(queues, list) else []
+        node.worker = str(record.get("worker") or "")[:200] or None
+        probe = record.get("probe")
+        node.probe = as_evidence(probe) if isinstance(probe, dict) else None
+        node.registered_at = now
+        node.stopped_at = None
+        if node.paused_at is not None:
+            ctx.after_commit.append(lambda n=node.worker, q=list(node.queues): stop_consuming(n, q))
+    elif kind == "stopping":
+        node.stopped_at = now
+
+
+def stop_consuming(worker: str | None, queues: list[str]) -> None:
+    """Ask a node's worker to take no new work from its queues (it finishes what it holds)."""
+    if not worker:
+        return
+    control = current_app.extensions["celery"].control
+    for queue in queues:
+        control.cancel_consumer(queue, destination=[worker])
+
+
+def start_consuming(worker: str | None, queues: list[str]) -> None:
+    if not worker:
+        return
+    control = current_app.extensions["celery"].control
+    for queue in queues:
+        control.add_consumer(queue, destination=[worker])
+
+
+def pause(node: Node) -> None:
+    """Drain the node: its worker finishes the current task and takes no more."""
+    node.paused_at = node.paused_at or utcnow()
+    stop_consuming(node.worker, node.queues or [])
+
+
+def resume(node: Node) -> None:
+    node.paused_at = None
+    start_consuming(node.worker, node.queues or [])
+
+
+def state(node: Node, now: datetime | None = None) -> str:
+    now = now or utcnow()
+    if node.revoked_at is not None:
+        return "revoked"
+    if node.paused_at is not None:
+        return "paused"
+    last = _aware(node.last_seen_at)
+    if last is None or node.stopped_at is not None:
+        return "offline"
+    if (now - last).total_seconds() > celeryconfig.NODE_OFFLINE_AFTER_SECONDS:
+        return "offline"
+    return "online"
+
+
+def uptime(node: Node, window: timedelta, now: datetime | None = None) -> float:
+    """Percentage of the heartbeat intervals in the window (or since enrolment) it was seen in."""
+    now = now or utcnow()
+    start = max(now - window, _aware(node.created_at))
+    first, last = slot_of(start), slot_of(now)
+    possible = last - first + 1
+    seen = db.session.scalar(
+        select(func.count(NodeHeartbeat.id)).where(
+            NodeHeartbeat.node_id == node.id, NodeHeartbeat.slot >= first, NodeHeartbeat.slot <= last
+        )
+    )
+    return round(100.0 * min(seen, possible) / possible, 2) if possible > 0 else 0.0
+
+
+def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
+    now = now or utcnow()
+    granted = db.session.execute(
+        select(LedgerEntry.capability, func.coalesce(func.sum(LedgerEntry.granted_ms), 0))
+        .where(LedgerEntry.node_id == node.id)
+        .group_by(LedgerEntry.capability)
+    ).all()
+    probe = node.probe or {}
+    return {
+        "id": node.id,
+        "name": node.name,
+        "participant": {"id": node.participant.id, "email": node.participant.email},
+        "state": state(node, now),
+        "worker": node.worker,
+        "queues": node.queues or [],
+        "capabilities": probe.get("queues", {}),
+        "hardware": probe.get("machine"),
+        "software": probe.get("software"),
+        "model": probe.get("model"),
+        "created_at": _iso(node.created_at),
+        "registered_at": _iso(node.registered_at),
+        "last_seen_at": _iso(node.last_seen_at),
+        "paused_at": _iso(node.paused_at),
+        "revoked_at": _iso(node.revoked_at),
+        "uptime_percent": {name: uptime(node, window, now) for name, window in WINDOWS.items()},
+        "compute_hours": {
+            cap: str(rules.hours(int(ms)).quantize(rules.CENT / 10_000)) for cap, ms in granted
+        },
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

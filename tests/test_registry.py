@@ -1,0 +1,58 @@
+"""The registry knows its nodes: what they registered, whether they are online, their uptime;
+and a paused node receives nothing until it is resumed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.documents import ENGLISH_LINES, text_pdf
+from tests.grid import Client, enrolment, wait_for
+
+FAST_HEARTBEATS = {"GRID_HEARTBEAT_SECONDS": "1", "GRID_NODE_OFFLINE_AFTER": "3"}
+
+
+def test_a_node_registers_beats_is_paused_resumed_and_goes_offline(fresh_grid, make_token):
+    fresh_grid.env.update(FAST_HEARTBEATS)
+    fresh_grid.ledger_worker()
+    api = fresh_grid.api()
+    admin = Client(api, make_token("operator@koprogo.test", ("admin",)))
+    owner = Client(api, make_token("volunteer@koprogo.test"))
+    stranger = Client(api, make_token("stranger@koprogo.test"))
+    node_id = enrolment("registry-node")["GRID_NODE_ID"]
+    worker = fresh_grid.worker("registry-node", "ocr")
+
+    def registered() -> dict | None:
+        node = admin.get(f"/api/v1/nodes/{node_id}").json()
+        return node if node["state"] == "online" and node["capabilities"] else None
+
+    node = wait_for(registered, 30, "the node to register", interval=0.3)
+    assert node["capabilities"]["ocr"]["can_serve"] is True
+    assert node["queues"] == ["ocr"] and node["worker"].startswith("registry-node@")
+    assert node["hardware"]["cores"] == os.cpu_count()
+    assert node["software"]["tesseract"]["version"].startswith("tesseract")
+    assert node["uptime_percent"]["24h"] > 0
+    assert node_id in {n["id"] for n in owner.get("/api/v1/nodes").json()["items"]}
+    assert stranger.get(f"/api/v1/nodes/{node_id}").status_code == 404
+
+    paused = owner.post(f"/api/v1/nodes/{node_id}/pause").json()
+    assert paused["state"] == "paused"
+    time.sleep(1)  # the broadcast reaches the worker
+    job = owner.submit_document("ocr", text_pdf([ENGLISH_LINES[:2]]), languages="eng")
+    time.sleep(4)
+    assert owner.job(job["id"])["state"] == "queued"  # a paused node takes nothing
+
+    assert owner.post(f"/api/v1/nodes/{node_id}/resume").json()["state"] == "online"
+    done = owner.wait(job["id"], timeout=60)
+    assert done["state"] == "succeeded" and done["steps"][0]["node"].startswith("registry-node@")
+
+    worker.kill(signal.SIGKILL)  # no goodbye: the heartbeats stop
+    offline = wait_for(
+        lambda: (n := admin.get(f"/api/v1/nodes/{node_id}").json())["state"] == "offline" and n,
+        30,
+        "the node to be counted offline",
+        interval=0.5,
+    )
+    assert 0 < offline["uptime_percent"]["24h"] <= 100
+    assert float(offline["compute_hours"]["ocr"]) > 0

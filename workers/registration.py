@@ -1,0 +1,58 @@
+"""A worker tells the coordinator it is there: it registers its probe when it starts, sends a
+heartbeat every ``HEARTBEAT_SECONDS`` and says when it stops. All of it signed with the node's
+secret and sent to the ledger queue, like the metering records (docs/decisions/0007)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import signals
+
+import celeryconfig
+from workers import metering, probe
+
+log = logging.getLogger(__name__)
+
+_stop = threading.Event()
+
+
+def _volunteer(app) -> bool:
+    from workers.celery import app as volunteer_app
+
+    return app is volunteer_app
+
+
+@signals.worker_ready.connect
+def _register(sender, **_) -> None:
+    app = sender.app
+    if not _volunteer(app):
+        return
+    queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
+    worker = sender.hostname
+    found = probe.report(tuple(q for q in queues if q in celeryconfig.VOLUNTEER_QUEUES))
+    metering.send(
+        app, celeryconfig.TASK_LEDGER_REGISTER, {"v": 1, "worker": worker, "queues": queues, "probe": found}
+    )
+    _stop.clear()
+    threading.Thread(target=_beat, args=(app, worker), name="grid-heartbeat", daemon=True).start()
+
+
+def _beat(app, worker: str) -> None:
+    while not _stop.wait(celeryconfig.HEARTBEAT_SECONDS):
+        try:
+            metering.send(app, celeryconfig.TASK_LEDGER_HEARTBEAT, {"v": 1, "worker": worker})
+        except Exception:  # noqa: BLE001  the broker is away: the next beat tries again
+            log.warning("heartbeat not sent", exc_info=True)
+
+
+@signals.worker_shutdown.connect
+def _stopping(sender, **_) -> None:
+    _stop.set()
+    app = getattr(sender, "app", None)
+    if app is None or not _volunteer(app):
+        return
+    try:
+        metering.send(app, celeryconfig.TASK_LEDGER_STOPPING, {"v": 1, "worker": sender.hostname})
+    except Exception:  # noqa: BLE001  it will simply show offline
+        log.warning("stop notice not sent", exc_info=True)
