@@ -26,7 +26,12 @@ def _refuse_unservable_queues(sender, instance, **_) -> None:
     from workers import preflight
 
     queues = list(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
-    found = preflight.problems(queues)
+    try:
+        found = preflight.problems(queues)
+    except Exception as exc:  # noqa: BLE001  a check that crashes must not let the worker start
+        found = [
+            f"the start-up check itself failed ({type(exc).__name__}: {exc}); run: python -m workers probe"
+        ]
     if found:
         for line in found:
             print(f"grid worker {sender}: {line}", file=sys.stderr, flush=True)

@@ -8,19 +8,18 @@ once took gigabytes; grayscale brings pytesseract to the CLI's speed), and Tesse
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+import pytesseract
+from pdf2image import convert_from_path
+from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
+from PIL import Image, ImageSequence
 
-import pytesseract  # noqa: E402  (after OMP_THREAD_LIMIT, which the tesseract child inherits)
-from pdf2image import convert_from_path  # noqa: E402
-from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError  # noqa: E402
-from PIL import Image, ImageSequence  # noqa: E402
-
-from workers import documents, errors  # noqa: E402
-from workers.errors import BadInput, GridError, TransientError  # noqa: E402
+from workers import documents, errors
+from workers.errors import BadInput, GridError, TransientError
 
 #: Seconds Tesseract may spend on one page before the page counts as unreadable.
 PAGE_TIMEOUT = int(os.environ.get("GRID_OCR_PAGE_TIMEOUT", "120"))
@@ -39,9 +38,25 @@ def tesseract_version() -> str:
     return str(pytesseract.get_tesseract_version())
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """OMP_THREAD_LIMIT=1 for the tesseract process only: set for the process it starts, then
+    restored, so that llama.cpp (also OpenMP) in the same worker keeps its threads."""
+    before = os.environ.get("OMP_THREAD_LIMIT")
+    os.environ["OMP_THREAD_LIMIT"] = os.environ.get("GRID_OCR_THREADS", "1")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_THREAD_LIMIT", None)
+        else:
+            os.environ["OMP_THREAD_LIMIT"] = before
+
+
 def _read(image: Image.Image, languages: str) -> str:
     try:
-        return pytesseract.image_to_string(image, lang=languages, timeout=PAGE_TIMEOUT)
+        with _one_thread():
+            return pytesseract.image_to_string(image, lang=languages, timeout=PAGE_TIMEOUT)
     except pytesseract.TesseractNotFoundError:
         raise TransientError(
             "Tesseract is not installed on this worker.", code=errors.ENGINE_UNAVAILABLE
