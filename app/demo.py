@@ -147,7 +147,9 @@ def run(once: bool | None = None) -> int:
     if not celeryconfig.IS_FILESYSTEM_BROKER:
         click.echo(f"note: using the configured broker {celeryconfig.broker_url}")
     started = time.monotonic()
+    # One machine plays every node here: a minute-long node rate limit would only slow the show.
     env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONUNBUFFERED="1")
+    env.setdefault("GRID_NODE_RATE_LIMIT", "60/m")
     random_model = _model(env)
     click.echo(click.style("KoproGo Grid demo", bold=True) + f" — data in {celeryconfig.DATA_DIR}")
     if random_model:

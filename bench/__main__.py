@@ -38,6 +38,8 @@ def main() -> int:
                     "GRID_LLM_THREADS": "1",
                     "GRID_SECRET_KEY": "bench-coordinator-key",
                     "OMP_THREAD_LIMIT": "1",
+                    # The node rate limit (10 tasks a minute by default) is not what is measured.
+                    "GRID_NODE_RATE_LIMIT": "0",
                     "PYTHONUNBUFFERED": "1",
                     # The bare Celery app gets a Redis database of its own.
                     "BENCH_BARE_BROKER": redis_server.url.rsplit("/", 1)[0] + "/1",

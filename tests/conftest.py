@@ -50,6 +50,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "GRID_VISIBILITY_TIMEOUT": "120",
             "GRID_RETRY_BACKOFF": "1",
             "OMP_THREAD_LIMIT": "1",
+            # Nodes take as many tasks as they are sent; tests/test_rate_limit.py sets a limit.
+            "GRID_NODE_RATE_LIMIT": "0",
         }
     )
     upgrade = manage("db", "upgrade")

@@ -16,6 +16,9 @@ app.conf.task_queues = tuple(q for q in celeryconfig.task_queues if q.name in ce
 app.conf.task_create_missing_queues = True
 
 from workers import metering, registration  # noqa: E402,F401  (connect their signals)
+from workers.ratelimit import NodeRateLimit  # noqa: E402
+
+app.steps["consumer"].add(NodeRateLimit)
 
 
 @signals.celeryd_after_setup.connect
