@@ -56,3 +56,24 @@ def test_a_node_registers_beats_is_paused_resumed_and_goes_offline(fresh_grid, m
     )
     assert 0 < offline["uptime_percent"]["24h"] <= 100
     assert float(offline["compute_hours"]["ocr"]) > 0
+
+
+def test_a_participant_enrols_a_node_through_the_api_and_gets_its_configuration_once(grid, make_token):
+    member = Client(grid.api_url, make_token("newcomer@koprogo.test"))
+    response = member.post("/api/v1/nodes", json={"name": "newcomer-laptop"})
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    node = body["node"]
+    assert (node["name"], node["participant"]["email"], node["state"]) == (
+        "newcomer-laptop",
+        "newcomer@koprogo.test",
+        "offline",
+    )
+    assert f"GRID_NODE_ID={node['id']}" in body["configuration"]
+    assert f"GRID_NODE_SECRET={body['secret']}" in body["configuration"]
+    assert "secret" not in member.get(f"/api/v1/nodes/{node['id']}").json()  # shown once
+    again = member.post("/api/v1/nodes", json={"name": "newcomer-laptop"})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "node_exists"
+    bad = member.post("/api/v1/nodes", json={"name": "Not A Name!"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_parameter"

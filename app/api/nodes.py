@@ -3,12 +3,12 @@ revoke. Operators see every node, participants their own."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request, url_for
 from sqlalchemy import select
 
 from app import nodes, registry
 from app.auth import current_token, require
-from app.errors import Conflict, NotFound
+from app.errors import ApiError, Conflict, NotFound
 from app.extensions import db
 from app.models import Node, Participant
 
@@ -33,6 +33,34 @@ def index():
     if not _is_admin():
         query = query.join(Participant).where(Participant.email == current_token().owner.lower())
     return {"items": [registry.describe(node) for node in db.session.scalars(query)]}
+
+
+@bp.post("")
+@require("jobs:write")
+def enrol():
+    """Enrol a node for yourself (an operator may name another owner): 201 with its id, its
+    secret and the worker's configuration, shown this once."""
+    body = request.get_json(silent=True) or request.form.to_dict()
+    token = current_token()
+    owner = body.get("owner") if _is_admin() and body.get("owner") else token.owner
+    name = str(body.get("name") or "")
+    if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
+        raise Conflict(f"A node named {name!r} exists already.", code="node_exists")
+    try:
+        node = nodes.create(name, str(owner))
+    except ValueError as exc:
+        raise ApiError(str(exc), code="invalid_parameter") from None
+    db.session.commit()
+    environment = nodes.worker_environment(node)
+    return (
+        {
+            "node": registry.describe(node),
+            "secret": environment["GRID_NODE_SECRET"],
+            "configuration": nodes.worker_configuration(node),
+        },
+        201,
+        {"Location": url_for("api.nodes.show", node_id=node.id)},
+    )
 
 
 @bp.get("/<node_id>")
