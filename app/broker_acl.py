@@ -171,16 +171,20 @@ def _save(client: redis.Redis) -> None:
     try:
         client.execute_command("ACL", "SAVE")
     except redis.ResponseError:
-        pass  # no aclfile: the users are re-created by enrolling again
+        pass  # no aclfile: the users last until the server restarts
 
 
 def ensure_user(
-    node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, broker_url: str | None = None
+    node: Node,
+    queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES,
+    broker_url: str | None = None,
+    disconnect: bool = False,
 ) -> bool:
     """Create (or reset) the node's broker user; False if the broker is not Redis.
 
     ``broker_url`` is the URL the node's worker will use (its database names the broadcast
-    channels); the user is created through the coordinator's own broker connection.
+    channels); the user is created through the coordinator's own broker connection. A new
+    password does not end the connections opened with the old one: ``disconnect`` does.
     """
     if not celeryconfig.IS_REDIS_BROKER:
         return False
@@ -188,6 +192,8 @@ def ensure_user(
     try:
         with _admin() as client:
             client.execute_command("ACL", "SETUSER", username(node), *arguments)
+            if disconnect:
+                client.execute_command("CLIENT", "KILL", "USER", username(node))
             _save(client)
     except redis.RedisError as exc:
         raise BrokerAclError(f"the broker refused to create user {username(node)}: {exc}") from exc

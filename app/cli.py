@@ -233,13 +233,17 @@ def nodes_revoke(name: str) -> None:
 @click.argument("name")
 def nodes_rotate(name: str) -> None:
     """Give a node a new secret (the old one stops verifying at once); prints its configuration."""
-    from app import nodes
+    from app import broker_acl, nodes
     from app.models import Node
 
     node = db.session.scalar(select(Node).where(Node.name == name))
     if node is None or node.revoked_at is not None:
         raise click.ClickException(f"no active node named {name!r}")
     nodes.rotate_secret(node)
+    try:  # on Redis its broker password is derived from the secret too: the old one stops
+        broker_acl.ensure_user(node, disconnect=True)
+    except broker_acl.BrokerAclError as exc:
+        raise click.ClickException(str(exc)) from None
     db.session.commit()
     click.echo(f"node {name} has a new secret; its worker needs this configuration (shown once):\n")
     click.echo(nodes.worker_configuration(node), nl=False)

@@ -50,19 +50,20 @@ def _refused(call) -> str:
 
 def test_node_user_pushes_records_but_reads_only_the_queues_it_serves(flask_app, db_url):
     from app import broker_acl, nodes
+    from app.extensions import db
 
     with flask_app.app_context():
         node = nodes.create(_name("acl-unit"), "volunteer@koprogo.test")
+        db.session.commit()
+        db.session.refresh(node)
+        db.session.expunge(node)
         assert broker_acl.ensure_user(node, ["ocr"], broker_url=db_url)
         user, url = broker_acl.username(node), broker_acl.node_url(node, db_url)
-        from app.extensions import db
-
-        db.session.rollback()  # the user needs no committed node
     assert url.startswith(f"redis://{user}:") and url.endswith(f"/{DB}")
     admin = redis.Redis.from_url(db_url)
     volunteer = redis.Redis.from_url(url)
     try:
-        assert volunteer.acl_whoami() == user
+        assert volunteer.ping()
         admin.lpush("ocr", b"job")
         assert volunteer.rpop("ocr") == b"job"  # its own queue: consumed
         assert volunteer.lpush("ledger", b"record") >= 1  # records: pushed
@@ -93,6 +94,7 @@ def test_node_user_pushes_records_but_reads_only_the_queues_it_serves(flask_app,
             assert "permissions" in _refused(call)
         assert volunteer.set("celery-task-meta-x", b"{}")  # progress goes through
         assert volunteer.publish(f"/{DB}.celeryev/task.started", b"{}") == 0  # events too
+        assert {e["object"] for e in _acl_log(admin, user)} >= {"ledger", "somekey", "keys"}
     finally:
         admin.delete("ocr", "ledger", "llm", "celery-task-meta-x")
         volunteer.close()
@@ -153,10 +155,10 @@ def test_workers_on_node_users_run_a_pipeline_and_are_refused_once_revoked(
         env = _env_file(tmp_path / f"{name}.env")
         node = _node(flask_app, name)
         users[queue] = broker_acl.username(node)
-        assert env["GRID_BROKER_URL"] == broker_acl.node_url(node, db_url)
         assert env["GRID_NODE_ID"] == node.id and env["CELERY_WORKER_WITHOUT_MINGLE"] == "1"
-        with flask_app.app_context():  # enrolled for both queues; this node serves one only
-            broker_acl.ensure_user(node, [queue], broker_url=db_url)
+        with flask_app.app_context():
+            assert env["GRID_BROKER_URL"] == broker_acl.node_url(node, db_url)
+            broker_acl.ensure_user(node, [queue], broker_url=db_url)  # enrolled for both: one only
         # As a member starts it: no --without-mingle (the environment says so), gossip on.
         argv = [CELERY, "-A", "workers", "worker", "-Q", queue, "-n", f"{name}@%h", "-c", "1"]
         workers[queue] = fresh_grid._spawn(name, [*argv, "--loglevel=INFO"], env).wait_ready(" ready.")
@@ -170,12 +172,14 @@ def test_workers_on_node_users_run_a_pipeline_and_are_refused_once_revoked(
 
     assert done["state"] == "succeeded", done
     assert [s["state"] for s in done["steps"]] == ["succeeded", "succeeded"]
-    assert done["steps"][0]["progress"] == {"pages_done": 1, "pages_total": 1}  # through the backend
     with flask_app.app_context():
-        task_ids = db.session.scalars(select(JobStep.task_id).where(JobStep.job_id == job["id"])).all()
+        steps = db.session.scalars(select(JobStep).where(JobStep.job_id == job["id"])).all()
+        task_ids = [step.task_id for step in steps]
         entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.task_id.in_(task_ids))).all()
     assert sorted(e.capability for e in entries) == ["llm", "ocr"]
     assert all(e.outcome == "succeeded" and e.granted_ms > 0 for e in entries)
+    ocr_task = next(step.task_id for step in steps if step.queue == "ocr")
+    assert b'"PROGRESS"' in admin.get(f"celery-task-meta-{ocr_task}")  # progress, as the node
     for user in users.values():
         assert _acl_log(admin, user) == []  # nothing the workers tried was refused
 
@@ -191,3 +195,28 @@ def test_workers_on_node_users_run_a_pipeline_and_are_refused_once_revoked(
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis.from_url(_env_file(tmp_path / f"{ocr_name}.env")["GRID_BROKER_URL"]).ping()
     assert "invalid username-password pair" not in workers["llm"].output()
+
+
+def test_rotating_a_node_gives_it_a_new_broker_password_and_ends_the_old_sessions(tmp_path, db_url):
+    name = _name("acl-rotate")
+    env_file = tmp_path / "node.env"
+    created = manage(
+        "nodes", "create", name, "--owner", "volunteer@koprogo.test",
+        "--broker-url", db_url, "--env-file", str(env_file),
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    old_url = _env_file(env_file)["GRID_BROKER_URL"]
+    session = redis.Redis.from_url(old_url, single_connection_client=True)
+    assert session.ping()
+
+    rotated = manage("nodes", "rotate", name)
+
+    assert rotated.returncode == 0, rotated.stderr
+    new_url = next(line for line in rotated.stdout.splitlines() if line.startswith("GRID_BROKER_URL="))
+    new_url = new_url.split("=", 1)[1]
+    assert new_url != old_url and redis.Redis.from_url(new_url).ping()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        session.ping()  # closed by the broker: the old password opened it
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(old_url).ping()
+    assert manage("nodes", "revoke", name).returncode == 0
