@@ -42,6 +42,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis
 
 import celeryconfig
+from app.errors import Unavailable
 from app.models import Node
 
 #: kombu's separator in the names of a queue's priority lists (``ocr\x06\x163``).
@@ -59,8 +60,8 @@ COORDINATOR_UNACKED = {
 }
 
 
-class BrokerAclError(RuntimeError):
-    """The broker could not create or delete a node's user."""
+class BrokerAclError(Unavailable):
+    """The broker could not create or delete a node's user (503 through the API)."""
 
 
 def username(node: Node) -> str:

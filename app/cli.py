@@ -184,8 +184,7 @@ def nodes_create(name: str, owner: str, broker_url: str | None, env_file: Path |
     from app import broker_acl, nodes
 
     try:
-        node = nodes.create(name, owner)
-        broker_acl.ensure_user(node, broker_url=broker_url)  # on Redis: the node's broker user
+        node = nodes.create(name, owner, broker_url)  # on Redis, with its own broker user
     except (ValueError, broker_acl.BrokerAclError) as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
@@ -220,12 +219,11 @@ def nodes_revoke(name: str) -> None:
     node = db.session.scalar(select(Node).where(Node.name == name))
     if node is None:
         raise click.ClickException(f"no node named {name!r}")
-    nodes.revoke(node)
-    db.session.commit()
     try:
-        broker_acl.delete_user(node)
+        nodes.revoke(node)
     except broker_acl.BrokerAclError as exc:
-        raise click.ClickException(f"node {name} revoked, but {exc}; run this command again") from None
+        raise click.ClickException(f"node {name} not revoked: {exc}; run this command again") from None
+    db.session.commit()
     click.echo(f"node {name} revoked")
 
 
@@ -239,9 +237,8 @@ def nodes_rotate(name: str) -> None:
     node = db.session.scalar(select(Node).where(Node.name == name))
     if node is None or node.revoked_at is not None:
         raise click.ClickException(f"no active node named {name!r}")
-    nodes.rotate_secret(node)
-    try:  # on Redis its broker password is derived from the secret too: the old one stops
-        broker_acl.ensure_user(node, disconnect=True)
+    try:
+        nodes.rotate_secret(node)  # on Redis, a new broker password too
     except broker_acl.BrokerAclError as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()

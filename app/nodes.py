@@ -19,6 +19,7 @@ from flask import current_app
 from sqlalchemy import select
 
 import celeryconfig
+from app import broker_acl
 from app.extensions import db
 from app.models import Node, Participant, utcnow
 
@@ -69,8 +70,9 @@ def participant(email: str, name: str | None = None) -> Participant:
     return found
 
 
-def create(name: str, owner_email: str) -> Node:
-    """Enrol a node for a participant (not committed)."""
+def create(name: str, owner_email: str, broker_url: str | None = None) -> Node:
+    """Enrol a node for a participant (not committed); on Redis, create its broker user for a
+    worker reaching the broker at ``broker_url`` (default: the configured one)."""
     if not _NAME.match(name):
         raise ValueError("a node name is 2–63 lower-case letters, digits and dashes, e.g. alice-pi")
     if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
@@ -78,15 +80,23 @@ def create(name: str, owner_email: str) -> Node:
     node = Node(name=name, participant=participant(owner_email))
     db.session.add(node)
     db.session.flush()
+    broker_acl.ensure_user(node, broker_url=broker_url)
     return node
 
 
 def revoke(node: Node) -> None:
+    """Revoke a node (not committed); on Redis, delete its broker user, which ends its sessions.
+
+    Raises ``broker_acl.BrokerAclError`` if the broker cannot (while it is unreachable, the node
+    cannot send anything either): revoke again then."""
     node.revoked_at = node.revoked_at or utcnow()
+    broker_acl.delete_user(node)
 
 
 def rotate_secret(node: Node) -> str:
+    """A new secret (not committed); on Redis also a new broker password, the old sessions ended."""
     node.secret_generation += 1
+    broker_acl.ensure_user(node, disconnect=True)
     return node_secret(node)
 
 
@@ -102,8 +112,6 @@ def worker_environment(node: Node, broker_url: str | None = None) -> dict[str, s
         "GRID_NODE_SECRET": node_secret(node),
     }
     if celeryconfig.IS_REDIS_BROKER:
-        from app import broker_acl
-
         environment["GRID_BROKER_URL"] = broker_acl.node_url(node, broker_url)
         environment["CELERY_WORKER_WITHOUT_MINGLE"] = "1"
     return environment

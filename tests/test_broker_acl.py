@@ -128,9 +128,12 @@ def test_the_coordinator_keeps_its_tasks_in_flight_apart():
     assert not any(v.startswith("unacked") for v in broker_acl.COORDINATOR_UNACKED.values())
 
 
+def _env_file_text(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+
+
 def _env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and line[0] != "#")
-    return dict(pairs)
+    return _env_file_text(path.read_text())
 
 
 @pytest.mark.slow
@@ -220,3 +223,21 @@ def test_rotating_a_node_gives_it_a_new_broker_password_and_ends_the_old_session
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis.from_url(old_url).ping()
     assert manage("nodes", "revoke", name).returncode == 0
+
+
+def test_nodes_enrolled_and_revoked_through_the_api_get_and_lose_their_broker_user(flask_app, make_token):
+    token = make_token("member@koprogo.test")
+    http = flask_app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    enrolled = http.post("/api/v1/nodes", json={"name": _name("acl-api")}, headers=headers)
+
+    assert enrolled.status_code == 201, enrolled.text
+    body = enrolled.get_json()
+    url = _env_file_text(body["configuration"])["GRID_BROKER_URL"]
+    assert url.startswith(f"redis://node-{body['node']['id']}:")
+    assert redis.Redis.from_url(url).ping()
+    revoked = http.post(f"/api/v1/nodes/{body['node']['id']}/revoke", headers=headers)
+    assert revoked.status_code == 200, revoked.text
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis.from_url(url).ping()
