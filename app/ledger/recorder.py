@@ -333,6 +333,7 @@ def _apply(messages: Sequence[tuple[str, Any]]) -> Context:
                 registry.apply(kind, record, ctx)
             else:
                 reject(kind[:16], record, Refused("malformed", f"no such record kind {kind!r}"))
+    return ctx
 
 
 def on_started(record: Any, ctx: Context | None = None) -> None:
