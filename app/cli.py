@@ -246,6 +246,20 @@ def nodes_rotate(name: str) -> None:
     click.echo(nodes.worker_configuration(node), nl=False)
 
 
+@nodes_group.command("sync-broker")
+def nodes_sync_broker() -> None:
+    """Re-create every active node's broker user (after a Redis restart without an aclfile)."""
+    from app import broker_acl
+    from app.models import Node
+
+    active = db.session.scalars(select(Node).where(Node.revoked_at.is_(None)).order_by(Node.name)).all()
+    try:
+        done = sum(broker_acl.ensure_user(node) for node in active)
+    except broker_acl.BrokerAclError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{done} broker users in place" if done else "the broker is not Redis: nothing to do")
+
+
 @rates_group.command("list")
 def rates_list() -> None:
     from app.models import Rate
