@@ -241,3 +241,18 @@ def test_nodes_enrolled_and_revoked_through_the_api_get_and_lose_their_broker_us
     assert revoked.status_code == 200, revoked.text
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis.from_url(url).ping()
+
+
+def test_node_users_lost_with_a_redis_restart_are_recreated_by_sync_broker(flask_app, redis_url):
+    from app import broker_acl
+
+    name = _name("restart")
+    assert manage("nodes", "create", name, "--owner", "volunteer@koprogo.test").returncode == 0
+    node = _node(flask_app, name)
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("ACL", "DELUSER", broker_acl.username(node))  # as a restart would
+
+    synced = manage("nodes", "sync-broker")
+
+    assert synced.returncode == 0 and "broker users in place" in synced.stdout
+    assert admin.execute_command("ACL", "GETUSER", broker_acl.username(node)) is not None
