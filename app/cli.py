@@ -202,11 +202,15 @@ def nodes_create(name: str, owner: str, broker_url: str | None, env_file: Path |
 
 @nodes_group.command("list")
 def nodes_list() -> None:
+    from app import registry
     from app.models import Node
 
     for node in db.session.scalars(select(Node).order_by(Node.created_at)):
-        state = "revoked" if node.revoked_at else "active"
-        click.echo(f"{node.id}  {node.name:<24} {node.participant.email:<30} {state}")
+        uptime = registry.uptime(node, registry.WINDOWS["24h"])
+        click.echo(
+            f"{node.id}  {node.name:<24} {node.participant.email:<30} {registry.state(node):<8} "
+            f"{uptime:6.2f} % up (24 h)  {','.join(node.queues or []) or '-'}"
+        )
 
 
 @nodes_group.command("revoke")
@@ -244,6 +248,38 @@ def nodes_rotate(name: str) -> None:
     db.session.commit()
     click.echo(f"node {name} has a new secret; its worker needs this configuration (shown once):\n")
     click.echo(nodes.worker_configuration(node), nl=False)
+
+
+def _active_node(name: str):
+    from app.models import Node
+
+    node = db.session.scalar(select(Node).where(Node.name == name))
+    if node is None or node.revoked_at is not None:
+        raise click.ClickException(f"no active node named {name!r}")
+    return node
+
+
+@nodes_group.command("pause")
+@click.argument("name")
+def nodes_pause(name: str) -> None:
+    """Drain a node: it finishes its current task and takes no more until resumed."""
+    from app import registry
+
+    node = _active_node(name)
+    registry.pause(node)
+    db.session.commit()
+    click.echo(f"node {name} paused")
+
+
+@nodes_group.command("resume")
+@click.argument("name")
+def nodes_resume(name: str) -> None:
+    from app import registry
+
+    node = _active_node(name)
+    registry.resume(node)
+    db.session.commit()
+    click.echo(f"node {name} resumed")
 
 
 @nodes_group.command("sync-broker")
