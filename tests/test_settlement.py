@@ -862,3 +862,22 @@ def test_reverse_from_the_command_line(flask_app):
     assert "already reversed" in again.stderr
     missing = manage("ledger", "reverse", "999999999999", "--reason", "x", "--by", "y")
     assert missing.returncode == 1 and "no ledger entry" in missing.stderr
+
+
+def test_a_reward_of_zero_or_less_is_never_paid_out(flask_app):
+    from app.extensions import db
+    from app.ledger import settlement
+
+    period = "2002-09"
+    with flask_app.app_context():
+        earner, debtor = _node("earner"), _node("debtor")
+        _entry(earner, period, OCR, 3_600_000, "0.60")
+        _entry(debtor, period, OCR, -600_000, "0.60")  # a reversal counted in this period
+        settlement.settle(period)
+        db.session.commit()
+        paid = settlement.pay(period, "SEPA 2002-10")
+        db.session.commit()
+
+        assert [r.node_id for r in paid] == [earner.id]
+        amounts = {r.node_id: (r.amount_eur, r.paid_at is not None) for r in _rewards(period)}
+        assert amounts[debtor.id] == (Decimal("-0.10"), False)

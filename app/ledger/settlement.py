@@ -124,10 +124,12 @@ def pay(period: str, reference: str, node_ids: list[str] | None = None) -> list[
         raise SettlementError(f"{period} is not settled: settle it before paying it")
     if not reference.strip():
         raise SettlementError("a payout needs a reference (a bank transfer batch, a receipt number)")
+    # Nothing is paid out for a reward of zero or less (a reversal can leave a node owing).
     query = select(Reward).where(Reward.period == period, Reward.paid_at.is_(None))
     if node_ids:
         query = query.where(Reward.node_id.in_(node_ids))
-    paid = db.session.scalars(query).all()
+    unpaid = db.session.scalars(query.order_by(Reward.id).with_for_update()).all()  # one payout wins
+    paid = [reward for reward in unpaid if reward.amount_eur > 0]
     now = utcnow()
     for reward in paid:
         reward.paid_at = now
