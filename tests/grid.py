@@ -269,6 +269,16 @@ class Client:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def wait_pages(self, job_id: str, pages: int, timeout: float = 60) -> dict:
+        """Wait until the job's OCR step has read ``pages`` pages (it is mid-way)."""
+
+        def read() -> dict | None:
+            job = self.job(job_id)
+            progress = job["steps"][0]["progress"] or {}
+            return job if progress.get("pages_done", 0) >= pages else None
+
+        return wait_for(read, timeout, f"job {job_id} to have read {pages} pages")
+
     def wait(
         self,
         job_id: str,

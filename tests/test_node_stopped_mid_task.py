@@ -29,11 +29,7 @@ def test_a_node_stopped_with_sigterm_mid_task_hands_the_job_on_instead_of_failin
     client = Client(fresh_grid.api(), make_token("member@koprogo.test"))
     job = client.submit_document("ocr", text_pdf([FRENCH_LINES] * 6), languages="fra")
 
-    def half_way() -> bool:
-        progress = client.job(job["id"])["steps"][0]["progress"] or {}
-        return progress.get("pages_done", 0) >= 2
-
-    wait_for(half_way, 60, "the OCR step to be half-way")
+    client.wait_pages(job["id"], 2)
     stopping.kill(signal.SIGTERM)  # the whole process group, as systemd's KillMode=control-group
     wait_for(lambda: not stopping.alive(), 30, "stopping-node to exit")
     fresh_grid.worker("rescue-node", "ocr")

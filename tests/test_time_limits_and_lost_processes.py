@@ -10,7 +10,7 @@ import subprocess
 from sqlalchemy import select
 
 from tests.documents import FRENCH_LINES, text_pdf
-from tests.grid import Client, wait_for
+from tests.grid import Client
 
 
 def _entries(flask_app, job_id: str):
@@ -63,11 +63,7 @@ def test_pool_process_killed_mid_task_is_retried_and_both_attempts_are_metered(
     client = Client(fresh_grid.api(), make_token("member@koprogo.test"))
     job = client.submit_document("ocr", text_pdf([FRENCH_LINES] * 6), languages="fra")
 
-    def half_way() -> bool:
-        progress = client.job(job["id"])["steps"][0]["progress"] or {}
-        return progress.get("pages_done", 0) >= 2
-
-    wait_for(half_way, 60, "the OCR step to be half-way")
+    client.wait_pages(job["id"], 2)
     (child,) = _pool_children(node.proc.pid)
     os.kill(child, signal.SIGKILL)
 

@@ -29,12 +29,7 @@ def test_worker_killed_mid_task_job_completes_on_another_worker_metered_once(
 
     job = client.submit_document("ocr", text_pdf(pages), "long.pdf", languages="fra")
 
-    def running_with_progress() -> dict | None:
-        current = client.job(job["id"])
-        progress = current["steps"][0]["progress"] or {}
-        return current if progress.get("pages_done", 0) >= 2 else None
-
-    before = wait_for(running_with_progress, 60, "the OCR step to be half-way on doomed-node")
+    before = client.wait_pages(job["id"], 2)
     assert before["steps"][0]["node"].startswith("doomed-node@")
     doomed.kill(signal.SIGKILL)
     wait_for(lambda: not doomed.alive(), 10, "doomed-node to die")
