@@ -236,11 +236,8 @@ def nodes_revoke(name: str) -> None:
 def nodes_rotate(name: str) -> None:
     """Give a node a new secret (the old one stops verifying at once); prints its configuration."""
     from app import broker_acl, nodes
-    from app.models import Node
 
-    node = db.session.scalar(select(Node).where(Node.name == name))
-    if node is None or node.revoked_at is not None:
-        raise click.ClickException(f"no active node named {name!r}")
+    node = _active_node(name)
     try:
         nodes.rotate_secret(node)  # on Redis, a new broker password too
     except broker_acl.BrokerAclError as exc:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.ledger import periods, rules
-from app.models import Job, LedgerEntry, LedgerPeriod, Node, Participant, Reward, RewardLine, utcnow
+from app.models import Job, LedgerEntry, LedgerPeriod, Participant, Reward, RewardLine, utcnow
 
 
 class SettlementError(ValueError):
@@ -318,7 +318,3 @@ def reverse(entry_id: int, reason: str, by: str) -> LedgerEntry:
     except IntegrityError:
         raise SettlementError(f"entry {entry_id} is already reversed") from None
     return reversal
-
-
-def node_of(node_id: str) -> Node | None:
-    return db.session.get(Node, node_id)
