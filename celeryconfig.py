@@ -5,9 +5,10 @@ The coordinator (``app``) and the volunteer workers (``workers``) load this modu
 the environment; everything else is decided here (DESIGN.md, "Reliability defaults").
 
 Environment:
-  GRID_BROKER_URL         redis://… in production; default ``filesystem://`` under GRID_DATA_DIR
-  GRID_RESULT_BACKEND     where progress is published; default: the Redis broker, else a folder
-  GRID_DATA_DIR           embedded default's folder (broker, results, SQLite); default ./var
+  GRID_BROKER_URL         the Redis broker: redis://, rediss:// or redis+socket://; default: the
+                          embedded default's private Redis, on a Unix socket under GRID_DATA_DIR
+  GRID_RESULT_BACKEND     where progress is published; default: the broker
+  GRID_DATA_DIR           the embedded default's folder (its servers, logs, key); default ./var
   GRID_SOFT_TIME_LIMIT    seconds before a task is asked to stop (default 900)
   GRID_HARD_TIME_LIMIT    seconds before its process is killed (default soft + 60)
   GRID_VISIBILITY_TIMEOUT seconds after which a dead worker's task goes to another (hard + 300)
@@ -16,7 +17,9 @@ Environment:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from celery.schedules import crontab
@@ -28,7 +31,7 @@ OCR_QUEUE = "ocr"
 LLM_QUEUE = "llm"
 LEDGER_QUEUE = "ledger"
 #: The coordinator's own tasks (settlement): consumed by the ledger worker's Celery consumer,
-#: while the ``ledger`` queue of records is consumed in batches (app.ledger.consumer).
+#: while the ``ledger`` queue of records is taken in batches (app.ledger.intake).
 COORDINATOR_QUEUE = "coordinator"
 
 #: Queues a volunteer may serve. ``ledger`` is the coordinator's alone.
@@ -95,9 +98,39 @@ SUMMARY_MAX_WORDS = 600
 PROJECT_DIR = Path(__file__).resolve().parent
 DATA_DIR = Path(os.environ.get("GRID_DATA_DIR", PROJECT_DIR / "var")).resolve()
 
-broker_url = os.environ.get("GRID_BROKER_URL", "filesystem://")
-IS_FILESYSTEM_BROKER = broker_url.startswith("filesystem:")
-IS_REDIS_BROKER = broker_url.startswith(("redis:", "rediss:"))
+#: The kernel's limit on a Unix socket's path (``sun_path`` holds 108 bytes with the final NUL).
+_MAX_SOCKET_PATH = 107
+
+
+def unix_socket_path(directory: Path, name: str) -> Path:
+    """Where a server kept in ``directory`` puts its socket ``name``.
+
+    In ``directory`` itself when the path fits the kernel's limit; otherwise (a clone deep in a
+    file tree) in a folder of the system's temporary directory named after ``directory``, so
+    every process computes the same path.
+    """
+    path = Path(directory) / name
+    if len(os.fsencode(str(path))) <= _MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(os.fsencode(str(Path(directory).resolve()))).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"koprogo-grid-{digest}" / name
+
+
+#: The embedded default's private Redis (``manage.py demo`` starts it; app.servers).
+EMBEDDED_REDIS_DIR = DATA_DIR / "redis"
+EMBEDDED_BROKER_URL = f"redis+socket://{unix_socket_path(EMBEDDED_REDIS_DIR, 'redis.sock')}"
+
+#: Redis only: the grid gives every node a Redis ACL user of its own (app.broker_acl) and the
+#: ledger takes its queue in batches straight from Redis lists (app.ledger.intake). RabbitMQ
+#: has neither per-queue write-only users of that kind nor lists to move atomically.
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
+broker_url = os.environ.get("GRID_BROKER_URL") or EMBEDDED_BROKER_URL
+if broker_url.split("://", 1)[0] not in BROKER_SCHEMES:
+    raise ValueError(
+        f"GRID_BROKER_URL must be a Redis URL ({', '.join(s + '://' for s in BROKER_SCHEMES)}), "
+        f"not {broker_url.split('://', 1)[0]}://: the grid's per-node broker users and its ledger "
+        "intake are built on Redis (README, 'Brokers')"
+    )
 
 # --- time limits and reliability ----------------------------------------------------------
 
@@ -146,35 +179,15 @@ task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
 
-if IS_FILESYSTEM_BROKER:
-    # Single host only. Every process must see the same absolute folders, including the control
-    # folder that carries broadcasts (inspect, Flower, revoke).
-    _broker_dir = DATA_DIR / "broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    broker_transport_options = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-        "polling_interval": 0.05,
-    }
-else:
-    broker_transport_options = {
-        "visibility_timeout": VISIBILITY_TIMEOUT,
-        # How often live workers look for messages a dead worker left unacknowledged. kombu's
-        # default sweeps every 10 s but scans only every 10th sweep; scan on every sweep.
-        "unacked_restore_interval": int(os.environ.get("GRID_RESTORE_INTERVAL", "10")),
-        "unacked_restore_throttle": 1,
-    }
-
-_default_backend = broker_url if IS_REDIS_BROKER else f"file://{DATA_DIR / 'results'}"
-result_backend = os.environ.get("GRID_RESULT_BACKEND", _default_backend)
-if result_backend.startswith("file://"):
-    Path(result_backend[len("file://") :]).mkdir(parents=True, exist_ok=True)
-if result_backend.startswith(("redis:", "rediss:")):
-    result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
+broker_transport_options = {
+    "visibility_timeout": VISIBILITY_TIMEOUT,
+    # How often live workers look for messages a dead worker left unacknowledged. kombu's
+    # default sweeps every 10 s but scans only every 10th sweep; scan on every sweep.
+    "unacked_restore_interval": int(os.environ.get("GRID_RESTORE_INTERVAL", "10")),
+    "unacked_restore_throttle": 1,
+}
+result_backend = os.environ.get("GRID_RESULT_BACKEND") or broker_url
+result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
 
 # --- schedule (run by the coordinator's beat only: celery -A app.ledger_worker beat) ----------
 

@@ -10,25 +10,28 @@ from typing import Any
 from flask import Flask
 from prometheus_flask_exporter import PrometheusMetrics
 
-from app.config import Defaults
-
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
+    # Imported here: the settings read the environment, which a caller (the test suite, the
+    # demo) may fill in after importing this package (app.servers).
+    from app.config import Defaults
+
     app = Flask(__name__)
     app.config.from_object(Defaults)
     app.config.from_prefixed_env("GRID")
     if config:
         app.config.update(config)
-    app.config.setdefault("SQLALCHEMY_DATABASE_URI", app.config["DATABASE_URL"])
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:"):
-        # Several processes (API, ledger worker) share the embedded database file.
-        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
-    else:
-        # Batched UPDATEs (psycopg2's execute_batch): the ledger moves hundreds of steps at once.
-        options = {"pool_pre_ping": True}
-        if app.config["SQLALCHEMY_DATABASE_URI"].startswith(("postgresql:", "postgresql+psycopg2:")):
-            options["executemany_mode"] = "values_plus_batch"
-        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", options)
+    scheme, _, rest = app.config.get("SQLALCHEMY_DATABASE_URI", app.config["DATABASE_URL"]).partition("://")
+    if scheme not in ("postgresql", "postgres", "postgresql+psycopg2"):
+        # The ledger's guarantees (append-only entries, settled periods that never change, row
+        # locks between the API and the ledger worker) are PostgreSQL's: docs/decisions/0008.
+        raise ValueError(f"GRID_DATABASE_URL must be a PostgreSQL URL (postgresql://…), not {scheme}://")
+    # A plain postgresql:// would pick SQLAlchemy's default driver (psycopg 3), not the one we pin.
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"postgresql+psycopg2://{rest}"
+    # Batched UPDATEs (psycopg2's execute_batch): the ledger moves hundreds of steps at once.
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True, "executemany_mode": "values_plus_batch"}
+    )
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "WARNING"))
 
     from app import models  # noqa: F401  (tables known to Alembic)
@@ -42,7 +45,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app,
         db,
         directory=str(Path(__file__).resolve().parent.parent / "migrations"),
-        render_as_batch=True,  # SQLite alters tables by copying them; PostgreSQL in place
     )
     celery_init_app(app)
     register_error_handlers(app)

@@ -1,9 +1,8 @@
 """Per-node Redis ACL users: a volunteer reaches the broker with credentials of its own.
 
-On a Redis broker, enrolling a node creates the Redis user ``node-<node id>`` whose password
-is derived, like the node's secret, from the coordinator's key (so it is never stored: the
-coordinator can always re-create it); revoking the node deletes the user, and Redis then
-refuses its worker. Other brokers have no such users: every function here is a no-op there.
+Enrolling a node creates the Redis user ``node-<node id>`` whose password is derived, like the
+node's secret, from the coordinator's key (so it is never stored: the coordinator can always
+re-create it); revoking the node deletes the user, and Redis then refuses its worker.
 
 What the user may do is what a Celery worker on the volunteer queues needs, measured against
 Redis 7 with celery/kombu 5.7 and redis-py 8 (see ``rules``), and no more:
@@ -37,7 +36,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Iterable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import redis
 
@@ -80,16 +79,40 @@ def password(node: Node) -> str:
 def node_url(node: Node, broker_url: str | None = None) -> str:
     """``broker_url`` (default: the configured one) with the node's user and password."""
     parts = urlsplit(broker_url or celeryconfig.broker_url)
+    credentials = f"{quote(username(node), safe='')}:{quote(password(node), safe='')}"
+    if _is_socket(parts.scheme):  # redis+socket://user:password@/path/to/redis.sock
+        return urlunsplit((parts.scheme, f"{credentials}@", parts.path, parts.query, ""))
     host = parts.hostname or "localhost"
     host = f"[{host}]" if ":" in host else host
     port = f":{parts.port}" if parts.port else ""
-    credentials = f"{quote(username(node), safe='')}:{quote(password(node), safe='')}"
     return urlunsplit((parts.scheme, f"{credentials}@{host}{port}", parts.path, parts.query, ""))
 
 
+def _is_socket(scheme: str) -> bool:
+    return scheme.endswith("socket")
+
+
 def _db(url: str) -> int:
-    path = urlsplit(url).path.strip("/")
-    return int(path) if path.isdigit() else 0
+    """The database number of a broker URL (``/N`` over TCP, ``?virtual_host=N`` on a socket)."""
+    parts = urlsplit(url)
+    number = parse_qs(parts.query).get("virtual_host", ["0"])[0] if _is_socket(parts.scheme) else parts.path
+    number = number.strip("/")
+    return int(number) if number.isdigit() else 0
+
+
+def client(url: str | None = None) -> redis.Redis:
+    """A redis-py client for a broker URL (default: the configured one), kombu's
+    ``redis+socket://`` form included."""
+    url = url or celeryconfig.broker_url
+    parts = urlsplit(url)
+    if not _is_socket(parts.scheme):
+        return redis.Redis.from_url(url)
+    return redis.Redis(
+        unix_socket_path=parts.path,
+        db=_db(url),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
 
 
 def _queue_keys(queue: str, access: str = "") -> list[str]:
@@ -164,13 +187,13 @@ def rules(node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, db:
 
 
 def _admin() -> redis.Redis:
-    return redis.Redis.from_url(celeryconfig.broker_url)
+    return client(celeryconfig.broker_url)
 
 
-def _save(client: redis.Redis) -> None:
+def _save(admin: redis.Redis) -> None:
     """Persist the users if the server keeps them in an ACL file (else they live in memory)."""
     try:
-        client.execute_command("ACL", "SAVE")
+        admin.execute_command("ACL", "SAVE")
     except redis.ResponseError:
         pass  # no aclfile: the users last until the server restarts
 
@@ -180,35 +203,29 @@ def ensure_user(
     queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES,
     broker_url: str | None = None,
     disconnect: bool = False,
-) -> bool:
-    """Create (or reset) the node's broker user; False if the broker is not Redis.
+) -> None:
+    """Create (or reset) the node's broker user.
 
     ``broker_url`` is the URL the node's worker will use (its database names the broadcast
     channels); the user is created through the coordinator's own broker connection. A new
     password does not end the connections opened with the old one: ``disconnect`` does.
     """
-    if not celeryconfig.IS_REDIS_BROKER:
-        return False
     arguments = rules(node, queues, _db(broker_url or celeryconfig.broker_url))
     try:
-        with _admin() as client:
-            client.execute_command("ACL", "SETUSER", username(node), *arguments)
+        with _admin() as admin:
+            admin.execute_command("ACL", "SETUSER", username(node), *arguments)
             if disconnect:
-                client.execute_command("CLIENT", "KILL", "USER", username(node))
-            _save(client)
+                admin.execute_command("CLIENT", "KILL", "USER", username(node))
+            _save(admin)
     except redis.RedisError as exc:
         raise BrokerAclError(f"the broker refused to create user {username(node)}: {exc}") from exc
-    return True
 
 
-def delete_user(node: Node) -> bool:
-    """Delete the node's broker user (and so close its connections); False if not Redis."""
-    if not celeryconfig.IS_REDIS_BROKER:
-        return False
+def delete_user(node: Node) -> None:
+    """Delete the node's broker user (and so close its connections)."""
     try:
-        with _admin() as client:
-            client.execute_command("ACL", "DELUSER", username(node))
-            _save(client)
+        with _admin() as admin:
+            admin.execute_command("ACL", "DELUSER", username(node))
+            _save(admin)
     except redis.RedisError as exc:
         raise BrokerAclError(f"the broker refused to delete user {username(node)}: {exc}") from exc
-    return True

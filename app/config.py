@@ -1,6 +1,7 @@
 """Coordinator settings: defaults here, overridden by ``GRID_*`` environment variables.
 
-``GRID_DATABASE_URL`` (PostgreSQL in production), ``GRID_SECRET_KEY`` (node secrets derive from
+``GRID_DATABASE_URL`` (PostgreSQL; default: the embedded default's private cluster, on a Unix
+socket under ``GRID_DATA_DIR``), ``GRID_SECRET_KEY`` (node secrets derive from
 it), ``GRID_REVENUE_SPLIT`` (a JSON object of share name to decimal string)… Broker and queue settings live in
 ``celeryconfig.py``, shared with the volunteers.
 """
@@ -9,9 +10,15 @@ from __future__ import annotations
 
 import celeryconfig
 
+#: The embedded default's private PostgreSQL (``manage.py demo`` starts it; app.servers).
+EMBEDDED_POSTGRES_DIR = celeryconfig.DATA_DIR / "postgres"
+EMBEDDED_DATABASE = "grid"
+_socket_dir = celeryconfig.unix_socket_path(EMBEDDED_POSTGRES_DIR, ".s.PGSQL.5432").parent
+EMBEDDED_DATABASE_URL = f"postgresql+psycopg2://grid@/{EMBEDDED_DATABASE}?host={_socket_dir}&port=5432"
+
 
 class Defaults:
-    DATABASE_URL = f"sqlite:///{celeryconfig.DATA_DIR / 'grid.db'}"
+    DATABASE_URL = EMBEDDED_DATABASE_URL
     #: How a job's cost is split (seed ADR-0001). Strings: money is never a float.
     REVENUE_SPLIT = {"cooperative": "0.80", "solidarity_fund": "0.20"}
     #: The coordinator's key; node secrets are derived from it. Unset: a key kept in var/.

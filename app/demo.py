@@ -1,13 +1,21 @@
-"""``manage.py demo``: the whole grid on one machine, no servers to install.
+"""``manage.py demo``: the whole grid on one machine, nothing to configure.
 
-Embedded default: the filesystem broker and SQLite under ``var/``. It starts the API, one
-volunteer worker on ``llm,ocr``, the ledger worker and Flower as child processes, puts the
-bundled sample document through the pipeline (OCR → summary → translation), prints what came
-out and the ledger, then serves until Ctrl-C (or exits with DEMO_ONCE=1).
+The embedded default: a private Redis and a private PostgreSQL of the demo's own, their data
+and Unix sockets under ``var/`` (no TCP port), started and stopped by the demo
+(docs/decisions/0008). On them it starts the API, one volunteer worker on ``llm,ocr`` (as an
+enrolled node with its own broker user), the ledger worker and Flower as child processes, puts
+the bundled sample document through the pipeline (OCR → summary → translation), prints what
+came out and the ledger, then serves until it is stopped (or exits with DEMO_ONCE=1).
+
+Stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP, it stops every child and its servers before it
+exits; killed outright, its children are told by the kernel (a parent-death signal) and stop
+too. A configured ``GRID_BROKER_URL`` or ``GRID_DATABASE_URL`` is used instead of the private
+server.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
@@ -18,14 +26,16 @@ from pathlib import Path
 
 import click
 import requests
+from flask import current_app
 from flask_migrate import upgrade
 from sqlalchemy import select
 
 import celeryconfig
-from app import broker_acl, nodes
+from app import broker_acl, config, nodes
 from app.auth import create_token
 from app.extensions import db
 from app.models import Node
+from app.servers import PostgresServer, RedisServer, ServerStartError, parent_death_preexec
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "proces-verbal-ag.pdf"
@@ -50,16 +60,61 @@ def _model(env: dict[str, str]) -> bool:
         return False
     path = celeryconfig.DATA_DIR / "models" / "tiny-random.gguf"
     if not path.exists():
-        from workers.tinymodel import build_tiny_model
-
-        build_tiny_model(path)
+        # Built by the volunteer's side (gguf, numpy), which the coordinator never imports.
+        subprocess.run(
+            [sys.executable, "-m", "workers.tinymodel", str(path)],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     env["GRID_LLM_MODEL"] = str(path)
     env["GRID_LLM_CONTEXT"] = "512"
     return True
 
 
+class Stopped(Exception):
+    """The demo was asked to stop by a signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_stop_signal(signum: int, _frame) -> None:
+    # Once: a second Ctrl-C (or a SIGTERM after it) must not interrupt the clean-up itself.
+    for other in _STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+def _lock(data_dir: Path):
+    """Hold ``var/demo.lock`` while the demo runs: two demos on one folder would share servers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = (data_dir / "demo.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise click.ClickException(
+            f"another demo (pid {holder}) is running on {data_dir}: stop it first, or give this one "
+            "a folder of its own with GRID_DATA_DIR"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 class Children:
-    """The demo's processes, each in its own process group, logs under var/logs."""
+    """The demo's processes, each in its own process group, logs under var/logs.
+
+    Each is asked by the kernel to stop (SIGTERM) should the demo die without stopping it.
+    """
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -70,8 +125,16 @@ class Children:
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.logs / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            argv, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=ROOT,
+            env=env or self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C reaches the demo, which stops them in order
+            preexec_fn=parent_death_preexec(signal.SIGTERM),  # noqa: PLW1509  (prctl only)
         )
+        log.close()
 
     def check(self) -> None:
         for name, proc in self.procs.items():
@@ -88,7 +151,12 @@ class Children:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                pass
+            try:  # what is left of its group: a stuck process, an orphaned pool child
                 os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
 
 
 def _wait_for(children: Children, what: str, ready, timeout: float = 90) -> None:
@@ -141,17 +209,64 @@ def _section(title: str, body: str) -> None:
     click.echo(body.strip() or "(empty)")
 
 
+def _private_servers(servers: list) -> dict[str, str]:
+    """Start the private Redis and PostgreSQL the configuration points at (the embedded
+    default's); returns the URLs the children are to use."""
+    urls = {
+        "GRID_BROKER_URL": celeryconfig.broker_url,
+        "GRID_DATABASE_URL": current_app.config["SQLALCHEMY_DATABASE_URI"],
+    }
+    if celeryconfig.broker_url == celeryconfig.EMBEDDED_BROKER_URL:
+        servers.append(RedisServer(directory=celeryconfig.EMBEDDED_REDIS_DIR).start())
+    else:
+        click.echo(f"  note: using the configured broker {celeryconfig.broker_url}")
+    if urls["GRID_DATABASE_URL"] == config.EMBEDDED_DATABASE_URL:
+        postgres = PostgresServer(directory=config.EMBEDDED_POSTGRES_DIR).start()
+        servers.append(postgres)
+        if postgres.create_database(config.EMBEDDED_DATABASE, exist_ok=True) != config.EMBEDDED_DATABASE_URL:
+            raise click.ClickException("the private PostgreSQL is not where the configuration looks for it")
+    else:
+        click.echo("  note: using the configured database (GRID_DATABASE_URL)")
+    return urls
+
+
 def run(once: bool | None = None) -> int:
     """Run the demo; returns the exit status."""
     once = once if once is not None else os.environ.get("DEMO_ONCE", "") not in ("", "0")
-    if not celeryconfig.IS_FILESYSTEM_BROKER:
-        click.echo(f"note: using the configured broker {celeryconfig.broker_url}")
     started = time.monotonic()
-    # One machine plays every node here: a minute-long node rate limit would only slow the show.
-    env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONUNBUFFERED="1")
-    env.setdefault("GRID_NODE_RATE_LIMIT", "60/m")
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _on_stop_signal)
+    lock = _lock(celeryconfig.DATA_DIR)
+    servers: list[RedisServer | PostgresServer] = []
+    children: Children | None = None
+    try:
+        click.echo(click.style("KoproGo Grid demo", bold=True) + f" — data in {celeryconfig.DATA_DIR}")
+        try:
+            urls = _private_servers(servers)
+        except (ServerStartError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from None
+        # One machine plays every node here: a node rate limit would only slow the show.
+        env = dict(os.environ, OMP_THREAD_LIMIT="1", PYTHONUNBUFFERED="1", **urls)
+        env.setdefault("GRID_NODE_RATE_LIMIT", "0")
+        children = Children(env)
+        return _serve(once, started, env, children)
+    except (Stopped, KeyboardInterrupt) as stop:
+        click.echo(f"\nstopping ({stop if isinstance(stop, Stopped) else 'SIGINT'})…")
+        return 0
+    finally:
+        for signum in _STOP_SIGNALS:  # nothing interrupts the clean-up
+            signal.signal(signum, signal.SIG_IGN)
+        if children is not None:
+            children.stop()
+        db.session.remove()  # the demo's own connections go before the server does
+        db.engine.dispose()
+        for server in reversed(servers):
+            server.stop()
+        lock.close()
+
+
+def _serve(once: bool, started: float, env: dict[str, str], children: Children) -> int:
     random_model = _model(env)
-    click.echo(click.style("KoproGo Grid demo", bold=True) + f" — data in {celeryconfig.DATA_DIR}")
     if random_model:
         click.echo(
             "  No model configured, so the LLM steps use a tiny model with RANDOM weights built by\n"
@@ -166,120 +281,109 @@ def run(once: bool | None = None) -> int:
     _, token = create_token("demo", "demo@koprogo.local", ["admin"])
     volunteer = db.session.scalar(select(Node).where(Node.name == "demo-volunteer"))
     volunteer = volunteer or nodes.create("demo-volunteer", "volunteer@koprogo.local")
-    broker_acl.ensure_user(volunteer)  # on Redis, the volunteer runs as its own broker user
+    broker_acl.ensure_user(volunteer)  # the volunteer runs as its own broker user, as in production
     db.session.commit()
     volunteer_env = {**env, **nodes.worker_environment(volunteer, celeryconfig.broker_url)}
     headers = {"Authorization": f"Bearer {token}"}
     api_port, flower_port = _port(5000), _port(5555)
     api = f"http://127.0.0.1:{api_port}"
 
-    children = Children(env)
-    try:
-        celery = str(BIN / "celery")
-        children.start(
-            "ledger",
-            [
-                celery,
-                "-A",
-                "app.ledger_worker",
-                "worker",
-                "-c",
-                "1",
-                "-n",
-                "ledger@%h",
-                "--loglevel=INFO",
-            ],
-        )
-        children.start(
-            "volunteer",
-            [
-                celery,
-                "-A",
-                "workers",
-                "worker",
-                "-Q",
-                "llm,ocr",
-                "-c",
-                "1",
-                "-n",
-                "volunteer@%h",
-                "--loglevel=INFO",
-            ],
-            volunteer_env,
-        )
-        children.start(
-            "api",
-            [
-                str(BIN / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{api_port}",
-                "--workers",
-                "1",
-                "--threads",
-                "4",
-                "app:create_app()",
-            ],
-        )
-        children.start(
-            "flower", [celery, "-A", "workers", "flower", f"--port={flower_port}", "--address=127.0.0.1"]
-        )
-        _wait_for(children, "the API", _api_up(api))
-        _wait_for(children, "the ledger worker", _log_has(children, "ledger", " ready."))
-        _wait_for(children, "the volunteer worker", _log_has(children, "volunteer", " ready."))
-        click.echo(f"  API     {api}   (token for this demo: {token})")
-        click.echo(f"  Flower  http://127.0.0.1:{flower_port}")
+    celery = str(BIN / "celery")
+    children.start(
+        "ledger",
+        [
+            celery,
+            "-A",
+            "app.ledger_worker",
+            "worker",
+            "-c",
+            "1",
+            "-n",
+            "ledger@%h",
+            "--loglevel=INFO",
+        ],
+    )
+    children.start(
+        "volunteer",
+        [
+            celery,
+            "-A",
+            "workers",
+            "worker",
+            "-Q",
+            "llm,ocr",
+            "-c",
+            "1",
+            "-n",
+            "volunteer@%h",
+            "--loglevel=INFO",
+        ],
+        volunteer_env,
+    )
+    children.start(
+        "api",
+        [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{api_port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "app:create_app()",
+        ],
+    )
+    children.start(
+        "flower", [celery, "-A", "app.flower", "flower", f"--port={flower_port}", "--address=127.0.0.1"]
+    )
+    _wait_for(children, "the API", _api_up(api))
+    _wait_for(children, "the ledger worker", _log_has(children, "ledger", " ready."))
+    _wait_for(children, "the volunteer worker", _log_has(children, "volunteer", " ready."))
+    click.echo(f"  ready in {time.monotonic() - started:.1f} s")
+    click.echo(f"  API     {api}   (token for this demo: {token})")
+    click.echo(f"  Flower  http://127.0.0.1:{flower_port}")
 
-        click.echo(
-            f"\nSubmitting {SAMPLE.relative_to(ROOT)}: OCR (fra+eng) → summary (fr) → translation (en)"
+    click.echo(f"\nSubmitting {SAMPLE.relative_to(ROOT)}: OCR (fra+eng) → summary (fr) → translation (en)")
+    with SAMPLE.open("rb") as handle:
+        response = requests.post(
+            f"{api}/api/v1/jobs/pipeline",
+            headers=headers,
+            files={"file": (SAMPLE.name, handle, "application/pdf")},
+            data={"languages": "fra+eng", "language": "fr", "translate_to": "en", "max_words": "80"},
+            timeout=60,
         )
-        with SAMPLE.open("rb") as handle:
-            response = requests.post(
-                f"{api}/api/v1/jobs/pipeline",
-                headers=headers,
-                files={"file": (SAMPLE.name, handle, "application/pdf")},
-                data={"languages": "fra+eng", "language": "fr", "translate_to": "en", "max_words": "80"},
-                timeout=60,
-            )
-        if response.status_code != 202:
-            raise click.ClickException(f"submission refused: {response.status_code} {response.text}")
-        job = _follow(api, headers, response.json()["id"])
-        if job["state"] != "succeeded":
-            raise click.ClickException(f"the job {job['state']}: {job['error']}")
-        result = job["result"]
-        _section(
-            f"OCR text ({result['pages']} pages)", result["text"].replace("\f", "\n--- page break ---\n")
-        )
-        _section(
-            f"Summary ({result['summary_language']}, {result['summary_tokens']} tokens)", result["summary"]
-        )
-        _section(
-            f"Translation ({result['translation_language']}, {result['translation_tokens']} tokens)",
-            result["translation"],
-        )
-        _section("Ledger: one entry per execution", _ledger_lines(job["id"]))
-        cost = job["cost"]
-        split = ", ".join(f"{name.replace('_', ' ')} {amount} €" for name, amount in cost["split"].items())
-        _section("This job's cost", f"{cost['exact_eur']} € of granted compute → {cost['eur']} € ({split})")
-        by_node = requests.get(f"{api}/api/v1/ledger/nodes", headers=headers, timeout=30).json()["nodes"]
-        _section("Compute hours and rewards per node (unsettled)", _reward_lines(by_node))
-        click.echo(f"\nEnd to end: {time.monotonic() - started:.1f} s (job: {_job_seconds(job):.1f} s)")
-        if once:
-            return 0
-        click.echo(
-            f"\nThe grid keeps running. Try:\n"
-            f"  curl -H 'Authorization: Bearer {token}' {api}/api/v1/jobs\n"
-            f"  curl -H 'Authorization: Bearer {token}' -F file=@{SAMPLE.relative_to(ROOT)} "
-            f"{api}/api/v1/jobs/ocr\n"
-            "Ctrl-C stops everything."
-        )
-        while True:
-            children.check()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        click.echo("\nstopping…")
+    if response.status_code != 202:
+        raise click.ClickException(f"submission refused: {response.status_code} {response.text}")
+    job = _follow(api, headers, response.json()["id"])
+    if job["state"] != "succeeded":
+        raise click.ClickException(f"the job {job['state']}: {job['error']}")
+    result = job["result"]
+    _section(f"OCR text ({result['pages']} pages)", result["text"].replace("\f", "\n--- page break ---\n"))
+    _section(f"Summary ({result['summary_language']}, {result['summary_tokens']} tokens)", result["summary"])
+    _section(
+        f"Translation ({result['translation_language']}, {result['translation_tokens']} tokens)",
+        result["translation"],
+    )
+    _section("Ledger: one entry per execution", _ledger_lines(job["id"]))
+    cost = job["cost"]
+    split = ", ".join(f"{name.replace('_', ' ')} {amount} €" for name, amount in cost["split"].items())
+    _section("This job's cost", f"{cost['exact_eur']} € of granted compute → {cost['eur']} € ({split})")
+    by_node = requests.get(f"{api}/api/v1/ledger/nodes", headers=headers, timeout=30).json()["nodes"]
+    _section("Compute hours and rewards per node (unsettled)", _reward_lines(by_node))
+    click.echo(f"\nEnd to end: {time.monotonic() - started:.1f} s (job: {_job_seconds(job):.1f} s)")
+    if once:
         return 0
-    finally:
-        children.stop()
+    click.echo(
+        f"\nThe grid keeps running. Try:\n"
+        f"  curl -H 'Authorization: Bearer {token}' {api}/api/v1/jobs\n"
+        f"  curl -H 'Authorization: Bearer {token}' -F file=@{SAMPLE.relative_to(ROOT)} "
+        f"{api}/api/v1/jobs/ocr\n"
+        f"  python manage.py nodes list        (the same data folder: {celeryconfig.DATA_DIR})\n"
+        "Ctrl-C (or SIGTERM, SIGHUP) stops everything, the private servers included."
+    )
+    while True:
+        children.check()
+        time.sleep(1)
 
 
 def _ledger_lines(job_id: str) -> str:

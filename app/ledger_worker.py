@@ -2,10 +2,9 @@
 
     celery -A app.ledger_worker worker            # add -B to run the settlement schedule too
 
-Records on ``ledger`` are entered in batches (``app.ledger.intake`` on Redis, else
-``app.ledger.consumer``); Celery's own task
-consumer takes only the coordinator's tasks (``coordinator`` queue: settlement). It holds the
-database credentials; volunteers never do.
+Records on ``ledger`` are entered in batches straight from Redis (``app.ledger.intake``);
+Celery's own task consumer takes only the coordinator's tasks (``coordinator`` queue:
+settlement). It holds the database credentials; volunteers never do.
 """
 
 import sys
@@ -14,7 +13,6 @@ from celery import signals
 
 import celeryconfig
 from app import broker_acl, create_app
-from app.ledger.consumer import LedgerConsumer
 from app.ledger.intake import LedgerIntake
 
 flask_app = create_app()
@@ -22,14 +20,11 @@ celery = flask_app.extensions["celery"]
 celery.conf.task_queues = tuple(
     q for q in celeryconfig.task_queues if q.name == celeryconfig.COORDINATOR_QUEUE
 )
-if celeryconfig.IS_REDIS_BROKER:
-    celery.steps["worker"].add(LedgerIntake)  # batches straight from Redis
-    celery.conf.broker_transport_options = {
-        **celeryconfig.broker_transport_options,
-        **broker_acl.COORDINATOR_UNACKED,  # its tasks in flight out of the volunteers' reach
-    }
-else:
-    celery.steps["consumer"].add(LedgerConsumer)  # any other broker, through kombu
+celery.steps["worker"].add(LedgerIntake)  # batches straight from Redis
+celery.conf.broker_transport_options = {
+    **celeryconfig.broker_transport_options,
+    **broker_acl.COORDINATOR_UNACKED,  # its tasks in flight out of the volunteers' reach
+}
 
 
 @signals.celeryd_after_setup.connect

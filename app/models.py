@@ -1,7 +1,7 @@
 """Database tables of the coordinator: API tokens, jobs and their steps, the ledger.
 
-Durations are stored as integer milliseconds: exact on PostgreSQL and SQLite alike, and summed
-into Decimal hours only when money is computed.
+PostgreSQL only (docs/decisions/0008). Durations are stored as integer milliseconds, summed into
+Decimal hours only when money is computed.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
 
-# BIGINT primary keys autoincrement on PostgreSQL; SQLite only autoincrements INTEGER.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+BigId = BigInteger()
 
 
 class Money(TypeDecorator):
-    """NUMERIC on PostgreSQL; on SQLite (no decimal type) the exact digits as text."""
+    """NUMERIC, bound and read as ``Decimal`` (never a float)."""
 
     impl = Numeric
     cache_ok = True
@@ -40,16 +39,8 @@ class Money(TypeDecorator):
     def __init__(self, precision: int = 18, scale: int = 6) -> None:
         super().__init__(precision=precision, scale=scale, asdecimal=True)
 
-    def load_dialect_impl(self, dialect):
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(64))
-        return dialect.type_descriptor(Numeric(self.impl.precision, self.impl.scale, asdecimal=True))
-
     def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        value = Decimal(value)
-        return str(value) if dialect.name == "sqlite" else value
+        return None if value is None else Decimal(value)
 
     def process_result_value(self, value, dialect):
         return None if value is None else Decimal(str(value))

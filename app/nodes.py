@@ -103,18 +103,15 @@ def rotate_secret(node: Node) -> str:
 def worker_environment(node: Node, broker_url: str | None = None) -> dict[str, str]:
     """What the node's worker needs, as environment variables.
 
-    On Redis the node reaches the broker as its own user (``app.broker_acl``, created when it
-    is enrolled), which may not broadcast: its worker starts without mingle.
+    The node reaches the broker as its own user (``app.broker_acl``, created when it is
+    enrolled), which may not broadcast: its worker starts without mingle.
     """
-    environment = {
-        "GRID_BROKER_URL": broker_url or celeryconfig.broker_url,
+    return {
+        "GRID_BROKER_URL": broker_acl.node_url(node, broker_url),
+        "CELERY_WORKER_WITHOUT_MINGLE": "1",
         "GRID_NODE_ID": node.id,
         "GRID_NODE_SECRET": node_secret(node),
     }
-    if celeryconfig.IS_REDIS_BROKER:
-        environment["GRID_BROKER_URL"] = broker_acl.node_url(node, broker_url)
-        environment["CELERY_WORKER_WITHOUT_MINGLE"] = "1"
-    return environment
 
 
 def worker_configuration(node: Node, broker_url: str | None = None) -> str:

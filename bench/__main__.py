@@ -19,7 +19,7 @@ LLM_CONTEXT = 512
 
 
 def main() -> int:
-    from tests.servers import PostgresServer, RedisServer
+    from app.servers import PostgresServer, RedisServer
 
     workdir = Path(tempfile.mkdtemp(prefix="grid-bench-"))
     os.chmod(workdir, 0o755)

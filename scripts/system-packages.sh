@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages the grid needs, only those missing.
-#   scripts/system-packages.sh demo   Tesseract (fra, eng, nld) and poppler
-#   scripts/system-packages.sh test   the same, plus Redis and PostgreSQL servers
+#   scripts/system-packages.sh demo   Tesseract (fra, eng, nld), poppler, Redis and PostgreSQL
+#   scripts/system-packages.sh test   the same (the demo and the tests start private servers)
 set -euo pipefail
 purpose=${1:-demo}
 
@@ -15,10 +15,9 @@ for lang in fra eng nld; do
     || need+=("tesseract-ocr-$lang")
 done
 have pdfinfo && have pdftoppm || need+=(poppler-utils)
-if [ "$purpose" = test ]; then
-  have redis-server || need+=(redis-server)
-  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || need+=(postgresql)
-fi
+# Both start servers of their own (app/servers.py): the packages' services are not used.
+have redis-server || need+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 echo "installing system packages: ${need[*]}"

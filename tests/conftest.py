@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from app.servers import PostgresServer, RedisServer
 from tests.grid import Client, Grid, manage
-from tests.servers import PostgresServer, RedisServer
 
 _state: dict = {}
 

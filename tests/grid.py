@@ -227,7 +227,7 @@ class Grid:
     def flower(self, port: int) -> GridProcess:
         return self._spawn(
             "flower",
-            [CELERY, "-A", "workers", "flower", f"--port={port}", "--address=127.0.0.1"],
+            [CELERY, "-A", "app.flower", "flower", f"--port={port}", "--address=127.0.0.1"],
             {"FLOWER_UNAUTHENTICATED_API": "1"},
         )
 

@@ -57,7 +57,7 @@ def test_node_user_pushes_records_but_reads_only_the_queues_it_serves(flask_app,
         db.session.commit()
         db.session.refresh(node)
         db.session.expunge(node)
-        assert broker_acl.ensure_user(node, ["ocr"], broker_url=db_url)
+        broker_acl.ensure_user(node, ["ocr"], broker_url=db_url)
         user, url = broker_acl.username(node), broker_acl.node_url(node, db_url)
     assert url.startswith(f"redis://{user}:") and url.endswith(f"/{DB}")
     admin = redis.Redis.from_url(db_url)
@@ -99,7 +99,7 @@ def test_node_user_pushes_records_but_reads_only_the_queues_it_serves(flask_app,
         admin.delete("ocr", "ledger", "llm", "celery-task-meta-x")
         volunteer.close()
         with flask_app.app_context():
-            assert broker_acl.delete_user(node)
+            broker_acl.delete_user(node)
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis.from_url(url).ping()
 

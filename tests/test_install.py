@@ -152,7 +152,10 @@ def api(coordinator_venv: Path, tmp_path: Path) -> Iterator[tuple[str, GridProce
 
 
 def test_the_coordinator_s_entry_points_load_without_the_engines(coordinator_venv: Path):
-    found = _imports(coordinator_venv, "from app import create_app\ncreate_app()\nimport app.ledger_worker\n")
+    found = _imports(
+        coordinator_venv,
+        "from app import create_app\ncreate_app()\nimport app.ledger_worker\nimport app.flower\n",
+    )
 
     assert not _roots(found["modules"]) & set(ENGINES)
     assert not {name for name, present in found["installed"].items() if present and name in ENGINES}

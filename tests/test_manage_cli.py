@@ -63,3 +63,44 @@ def test_a_document_the_grid_cannot_read_is_refused_with_its_code_and_exit_statu
 
     assert submitted.returncode == 1
     assert "unsupported_type" in submitted.stderr
+
+
+def _manage_with(**env: str):
+    import os
+    import subprocess
+    import sys
+
+    from tests.grid import ROOT
+
+    return subprocess.run(
+        [sys.executable, "manage.py", "nodes", "list"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_broker_other_than_redis_is_refused_with_the_reason():
+    refused = _manage_with(GRID_BROKER_URL="amqp://guest:guest@localhost:5672//")
+
+    assert refused.returncode != 0
+    assert "GRID_BROKER_URL must be a Redis URL" in refused.stderr and "amqp://" in refused.stderr
+
+
+def test_a_database_other_than_postgresql_is_refused_with_the_reason(tmp_path):
+    refused = _manage_with(GRID_DATABASE_URL=f"sqlite:///{tmp_path / 'grid.db'}")
+
+    assert refused.returncode != 0
+    assert "GRID_DATABASE_URL must be a PostgreSQL URL" in refused.stderr
+    assert not (tmp_path / "grid.db").exists()
+
+
+def test_a_plain_postgresql_url_uses_the_pinned_driver():
+    import os
+
+    plain = os.environ["GRID_DATABASE_URL"].replace("postgresql+psycopg2://", "postgresql://")
+    listed = _manage_with(GRID_DATABASE_URL=plain)
+
+    assert listed.returncode == 0, listed.stderr

@@ -10,7 +10,7 @@ in-flight list. A worker that dies mid-batch finds its in-flight list when it st
 already committed is refused as a replay, so nothing is granted twice.
 
 The messages are Celery's (kombu's Redis format, protocol 2), so volunteers send records as
-any Celery task; other brokers (the embedded filesystem one) use ``app.ledger.consumer``.
+any Celery task.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import redis
 from celery import bootsteps
 
 import celeryconfig
+from app import broker_acl
 from app.ledger import recorder
-from app.ledger.consumer import KINDS
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,15 @@ WAIT_SECONDS = 1
 #: kombu stores a queue's messages of priority 3, 6 and 9 in lists of their own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 IN_FLIGHT_PREFIX = "grid:ledger:in-flight:"
+#: What each record task carries: an execution's start or end, a node's register, heartbeat or
+#: stop.
+KINDS = {
+    celeryconfig.TASK_LEDGER_STARTED: "started",
+    celeryconfig.TASK_LEDGER_RECORD: "completed",
+    celeryconfig.TASK_LEDGER_REGISTER: "register",
+    celeryconfig.TASK_LEDGER_HEARTBEAT: "heartbeat",
+    celeryconfig.TASK_LEDGER_STOPPING: "stopping",
+}
 ALIVE_PREFIX = "grid:ledger:alive:"
 
 # KEYS: in-flight list, then the queue's lists. ARGV: how many, how many bytes at most.
@@ -86,7 +95,7 @@ class RedisIntake:
     """Takes batches off the ledger queue's Redis lists, parked in flight until committed."""
 
     def __init__(self, url: str, worker_name: str, queue: str = celeryconfig.LEDGER_QUEUE) -> None:
-        self.redis = redis.Redis.from_url(url)
+        self.redis = broker_acl.client(url)
         # kombu keeps priorities 3, 6, 9 in lists of their own; records are sent at the
         # default priority (the plain list), the others are read so nothing sits there forever.
         self.queue_keys = [f"{queue}{suffix}" for suffix in _PRIORITY_SUFFIXES]

@@ -28,8 +28,7 @@ class SettlementError(ValueError):
 
 def lock_ledger_for_entries() -> None:
     """Called first in a transaction that enters records: waits while a settlement sums."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        db.session.execute(text("LOCK TABLE ledger_entries IN ROW EXCLUSIVE MODE"))
+    db.session.execute(text("LOCK TABLE ledger_entries IN ROW EXCLUSIVE MODE"))
 
 
 def settle(period: str, now: datetime | None = None) -> LedgerPeriod:
@@ -41,10 +40,9 @@ def settle(period: str, now: datetime | None = None) -> LedgerPeriod:
     row = _period_row(period, start, end)
     if row.closed_at is not None:
         return row  # settled already: nothing changes
-    if db.session.get_bind().dialect.name == "postgresql":
-        # Entries being written finish first; new ones wait until this commits and then,
-        # seeing the period closed, go to the next one.
-        db.session.execute(text("LOCK TABLE ledger_entries IN SHARE MODE"))
+    # Entries being written finish first; new ones wait until this commits and then, seeing the
+    # period closed, go to the next one.
+    db.session.execute(text("LOCK TABLE ledger_entries IN SHARE MODE"))
     grouped = db.session.execute(
         select(
             LedgerEntry.node_id,

@@ -1,54 +1,26 @@
-"""Throwaway real servers (Redis, PostgreSQL) for the test suite.
+"""Private Redis and PostgreSQL servers that this process starts, owns and stops.
 
-Each server gets its own temporary directory, a free TCP port on 127.0.0.1
-and runs in the foreground as a child process of the Python interpreter, so we
-always own (and can always stop) the process. Nothing is written outside the
-temporary directory and nothing is made durable: the servers are tuned for
-speed (no fsync, no persistence) and are meant to be thrown away.
+Two uses, one mechanism:
 
-Usage from a pytest session fixture::
+* the test suite and the benchmarks start **throwaway** servers: a temporary directory, a free
+  TCP port on 127.0.0.1, nothing made durable (no fsync, no persistence), all removed on stop;
+* ``manage.py demo`` (the embedded default) starts **private** servers in a folder of its own
+  under ``var/``: Unix sockets only (no TCP port), data kept from one run to the next (Redis
+  with its append-only file and its ACL users in a file, PostgreSQL with fsync on).
 
-    @pytest.fixture(scope="session")
-    def redis_server():
-        with RedisServer() as server:
-            yield server
+Each server runs in the foreground as a child of this process, in its own session (a Ctrl-C in
+the terminal reaches only this process, which then stops the servers in order). Clean-up, from
+first to last resort: ``start()`` stops what it started if it fails halfway; ``stop()`` is
+idempotent and escalates signals until the process is gone; an ``atexit`` hook stops every
+server still running at a normal exit; on Linux the child is told by
+``prctl(PR_SET_PDEATHSIG)`` to shut down if this process dies without running ``atexit``
+(SIGKILL, a crash), so no server outlives its owner.
 
-    @pytest.fixture(scope="session")
-    def postgres_server():
-        with PostgresServer() as server:
-            yield server
+PostgreSQL refuses to run as root. When this process is root, ``initdb`` and ``postgres`` run
+as the ``postgres`` system user (created by Debian's ``postgresql`` packages) through
+``subprocess``'s ``user=``/``group=`` arguments, so the postmaster is still our direct child.
 
-    def test_something(postgres_server):
-        url = postgres_server.create_database("grid_test")  # SQLAlchemy URL
-
-Usage from a script: the same classes, either as context managers or with
-explicit ``start()`` / ``stop()``.
-
-Self-check: ``python -m tests.servers`` (from the repository root).
-
-Clean-up guarantees, from first to last resort:
-
-* ``start()`` stops whatever it already started if it fails halfway
-  (including on ``KeyboardInterrupt``);
-* ``stop()`` is idempotent and escalates signals until the process is gone;
-* an ``atexit`` hook stops every server still running when the interpreter
-  exits normally;
-* on Linux, when a server is started from the main thread, the child is told
-  by ``prctl(PR_SET_PDEATHSIG)`` to shut down if the Python process dies
-  without running ``atexit`` (SIGKILL, an unhandled SIGTERM, a crash). The
-  temporary directory is then left behind in the system temp dir, but no
-  server keeps running.
-
-Servers run in their own session (``start_new_session=True``) so that a Ctrl-C
-in the terminal reaches only the Python process, which then stops the servers
-in order, instead of killing them under the tests' feet.
-
-PostgreSQL refuses to run as root. When this process is root, ``initdb`` and
-``postgres`` are run as the ``postgres`` system user (created by the Debian
-``postgresql`` packages) through ``subprocess``'s ``user=``/``group=``
-arguments, which switch the user in the forked child right before ``exec``;
-this has the same effect as ``runuser -u postgres --`` but without an
-intermediate ``runuser`` process, so the postmaster itself is our direct child.
+Self-check: ``python -m app.servers`` (from the repository root).
 """
 
 from __future__ import annotations
@@ -95,7 +67,7 @@ _LOG_TAIL_CHARS = 4000
 
 
 class ServerStartError(RuntimeError):
-    """A throwaway server could not be started (the message quotes its log)."""
+    """A server could not be started (the message quotes its log)."""
 
 
 class _ForeignServer(Exception):
@@ -202,7 +174,7 @@ def _server_env() -> dict[str, str]:
     return env
 
 
-def _parent_death_preexec(signum: int) -> Callable[[], None] | None:
+def parent_death_preexec(signum: int) -> Callable[[], None] | None:
     """A ``preexec_fn`` asking the kernel to send ``signum`` to the child when
     we die, or ``None`` where that is unavailable or unsafe.
 
@@ -233,6 +205,30 @@ def _parent_death_preexec(signum: int) -> Callable[[], None] | None:
     return preexec
 
 
+def _reachable_by(path: Path, owner: pwd.struct_passwd) -> bool:
+    """Whether the system user ``owner`` may traverse every folder above ``path``."""
+    groups = {owner.pw_gid}
+    for parent in Path(path).resolve().parents:
+        st = parent.stat()
+        if st.st_uid == owner.pw_uid:
+            allowed = st.st_mode & 0o100
+        elif st.st_gid in groups:
+            allowed = st.st_mode & 0o010
+        else:
+            allowed = st.st_mode & 0o001
+        if not allowed:
+            return False
+    return True
+
+
+def _socket_path(directory: Path, name: str) -> Path:
+    # Imported here, not above: celeryconfig reads the environment when it is imported, and the
+    # test suite imports this module before it has set that environment.
+    from celeryconfig import unix_socket_path
+
+    return unix_socket_path(directory, name)
+
+
 def _rmtree(path: Path) -> None:
     """Remove a temporary directory (as root this includes the files that
     belong to the ``postgres`` user)."""
@@ -257,7 +253,7 @@ def _stop_all_at_exit() -> None:
             server.stop()
         except Exception as exc:  # noqa: BLE001 - keep stopping the others
             print(
-                f"tests.servers: could not stop {server!r} at exit: {exc}",
+                f"app.servers: could not stop {server!r} at exit: {exc}",
                 file=sys.stderr,
             )
 
@@ -275,11 +271,17 @@ class _ManagedServer:
     #: Signal sent if the clean shutdown takes too long (before SIGKILL).
     hurry_signal: ClassVar[int] = signal.SIGTERM
 
-    def __init__(self, start_timeout: float = 30.0, stop_timeout: float = 10.0) -> None:
+    def __init__(
+        self, start_timeout: float = 30.0, stop_timeout: float = 10.0, directory: Path | None = None
+    ) -> None:
+        """``directory``: keep the server's data there, from one start to the next, and talk to
+        it over a Unix socket only; default: a temporary directory, a TCP port, removed on stop."""
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.port: int | None = None
-        self.tmpdir: Path | None = None
+        #: A private server's folder, kept; ``None`` for a throwaway one until it starts.
+        self.kept_directory = Path(directory).resolve() if directory is not None else None
+        self.directory: Path | None = None
         self.log_path: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         #: Wall-clock seconds the last successful ``start()`` took.
@@ -298,7 +300,7 @@ class _ManagedServer:
         On any failure everything started so far is stopped and removed before
         the exception propagates.
         """
-        if self.process is not None or self.tmpdir is not None:
+        if self.process is not None:
             raise RuntimeError(f"{self!r} is already started")
         # Import the client library first: fails fast if it is missing, and
         # keeps its one-off import time out of ``startup_seconds``.
@@ -307,12 +309,18 @@ class _ManagedServer:
         with _live_lock:
             _live_servers.add(self)
         try:
-            self.tmpdir = Path(tempfile.mkdtemp(prefix=f"grid-{self.kind}-"))
+            if self.kept_directory is not None:
+                self.directory = self.kept_directory
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            else:
+                self.directory = Path(tempfile.mkdtemp(prefix=f"grid-{self.kind}-"))
             self._prepare()
             for attempt in range(1, _PORT_ATTEMPTS + 1):
-                self.port = _free_port()
+                self.port = _free_port() if self.kept_directory is None else None
                 self._launch()
-                if self._wait_until_ready(retry_on_port_clash=attempt < _PORT_ATTEMPTS):
+                if self._wait_until_ready(
+                    retry_on_port_clash=attempt < _PORT_ATTEMPTS and self.port is not None
+                ):
                     break
         except BaseException:
             self.stop()
@@ -321,7 +329,7 @@ class _ManagedServer:
         return self
 
     def stop(self) -> None:
-        """Stop the server (if running), wait for it and remove its temp dir.
+        """Stop the server (if running), wait for it and remove its temp dir (a kept one stays).
 
         Safe to call several times, and on a server that failed to start.
         """
@@ -329,9 +337,9 @@ class _ManagedServer:
             self._terminate()
         finally:
             try:
-                if self.tmpdir is not None:
-                    _rmtree(self.tmpdir)
-                    self.tmpdir = None
+                if self.directory is not None and self.kept_directory is None:
+                    _rmtree(self.directory)
+                    self.directory = None
             finally:
                 with _live_lock:
                     _live_servers.discard(self)
@@ -351,12 +359,12 @@ class _ManagedServer:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<{type(self).__name__} port={self.port} {state} dir={self.tmpdir}>"
+        return f"<{type(self).__name__} port={self.port} {state} dir={self.directory}>"
 
     # -- hooks for subclasses --------------------------------------------
 
     def _prepare(self) -> None:
-        """One-off set-up in ``self.tmpdir`` before the first launch."""
+        """One-off set-up in ``self.directory`` before the first launch."""
 
     def _command(self) -> list[str]:
         raise NotImplementedError
@@ -378,9 +386,9 @@ class _ManagedServer:
     # -- internals ---------------------------------------------------------
 
     def _launch(self) -> None:
-        assert self.tmpdir is not None
-        self.log_path = self.tmpdir / f"{self.kind}.log"
-        with open(self.log_path, "wb") as log:
+        assert self.directory is not None
+        self.log_path = self.directory / f"{self.kind}.log"
+        with open(self.log_path, "ab" if self.kept_directory else "wb") as log:
             # The child inherits the descriptor; ours is closed on leaving.
             self.process = subprocess.Popen(
                 self._command(),
@@ -391,7 +399,7 @@ class _ManagedServer:
                 start_new_session=True,
                 # The preexec function only calls prctl() and getppid(), and
                 # only exists when started from the main thread.
-                preexec_fn=_parent_death_preexec(self.stop_signal),  # noqa: PLW1509
+                preexec_fn=parent_death_preexec(self.stop_signal),  # noqa: PLW1509
                 **self._popen_kwargs(),  # type: ignore[arg-type]
             )
 
@@ -413,7 +421,7 @@ class _ManagedServer:
                     return False
                 raise ServerStartError(
                     f"{self.kind} exited with status {code} during start-up "
-                    f"(port {self.port}, dir {self.tmpdir}). Log:\n{log}"
+                    f"(port {self.port}, dir {self.directory}). Log:\n{log}"
                 )
             try:
                 self._ping()
@@ -423,7 +431,7 @@ class _ManagedServer:
             if time.monotonic() > deadline:
                 raise ServerStartError(
                     f"{self.kind} did not answer within {self.start_timeout:.0f} s "
-                    f"(port {self.port}, dir {self.tmpdir}); "
+                    f"(port {self.port}, dir {self.directory}); "
                     f"last error: {type(last_error).__name__}: {last_error}\n"
                     f"Log:\n{_log_tail(self.log_path)}"
                 )
@@ -465,21 +473,17 @@ class _ManagedServer:
 
 
 class RedisServer(_ManagedServer):
-    """A throwaway ``redis-server`` on 127.0.0.1 with nothing persisted.
+    """A ``redis-server`` of our own.
 
-    The default configuration is kept otherwise (no ``requirepass``; the
-    ``default`` ACL user is enabled with no password), so ACL users can be
-    added by the tests themselves.
-
-    Attributes:
-        port: TCP port once started.
-        tmpdir: the server's working directory (``--dir``), removed by stop().
-        log_path: the server's log (its stdout/stderr).
-        startup_seconds: how long ``start()`` took.
+    Throwaway (no ``directory``): 127.0.0.1 on a free port, nothing persisted. Private (a
+    ``directory``): a Unix socket only (mode 700, so only this system user reaches it), the
+    append-only file on, and ACL users kept in ``users.acl`` (``ACL SAVE`` writes them), so a
+    restart loses neither queued messages nor the nodes' broker users. Either way the
+    ``default`` user has no password, so the coordinator can add ACL users.
     """
 
     kind = "redis"
-    stop_signal = signal.SIGTERM  # Redis shuts down cleanly on SIGTERM.
+    stop_signal = signal.SIGTERM  # Redis shuts down cleanly on SIGTERM (and writes its AOF).
     hurry_signal = signal.SIGTERM
 
     def __init__(
@@ -487,19 +491,17 @@ class RedisServer(_ManagedServer):
         start_timeout: float = 15.0,
         stop_timeout: float = 10.0,
         redis_server: str | None = None,
+        directory: Path | None = None,
     ) -> None:
-        """
-        Args:
-            start_timeout: seconds to wait for the first PING to answer.
-            stop_timeout: seconds to wait after SIGTERM before escalating.
-            redis_server: path of the binary (default: ``find_redis_server()``).
-        """
-        super().__init__(start_timeout=start_timeout, stop_timeout=stop_timeout)
+        super().__init__(start_timeout=start_timeout, stop_timeout=stop_timeout, directory=directory)
         self.binary = redis_server or find_redis_server()
+        self.socket = _socket_path(self.kept_directory, "redis.sock") if self.kept_directory else None
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
+        """The broker URL: ``redis://127.0.0.1:<port>/0`` or ``redis+socket://<socket>``."""
+        if self.socket is not None:
+            return f"redis+socket://{self.socket}"
         if self.port is None:
             raise RuntimeError("RedisServer is not started")
         return f"redis://{HOST}:{self.port}/0"
@@ -508,28 +510,55 @@ class RedisServer(_ManagedServer):
         """A ``redis.Redis`` client on database 0 (caller closes it)."""
         import redis
 
+        if self.socket is not None:
+            return redis.Redis(unix_socket_path=str(self.socket), **kwargs)
         return redis.Redis.from_url(self.url, **kwargs)
 
+    def _prepare(self) -> None:
+        if self.socket is None:
+            return
+        self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        acl = self.directory / "users.acl"
+        if not acl.exists():  # Redis refuses to start on a missing ACL file
+            acl.write_text("user default on nopass sanitize-payload ~* &* +@all\n")
+
     def _command(self) -> list[str]:
-        assert self.tmpdir is not None and self.port is not None
+        assert self.directory is not None
+        common = ["--daemonize", "no", "--dir", str(self.directory)]
+        if self.socket is None:
+            return [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                *common,
+            ]
         return [
             self.binary,
             "--port",
-            str(self.port),
-            "--bind",
-            HOST,
+            "0",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--save",
             "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            str(self.tmpdir),
+            "--aclfile",
+            str(self.directory / "users.acl"),
+            *common,
         ]
 
     def _popen_kwargs(self) -> dict[str, object]:
-        return {"cwd": str(self.tmpdir)}
+        return {"cwd": str(self.directory)}
 
     def _not_ready_errors(self) -> tuple[type[BaseException], ...]:
         import redis
@@ -543,12 +572,9 @@ class RedisServer(_ManagedServer):
 
         # No client-side retries: the readiness loop does the retrying, and
         # redis-py's default retry policy would add back-off sleeps.
+        where = {"unix_socket_path": str(self.socket)} if self.socket else {"host": HOST, "port": self.port}
         client = redis.Redis(
-            host=HOST,
-            port=self.port,
-            socket_connect_timeout=1.0,
-            socket_timeout=1.0,
-            retry=Retry(NoBackoff(), 0),
+            **where, socket_connect_timeout=1.0, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
         )
         try:
             if not client.ping():
@@ -560,7 +586,7 @@ class RedisServer(_ManagedServer):
         assert self.process is not None
         if pid != self.process.pid:
             raise _ForeignServer(
-                f"port {self.port} is answered by redis pid {pid}, not by ours ({self.process.pid})"
+                f"{self.url} is answered by redis pid {pid}, not by ours ({self.process.pid})"
             )
 
 
@@ -569,24 +595,19 @@ class RedisServer(_ManagedServer):
 # --------------------------------------------------------------------------
 
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+#: A private cluster listens on no TCP port; the number only names its socket file.
+_SOCKET_PORT = 5432
 
 
 class PostgresServer(_ManagedServer):
-    """A throwaway PostgreSQL cluster on 127.0.0.1, tuned for speed, not safety.
+    """A PostgreSQL cluster of our own, whose superuser is ``grid`` (``trust`` authentication).
 
-    ``initdb`` creates a cluster whose superuser is ``grid`` with ``trust``
-    authentication (no password), UTF-8 and the C locale. The server runs with
-    ``fsync``, ``synchronous_commit`` and ``full_page_writes`` off and its Unix
-    socket in its own temp dir.
+    Throwaway (no ``directory``): 127.0.0.1 on a free port, tuned for speed, not safety
+    (``fsync``, ``synchronous_commit`` and ``full_page_writes`` off). Private (a
+    ``directory``): created once by ``initdb`` and kept, Unix socket only, durable settings.
 
-    When this process is root, the temp dir is given to the ``postgres`` user
-    and the programs run as that user (PostgreSQL refuses to run as root).
-
-    Attributes:
-        port: TCP port once started.
-        tmpdir: the temp dir (``data/`` cluster, Unix socket, log).
-        log_path: the server's log (its stdout/stderr).
-        startup_seconds: how long ``start()`` took (initdb included).
+    When this process is root the programs run as the ``postgres`` user, which then owns the
+    cluster's folder; a private cluster's folder must be reachable by that user.
     """
 
     kind = "postgres"
@@ -605,6 +626,7 @@ class PostgresServer(_ManagedServer):
         stop_timeout: float = 10.0,
         bin_dir: str | None = None,
         run_as: str | None = None,
+        directory: Path | None = None,
     ) -> None:
         """
         Args:
@@ -617,8 +639,9 @@ class PostgresServer(_ManagedServer):
                 always come from the same installation).
             run_as: system user to run the server as when this process is
                 root (default ``postgres``). Ignored when not root.
+            directory: a private cluster's folder (see the class).
         """
-        super().__init__(start_timeout=start_timeout, stop_timeout=stop_timeout)
+        super().__init__(start_timeout=start_timeout, stop_timeout=stop_timeout, directory=directory)
         if bin_dir is None:
             # realpath: /usr/local/bin/initdb may be a symlink into
             # /usr/lib/postgresql/<v>/bin; take postgres from the real place.
@@ -638,6 +661,11 @@ class PostgresServer(_ManagedServer):
                     "PostgreSQL as (PostgreSQL refuses to run as root); it is created "
                     "by: apt-get install postgresql"
                 ) from None
+        self.socket_dir = (
+            _socket_path(self.kept_directory, f".s.PGSQL.{_SOCKET_PORT}").parent
+            if self.kept_directory
+            else None
+        )
 
     @property
     def os_user(self) -> str:
@@ -652,12 +680,14 @@ class PostgresServer(_ManagedServer):
     @property
     def data_dir(self) -> Path:
         """The cluster's data directory."""
-        if self.tmpdir is None:
+        if self.directory is None:
             raise RuntimeError("PostgresServer is not started")
-        return self.tmpdir / "data"
+        return self.directory / "data"
 
     def url_for(self, dbname: str) -> str:
         """SQLAlchemy URL of database ``dbname`` (which may not exist)."""
+        if self.socket_dir is not None:
+            return f"postgresql+psycopg2://{self.user}@/{dbname}?host={self.socket_dir}&port={_SOCKET_PORT}"
         if self.port is None:
             raise RuntimeError("PostgresServer is not started")
         return f"postgresql+psycopg2://{self.user}@{HOST}:{self.port}/{dbname}"
@@ -671,14 +701,26 @@ class PostgresServer(_ManagedServer):
         """A psycopg2 connection to ``dbname`` as the ``grid`` superuser."""
         import psycopg2
 
-        return psycopg2.connect(host=HOST, port=self.port, user=self.user, dbname=dbname, **kwargs)
+        if self.socket_dir is not None:
+            where = {"host": str(self.socket_dir), "port": _SOCKET_PORT}
+        else:
+            where = {"host": HOST, "port": self.port}
+        return psycopg2.connect(**where, user=self.user, dbname=dbname, **kwargs)
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` and return its SQLAlchemy URL
-        (``postgresql+psycopg2://grid@127.0.0.1:<port>/<name>``).
+    def create_database(self, name: str, exist_ok: bool = False) -> str:
+        """Create database ``name`` and return its SQLAlchemy URL.
 
         ``name`` must be a plain identifier (letters, digits, underscores).
         """
+        if exist_ok:
+            conn = self.connect("postgres", connect_timeout=10)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                    if cur.fetchone():
+                        return self.url_for(name)
+            finally:
+                conn.close()
         self._run_admin("CREATE DATABASE {}", name)
         return self.url_for(name)
 
@@ -704,15 +746,28 @@ class PostgresServer(_ManagedServer):
     def _popen_kwargs(self) -> dict[str, object]:
         # cwd: the programs must be able to read their working directory
         # (initdb fails with "could not identify current directory" otherwise).
-        kwargs: dict[str, object] = {"cwd": str(self.tmpdir)}
+        kwargs: dict[str, object] = {"cwd": str(self.directory)}
         if self._owner is not None:
             kwargs.update(user=self._owner.pw_uid, group=self._owner.pw_gid, extra_groups=[])
         return kwargs
 
     def _prepare(self) -> None:
-        assert self.tmpdir is not None
+        assert self.directory is not None
         if self._owner is not None:
-            os.chown(self.tmpdir, self._owner.pw_uid, self._owner.pw_gid)
+            if self.kept_directory is not None and not _reachable_by(self.directory, self._owner):
+                raise ServerStartError(
+                    f"PostgreSQL runs as the {self._owner.pw_name!r} user here (this process is "
+                    f"root), and that user cannot reach {self.directory}: a folder above it is "
+                    "closed to others. Set GRID_DATA_DIR to a folder it can reach (for example "
+                    "/var/lib/koprogo-grid) or run as an ordinary user."
+                )
+            for folder in {self.directory, self.socket_dir} - {None}:
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chown(folder, self._owner.pw_uid, self._owner.pw_gid)
+        elif self.socket_dir is not None:
+            self.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if (self.data_dir / "PG_VERSION").exists():
+            return  # a private cluster made by an earlier run
         command = [
             self.initdb,
             "-D",
@@ -723,8 +778,9 @@ class PostgresServer(_ManagedServer):
             "-E",
             "UTF8",
             "--no-locale",
-            "--no-sync",
         ]
+        if self.kept_directory is None:
+            command.append("--no-sync")
         try:
             result = subprocess.run(
                 command,
@@ -744,12 +800,24 @@ class PostgresServer(_ManagedServer):
         if result.returncode != 0:
             who = f" as user {self._owner.pw_name!r}" if self._owner else ""
             raise ServerStartError(
-                f"initdb failed{who} with status {result.returncode} in {self.tmpdir}. "
+                f"initdb failed{who} with status {result.returncode} in {self.directory}. "
                 f"Command: {' '.join(command)}\nOutput:\n" + result.stdout.decode(errors="replace")
             )
 
     def _command(self) -> list[str]:
-        assert self.tmpdir is not None and self.port is not None
+        assert self.directory is not None
+        if self.socket_dir is not None:
+            return [
+                self.postgres,
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(_SOCKET_PORT),
+                "-k",
+                str(self.socket_dir),
+                "-c",
+                "listen_addresses=",
+            ]
         return [
             self.postgres,
             "-D",
@@ -757,7 +825,7 @@ class PostgresServer(_ManagedServer):
             "-p",
             str(self.port),
             "-k",
-            str(self.tmpdir),
+            str(self.directory),
             "-c",
             f"listen_addresses={HOST}",
             "-c",
@@ -783,8 +851,7 @@ class PostgresServer(_ManagedServer):
             conn.close()
         if os.path.realpath(data_directory) != os.path.realpath(self.data_dir):
             raise _ForeignServer(
-                f"port {self.port} is answered by the cluster in {data_directory}, "
-                f"not by ours ({self.data_dir})"
+                f"{self.url} is answered by the cluster in {data_directory}, not by ours ({self.data_dir})"
             )
 
 
@@ -815,8 +882,8 @@ def _self_check() -> int:
     pids: list[int] = []
     try:
         redis_server.start()
-        assert redis_server.tmpdir is not None and redis_server.process is not None
-        tmpdirs.append(redis_server.tmpdir)
+        assert redis_server.directory is not None and redis_server.process is not None
+        tmpdirs.append(redis_server.directory)
         pids.append(redis_server.process.pid)
         print(
             f"redis    {redis_server.url}  "
@@ -825,9 +892,9 @@ def _self_check() -> int:
         )
 
         postgres_server.start()
-        assert postgres_server.tmpdir is not None
+        assert postgres_server.directory is not None
         assert postgres_server.process is not None
-        tmpdirs.append(postgres_server.tmpdir)
+        tmpdirs.append(postgres_server.directory)
         pids.append(postgres_server.process.pid)
         print(
             f"postgres {postgres_server.url}  "
