@@ -149,6 +149,8 @@ if VISIBILITY_TIMEOUT <= task_time_limit:
 #: NODE_OFFLINE_AFTER_SECONDS without one (docs/decisions/0007).
 HEARTBEAT_SECONDS = int(os.environ.get("GRID_HEARTBEAT_SECONDS", "60"))
 NODE_OFFLINE_AFTER_SECONDS = int(os.environ.get("GRID_NODE_OFFLINE_AFTER", str(3 * HEARTBEAT_SECONDS)))
+#: How far ahead of the coordinator's clock a node's notice may be dated (workers.protocol).
+CLOCK_SKEW_SECONDS = 300
 
 #: Transient faults (out of memory, disk full, a lost engine process) are retried this often.
 MAX_RETRIES = 3

@@ -16,7 +16,9 @@ from app.errors import AuthRequired, InsufficientScope, InvalidToken
 from app.extensions import db
 from app.models import ApiToken, utcnow
 
-SCOPES = ("jobs:read", "jobs:write", "admin")
+#: ``nodes:write``: enrol, pause, resume and revoke one's own nodes (not given with jobs:write:
+#: a token that submits jobs cannot add machines to the grid).
+SCOPES = ("jobs:read", "jobs:write", "nodes:write", "admin")
 TOKEN_PREFIX = "kgg_"
 USE_RESOLUTION = timedelta(minutes=1)
 

@@ -200,6 +200,25 @@ def nodes_create(name: str, owner: str, broker_url: str | None, env_file: Path |
     click.echo(configuration, nl=False)
 
 
+@nodes_group.command("approve")
+@click.argument("name")
+def nodes_approve(name: str) -> None:
+    """Approve a node a participant enrolled: it gets its broker user and the ledger enters what
+    it sends."""
+    from app import broker_acl, nodes
+
+    node = _active_node(name)
+    if node.approved_at is not None:
+        click.echo(f"node {name} was approved on {node.approved_at:%Y-%m-%d %H:%M} UTC")
+        return
+    try:
+        nodes.approve(node)
+    except broker_acl.BrokerAclError as exc:
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"node {name} approved: its worker can now connect")
+
+
 @nodes_group.command("list")
 def nodes_list() -> None:
     from app import registry
@@ -285,7 +304,9 @@ def nodes_sync_broker() -> None:
     from app import broker_acl
     from app.models import Node
 
-    active = db.session.scalars(select(Node).where(Node.revoked_at.is_(None)).order_by(Node.name)).all()
+    active = db.session.scalars(
+        select(Node).where(Node.revoked_at.is_(None), Node.approved_at.is_not(None)).order_by(Node.name)
+    ).all()
     try:
         for node in active:
             broker_acl.ensure_user(node)

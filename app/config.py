@@ -29,4 +29,6 @@ class Defaults:
     #: Uploads larger than this are refused with 413 before they are read.
     MAX_CONTENT_LENGTH = celeryconfig.MAX_DOCUMENT_BYTES + 1024 * 1024
     JOBS_PER_PAGE_MAX = 100
+    #: Nodes a participant may enrol through the API (operators are not limited).
+    NODES_PER_PARTICIPANT = 5
     JSON_SORT_KEYS = False

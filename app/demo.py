@@ -315,7 +315,7 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
             "-c",
             "1",
             "-n",
-            "volunteer@%h",
+            f"{volunteer.name}@%h",  # a node's worker is named after it
             "--loglevel=INFO",
         ],
         volunteer_env,

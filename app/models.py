@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     Numeric,
@@ -163,6 +164,13 @@ class Node(db.Model):
     secret_generation: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When an operator approved it; until then (pending) it has no broker user and everything
+    #: it sends is refused. Nodes enrolled by operators are approved at once.
+    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The ``sent_at`` and nonce of the last register, heartbeat or stop notice entered from it:
+    #: an older or equal one is a replay (workers.protocol).
+    last_notice_at: Mapped[float | None] = mapped_column(Float(precision=53))
+    last_notice_nonce: Mapped[str | None] = mapped_column(String(32))
     #: Paused by its owner or an operator: its worker consumes nothing until resumed.
     paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # What its worker registered (signed) when it last started: its probe, as a claim.

@@ -24,6 +24,9 @@ from app.extensions import db
 from app.models import Node, Participant, utcnow
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+#: A node's worker is named ``<node name>@<host>``, and the coordinator's control commands go to
+#: that name only: no node may be named as the coordinator's own workers are.
+RESERVED_NAMES = frozenset({"ledger", "coordinator", "celery", "flower", "beat", "worker"})
 
 
 def secret_key() -> bytes:
@@ -70,18 +73,36 @@ def participant(email: str, name: str | None = None) -> Participant:
     return found
 
 
-def create(name: str, owner_email: str, broker_url: str | None = None) -> Node:
-    """Enrol a node for a participant (not committed); on Redis, create its broker user for a
-    worker reaching the broker at ``broker_url`` (default: the configured one)."""
+def create(name: str, owner_email: str, broker_url: str | None = None, approved: bool = True) -> Node:
+    """Enrol a node for a participant (not committed).
+
+    Approved (an operator enrols it), it gets its broker user at once, for a worker reaching the
+    broker at ``broker_url`` (default: the configured one). Otherwise it is pending: no broker
+    user, and the ledger refuses what it sends, until an operator approves it.
+    """
     if not _NAME.match(name):
         raise ValueError("a node name is 2–63 lower-case letters, digits and dashes, e.g. alice-pi")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} names the coordinator's own workers: choose another node name")
     if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
         raise ValueError(f"a node named {name!r} exists already")
     node = Node(name=name, participant=participant(owner_email))
     db.session.add(node)
     db.session.flush()
-    broker_acl.ensure_user(node, broker_url=broker_url)
+    if approved:
+        approve(node, broker_url)
     return node
+
+
+def approve(node: Node, broker_url: str | None = None) -> None:
+    """An operator accepts a pending node (not committed): its broker user is created."""
+    node.approved_at = node.approved_at or utcnow()
+    broker_acl.ensure_user(node, broker_url=broker_url)
+
+
+def is_own_worker(node_name: str, worker: str) -> bool:
+    """Whether ``worker`` (``name@host``) is a name the node ``node_name``'s worker may use."""
+    return worker.partition("@")[0] == node_name
 
 
 def revoke(node: Node) -> None:
@@ -96,7 +117,8 @@ def revoke(node: Node) -> None:
 def rotate_secret(node: Node) -> str:
     """A new secret (not committed); on Redis also a new broker password, the old sessions ended."""
     node.secret_generation += 1
-    broker_acl.ensure_user(node, disconnect=True)
+    if node.approved_at is not None:
+        broker_acl.ensure_user(node, disconnect=True)
     return node_secret(node)
 
 
@@ -110,6 +132,7 @@ def worker_environment(node: Node, broker_url: str | None = None) -> dict[str, s
         "GRID_BROKER_URL": broker_acl.node_url(node, broker_url),
         "CELERY_WORKER_WITHOUT_MINGLE": "1",
         "GRID_NODE_ID": node.id,
+        "GRID_NODE_NAME": node.name,
         "GRID_NODE_SECRET": node_secret(node),
     }
 
@@ -123,6 +146,6 @@ def worker_configuration(node: Node, broker_url: str | None = None) -> str:
     lines += [f"{key}={value}" for key, value in worker_environment(node, broker_url).items()]
     lines += [
         "# GRID_LLM_MODEL=/path/to/model.gguf   # to serve the llm queue",
-        "# then: celery -A workers worker -Q llm,ocr",
+        f"# then: python -m workers start   (or: celery -A workers worker -Q llm,ocr -n {node.name}@%h)",
     ]
     return "\n".join(lines) + "\n"

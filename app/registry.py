@@ -16,6 +16,7 @@ from flask import current_app
 from sqlalchemy import func, select
 
 import celeryconfig
+from app import nodes
 from app.extensions import db
 from app.ledger import rules
 from app.ledger.recorder import Context, Refused, as_evidence, reject, verify_node
@@ -39,14 +40,16 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 def apply(kind: str, record: Any, ctx: Context) -> None:
-    """Apply a registration, heartbeat or stop notice from a node."""
+    """Apply a registration, heartbeat or stop notice from a node (checked by its schema)."""
     try:
         node_id = verify_node(record, ctx)
+        node = db.session.get(Node, node_id)
+        now = utcnow()
+        _check_notice(kind, record, node, now)
     except Refused as refused:
         reject(kind, record, refused)
         return
-    node = db.session.get(Node, node_id)
-    now = utcnow()
+    node.last_notice_at, node.last_notice_nonce = record["sent_at"], record["nonce"]
     node.last_seen_at = now
     seen = ctx.heartbeats.setdefault(node_id, set())
     slot = slot_of(now)
@@ -58,17 +61,36 @@ def apply(kind: str, record: Any, ctx: Context) -> None:
         if exists is None:
             db.session.add(NodeHeartbeat(node_id=node_id, slot=slot))
     if kind == "register":
-        queues = record.get("queues")
-        node.queues = [q for q in queues if isinstance(q, str)][:8] if isinstance(queues, list) else []
-        node.worker = str(record.get("worker") or "")[:200] or None
-        probe = record.get("probe")
-        node.probe = as_evidence(probe) if isinstance(probe, dict) else None
+        node.queues = sorted(set(record["queues"]))  # volunteer queues only (its schema)
+        node.worker = record["worker"]  # this node's own name (_check_notice)
+        node.probe = as_evidence(record["probe"])
         node.registered_at = now
         node.stopped_at = None
         if node.paused_at is not None:
             ctx.after_commit.append(lambda n=node.worker, q=list(node.queues): stop_consuming(n, q))
     elif kind == "stopping":
         node.stopped_at = now
+
+
+def _check_notice(kind: str, record: dict[str, Any], node: Node, now: datetime) -> None:
+    """A notice names this node's own worker, is not a copy of one already entered, and, for a
+    heartbeat, says something about now."""
+    if not nodes.is_own_worker(node.name, record["worker"]):
+        raise Refused(
+            "wrong_worker_name",
+            f"node {node.name}'s worker is named {node.name}@<host>, not {record['worker']!r}",
+        )
+    sent_at = record["sent_at"]
+    if sent_at > now.timestamp() + celeryconfig.CLOCK_SKEW_SECONDS:
+        raise Refused(
+            "clock_skew", f"sent {sent_at - now.timestamp():.0f} s in the future: set the node's clock"
+        )
+    last = node.last_notice_at
+    if last is not None and (sent_at, record["nonce"]) <= (last, node.last_notice_nonce or ""):
+        reason = "replay" if record["nonce"] == node.last_notice_nonce else "stale"
+        raise Refused(reason, f"a notice sent at {sent_at} follows one sent at {last}")
+    if kind == "heartbeat" and sent_at < now.timestamp() - celeryconfig.NODE_OFFLINE_AFTER_SECONDS:
+        raise Refused("stale", f"a heartbeat sent {now.timestamp() - sent_at:.0f} s ago says nothing of now")
 
 
 def stop_consuming(worker: str | None, queues: list[str]) -> None:
@@ -103,6 +125,8 @@ def state(node: Node, now: datetime | None = None) -> str:
     now = now or utcnow()
     if node.revoked_at is not None:
         return "revoked"
+    if node.approved_at is None:
+        return "pending"
     if node.paused_at is not None:
         return "paused"
     last = _aware(node.last_seen_at)
@@ -150,6 +174,7 @@ def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
         "registered_at": _iso(node.registered_at),
         "last_seen_at": _iso(node.last_seen_at),
         "paused_at": _iso(node.paused_at),
+        "approved_at": _iso(node.approved_at),
         "revoked_at": _iso(node.revoked_at),
         "uptime_percent": {name: uptime(node, window, now) for name, window in WINDOWS.items()},
         "compute_hours": {

@@ -100,7 +100,7 @@ def _signed_records(flask_app: Flask, count: int) -> list[tuple[dict, dict]]:
     """Dispatched one-page OCR steps and, for each, the start and completion a node signs."""
     from app.extensions import db
     from app.models import Job, JobStep
-    from workers import signing
+    from workers import protocol, signing
 
     node = enrolment("bench-ledger-node")
     now = datetime.now(UTC)
@@ -119,28 +119,23 @@ def _signed_records(flask_app: Flask, count: int) -> list[tuple[dict, dict]]:
             select(JobStep).join(Job).where(Job.owner == "ledger@bench.local").order_by(JobStep.id)
         ).all()
         for step in steps[-count:]:
-            base = {
-                "v": 1,
-                "task_id": step.task_id,
-                "task_name": step.task_name,
-                "node": "bench@host",
-                "node_id": node["GRID_NODE_ID"],
-                "attempt": 0,
-            }
-            started = {**base, "started_at": now.isoformat(), "redelivered": False}
-            completed = {
+            base = {"task_id": step.task_id, "task_name": step.task_name, "node": "bench-ledger-node@host"}
+            started = protocol.body("started", **base, attempt=0, started_at=now.isoformat())
+            completed = protocol.body(
+                "completed",
                 **base,
-                "capability": "ocr",
-                "outcome": "succeeded",
-                "final": True,
-                "started_at": now.isoformat(),
-                "finished_at": now.isoformat(),
-                "wall_seconds": 0.001,
-                "cpu_seconds": 0.001,
-                "units": {"pages": 1},
-                "result": {"text": "x", "pages": 1},
-                "error": None,
-            }
+                attempt=0,
+                capability="ocr",
+                outcome="succeeded",
+                final=True,
+                started_at=now.isoformat(),
+                finished_at=now.isoformat(),
+                wall_seconds=0.001,
+                cpu_seconds=0.001,
+                units={"pages": 1},
+                result={"text": "x", "pages": 1},
+            )
+            started["node_id"] = completed["node_id"] = node["GRID_NODE_ID"]
             secret = node["GRID_NODE_SECRET"]
             records.append((signing.sign(started, secret), signing.sign(completed, secret)))
     return records

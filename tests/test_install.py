@@ -25,7 +25,9 @@ from tests.grid import ROOT, VENV_BIN, GridProcess, free_port, wait_for
 
 #: The modules of ``workers`` the coordinator may import: what both sides share (error codes,
 #: record signatures, document and text checks). Never an engine, a task or the Celery app.
-SHARED_PROTOCOL = frozenset({"workers.errors", "workers.signing", "workers.documents", "workers.texts"})
+SHARED_PROTOCOL = frozenset(
+    {"workers.errors", "workers.signing", "workers.documents", "workers.texts", "workers.protocol"}
+)
 ENGINES = ("llama_cpp", "pytesseract")
 COORDINATOR_ONLY = ("flask", "flask_sqlalchemy", "flask_migrate", "sqlalchemy", "alembic", "psycopg2")
 # A Redis database no test's worker consumes: the job submitted here is never run.

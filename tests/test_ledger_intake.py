@@ -3,6 +3,7 @@ committed, and put back at the head of the queue by a worker that died holding t
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ from celery import Celery
 
 import celeryconfig
 from app.ledger.intake import RedisIntake, decode
+from workers import protocol
 
 
 @pytest.fixture
@@ -65,5 +67,27 @@ def test_a_batch_held_by_a_dead_worker_goes_back_to_the_head_of_the_queue(broker
 
 
 def test_a_message_that_is_not_celerys_is_decoded_as_malformed():
-    kind, record = decode(b"not json at all")
-    assert kind == "malformed" and "raw" in record
+    kind, invalid = decode(b"not json at all")
+    assert kind == "message" and invalid.reason == "malformed" and "not json" in invalid.evidence
+
+
+def test_a_message_over_the_size_limit_is_swapped_for_a_marker_as_it_is_taken(broker):
+    url, app = broker
+    client = redis.Redis.from_url(url)
+    huge = b"x" * (protocol.MAX_MESSAGE_BYTES + 1)
+    client.lpush(celeryconfig.LEDGER_QUEUE, huge)
+    send(app, 1)
+    intake = RedisIntake(url, f"ledger-{uuid.uuid4().hex[:6]}@test")
+
+    queued = intake.take(10)  # taken by the script from a queue that holds messages
+    intake.done()
+    later = threading.Timer(0.3, client.lpush, (celeryconfig.LEDGER_QUEUE, huge))
+    later.start()
+    waited = intake.take(10)  # taken by the blocking wait on an empty queue
+    later.join()
+
+    decoded = [decode(raw) for raw in queued + waited]
+    assert [kind for kind, _ in decoded] == ["message", "started", "message"]
+    assert decoded[0][1].reason == decoded[2][1].reason == "oversized"
+    assert max(len(raw) for raw in queued + waited) < 1000
+    assert max(len(raw) for raw in client.lrange(intake.in_flight, 0, -1)) < 1000

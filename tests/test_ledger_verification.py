@@ -27,7 +27,7 @@ from app.models import (
     Node,
     StepState,
 )
-from workers import signing
+from workers import protocol, signing
 
 
 @pytest.fixture
@@ -85,26 +85,22 @@ def ocr_job(pages: int = 1, dispatched_ago: float = 5.0) -> JobStep:
 
 
 def start(step: JobStep, node: Node, attempt: int = 0) -> dict:
-    return signing.sign(
-        {
-            "v": 1,
-            "task_id": step.task_id,
-            "task_name": step.task_name,
-            "node": f"{node.name}@host",
-            "node_id": node.id,
-            "attempt": attempt,
-            "started_at": datetime.now(UTC).isoformat(),
-            "redelivered": False,
-        },
-        nodes.node_secret(node),
+    body = protocol.body(
+        "started",
+        task_id=step.task_id,
+        task_name=step.task_name,
+        node=f"{node.name}@host",
+        attempt=attempt,
+        started_at=datetime.now(UTC).isoformat(),
     )
+    return signing.sign({**body, "node_id": node.id}, nodes.node_secret(node))
 
 
 def completion(
     step: JobStep, node: Node, *, attempt: int = 0, wall: float = 0.8, pages: int = 1, **extra
 ) -> dict:
     record = {
-        "v": 1,
+        "v": protocol.VERSION,
         "task_id": step.task_id,
         "task_name": step.task_name,
         "capability": "ocr",
@@ -119,7 +115,6 @@ def completion(
         "cpu_seconds": wall,
         "units": {"pages": pages},
         "result": {"text": "Procès-verbal", "pages": pages},
-        "error": None,
         **extra,
     }
     return signing.sign(record, nodes.node_secret(node))
@@ -333,7 +328,7 @@ def test_a_poison_record_is_refused_and_the_batch_goes_on(ledger):
 
     assert len(ledger.entries(step.task_id)) == 1
     refused = db.session.scalars(select(LedgerRejection).where(LedgerRejection.node_id == "\\0")).all()
-    assert refused and refused[-1].reason == "unknown_node"
+    assert refused and refused[-1].reason == "malformed"
 
 
 def test_a_forged_start_is_refused_and_does_not_move_the_job(ledger):

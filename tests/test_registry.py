@@ -11,6 +11,7 @@ from tests.documents import ENGLISH_LINES, text_pdf
 from tests.grid import Client, enrolment, wait_for
 
 FAST_HEARTBEATS = {"GRID_HEARTBEAT_SECONDS": "1", "GRID_NODE_OFFLINE_AFTER": "3"}
+NODE_OWNER = ("jobs:read", "jobs:write", "nodes:write")
 
 
 def test_a_node_registers_beats_is_paused_resumed_and_goes_offline(fresh_grid, make_token):
@@ -18,7 +19,7 @@ def test_a_node_registers_beats_is_paused_resumed_and_goes_offline(fresh_grid, m
     fresh_grid.ledger_worker()
     api = fresh_grid.api()
     admin = Client(api, make_token("operator@koprogo.test", ("admin",)))
-    owner = Client(api, make_token("volunteer@koprogo.test"))
+    owner = Client(api, make_token("volunteer@koprogo.test", NODE_OWNER))
     stranger = Client(api, make_token("stranger@koprogo.test"))
     node_id = enrolment("registry-node")["GRID_NODE_ID"]
     worker = fresh_grid.worker("registry-node", "ocr")
@@ -59,7 +60,7 @@ def test_a_node_registers_beats_is_paused_resumed_and_goes_offline(fresh_grid, m
 
 
 def test_a_participant_enrols_a_node_through_the_api_and_gets_its_configuration_once(grid, make_token):
-    member = Client(grid.api_url, make_token("newcomer@koprogo.test"))
+    member = Client(grid.api_url, make_token("newcomer@koprogo.test", NODE_OWNER))
     response = member.post("/api/v1/nodes", json={"name": "newcomer-laptop"})
 
     assert response.status_code == 201, response.text
@@ -68,8 +69,9 @@ def test_a_participant_enrols_a_node_through_the_api_and_gets_its_configuration_
     assert (node["name"], node["participant"]["email"], node["state"]) == (
         "newcomer-laptop",
         "newcomer@koprogo.test",
-        "offline",
+        "pending",  # until an operator approves it
     )
+    assert "GRID_NODE_NAME=newcomer-laptop" in body["configuration"]
     assert f"GRID_NODE_ID={node['id']}" in body["configuration"]
     assert f"GRID_NODE_SECRET={body['secret']}" in body["configuration"]
     assert "secret" not in member.get(f"/api/v1/nodes/{node['id']}").json()  # shown once
@@ -77,3 +79,36 @@ def test_a_participant_enrols_a_node_through_the_api_and_gets_its_configuration_
     assert again.status_code == 409 and again.json()["error"]["code"] == "node_exists"
     bad = member.post("/api/v1/nodes", json={"name": "Not A Name!"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_parameter"
+
+
+def test_a_token_for_jobs_cannot_enrol_nodes(grid, make_token):
+    submitter = Client(grid.api_url, make_token("submitter@koprogo.test"))
+
+    refused = submitter.post("/api/v1/nodes", json={"name": "sneaky-node"})
+
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_a_participant_enrols_at_most_the_node_limit_and_an_operator_approves_them(grid, make_token):
+    member = Client(grid.api_url, make_token("many-nodes@koprogo.test", NODE_OWNER))
+    admin = Client(grid.api_url, make_token("operator@koprogo.test", ("admin",)))
+    enrolled = [member.post("/api/v1/nodes", json={"name": f"many-{i}"}) for i in range(5)]
+    assert [r.status_code for r in enrolled] == [201] * 5
+
+    sixth = member.post("/api/v1/nodes", json={"name": "many-5"})
+    assert sixth.status_code == 409 and sixth.json()["error"]["code"] == "node_limit"
+    first = enrolled[0].json()["node"]["id"]
+    assert member.post(f"/api/v1/nodes/{first}/approve").status_code == 403  # not their decision
+    approved = admin.post(f"/api/v1/nodes/{first}/approve")
+    assert approved.status_code == 200 and approved.json()["state"] == "offline"
+    assert approved.json()["approved_at"] is not None
+    assert member.post(f"/api/v1/nodes/{first}/revoke").status_code == 200
+    assert member.post("/api/v1/nodes", json={"name": "many-5"}).status_code == 201  # room again
+
+
+def test_the_coordinator_s_worker_names_cannot_be_node_names(grid, make_token):
+    admin = Client(grid.api_url, make_token("operator@koprogo.test", ("admin",)))
+
+    refused = admin.post("/api/v1/nodes", json={"name": "ledger"})
+
+    assert refused.status_code == 400 and "coordinator's own workers" in refused.json()["error"]["message"]

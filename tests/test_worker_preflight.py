@@ -41,6 +41,11 @@ def test_worker_of_a_node_not_enrolled_refuses_to_start():
     assert "not enrolled" in line and "manage.py nodes create" in line
 
 
+def test_a_worker_not_named_after_its_node_refuses_to_start():
+    line = refusal(start_worker("ocr", GRID_NODE_NAME="alice-pi"))
+    assert "named preflight@" in line and "-n alice-pi@%h" in line
+
+
 def test_llm_worker_without_a_model_refuses_to_start():
     line = refusal(start_worker("llm", GRID_LLM_MODEL=""))
     assert "cannot serve queue 'llm'" in line and "set GRID_LLM_MODEL" in line
@@ -160,6 +165,7 @@ def test_every_refusal_names_a_section_of_the_volunteers_guide(monkeypatch, tmp_
         "model-too-big": (["llm"], lambda patch: patch.setattr(preflight, "total_ram_bytes", lambda: 2**28)),
         "ledger-queue": (["ledger"], lambda patch: None),
         "unknown-queue": (["gpu"], lambda patch: None),
+        "wrong-worker-name": (["ocr"], lambda patch: patch.setenv("GRID_NODE_NAME", "alice-pi")),
     }
     source = Path(preflight.__file__).read_text(encoding="utf-8")
     assert set(cases) == set(re.findall(r"see\('([a-z-]+)'\)", source)), "a refusal without a case here"
@@ -170,11 +176,12 @@ def test_every_refusal_names_a_section_of_the_volunteers_guide(monkeypatch, tmp_
             patch.setenv("GRID_NODE_ID", ENROLLED["GRID_NODE_ID"])
             patch.setenv("GRID_NODE_SECRET", ENROLLED["GRID_NODE_SECRET"])
             patch.setenv("GRID_LLM_MODEL", str(model))
+            patch.setenv("GRID_NODE_NAME", "preflight")
             patch.setattr(preflight.shutil, "which", lambda name: f"/usr/bin/{name}")
             patch.setattr(tesseract, "installed_languages", lambda: frozenset(celeryconfig.OCR_LANGUAGES))
             patch.setattr(preflight, "total_ram_bytes", lambda: 16 * 2**30)
             arrange(patch)
-            return preflight.problems(queues)
+            return preflight.problems(queues, "preflight@host")
 
     assert refusals(["ocr", "llm"], lambda patch: None) == []
     for section, (queues, arrange) in cases.items():

@@ -50,6 +50,9 @@ def _start(argv: list[str]) -> int:
         for line in problems:
             print(f"grid worker: {line}", file=sys.stderr)
         return EX_CONFIG
+    name = os.environ.get(preflight.NODE_NAME_ENV)
+    if name and not any(arg in ("-n", "--hostname") or arg.startswith(("-n", "--hostname=")) for arg in rest):
+        rest = ["-n", f"{name}@%h", *rest]  # a node's worker is named after it
     command = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", ",".join(wanted), *rest]
     os.execv(sys.executable, command)
     return 0  # not reached

@@ -30,7 +30,7 @@ def _refuse_unservable_queues(sender, instance, **_) -> None:
 
     queues = list(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
     try:
-        found = preflight.problems(queues)
+        found = preflight.problems(queues, sender)
     except Exception as exc:  # noqa: BLE001  a check that crashes must not let the worker start
         found = [
             f"the start-up check itself failed ({type(exc).__name__}: {exc}); run: python -m workers probe"

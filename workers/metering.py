@@ -25,11 +25,8 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 
 import celeryconfig
-from workers import errors, signing
+from workers import errors, protocol, signing
 from workers.errors import GridError
-
-RECORD_VERSION = 1
-
 
 NODE_ID_ENV = "GRID_NODE_ID"
 NODE_SECRET_ENV = "GRID_NODE_SECRET"
@@ -85,13 +82,15 @@ def _error_of(exc: BaseException | None) -> dict[str, str]:
     return {"code": errors.INTERNAL_ERROR, "message": f"{type(exc).__name__}: {exc}"}
 
 
-def send(task_app, name: str, record: dict) -> None:
-    """Sign a record with this node's secret and send it to the coordinator's ledger queue."""
+def send(task_app, kind: str, **fields) -> None:
+    """Build a ``kind`` record (``workers.protocol``), sign it with this node's secret and send
+    it to the coordinator's ledger queue."""
     record = signing.sign(
-        {**record, "node_id": os.environ.get(NODE_ID_ENV, "")}, os.environ.get(NODE_SECRET_ENV, "")
+        {**protocol.body(kind, **fields), "node_id": os.environ.get(NODE_ID_ENV, "")},
+        os.environ.get(NODE_SECRET_ENV, ""),
     )
     task_app.send_task(
-        name,
+        protocol.TASK_OF_KIND[kind],
         args=[record],
         queue=celeryconfig.LEDGER_QUEUE,
         routing_key=celeryconfig.LEDGER_QUEUE,
@@ -116,16 +115,13 @@ def _on_prerun(task_id: str, task, **_) -> None:
     _running[task_id] = execution
     send(
         task.app,
-        celeryconfig.TASK_LEDGER_STARTED,
-        {
-            "v": RECORD_VERSION,
-            "task_id": task_id,
-            "task_name": task.name,
-            "node": execution.node,
-            "attempt": execution.attempt,
-            "started_at": execution.started_at,
-            "redelivered": bool((task.request.delivery_info or {}).get("redelivered")),
-        },
+        "started",
+        task_id=task_id,
+        task_name=task.name,
+        node=execution.node,
+        attempt=execution.attempt,
+        started_at=execution.started_at,
+        redelivered=bool((task.request.delivery_info or {}).get("redelivered")),
     )
 
 
@@ -152,12 +148,11 @@ def _on_postrun(task_id: str, task, retval=None, state: str | None = None, **_) 
         record["error"] = _error_of(getattr(retval, "exc", None))
     else:
         record["error"] = _error_of(retval if isinstance(retval, BaseException) else None)
-    send(task.app, celeryconfig.TASK_LEDGER_RECORD, record)
+    send(task.app, "completed", **record)
 
 
 def _record(execution: Execution, outcome: str, wall: float | None = None) -> dict:
     return {
-        "v": RECORD_VERSION,
         "task_id": execution.task_id,
         "task_name": execution.task_name,
         "capability": execution.capability,
@@ -195,7 +190,7 @@ class GridRequest(Request):
         record = _record(execution, outcome, wall=max(0.0, time.time() - started))
         record["cpu_seconds"] = 0.0  # the process that did the work is gone, and its CPU count
         record["error"] = error
-        send(self.task.app, celeryconfig.TASK_LEDGER_RECORD, record)
+        send(self.task.app, "completed", **record)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)

@@ -105,10 +105,27 @@ def enrolment_problem() -> str | None:
     return None
 
 
-def problems(queues: list[str]) -> list[str]:
-    """One line per reason this worker cannot serve its queues."""
+#: The node's name, from its configuration file: its worker must be named ``<name>@<host>``.
+NODE_NAME_ENV = "GRID_NODE_NAME"
+
+
+def worker_name_problem(hostname: str | None) -> str | None:
+    """Why this worker's name (``-n``) is not its node's, or None."""
+    name = os.environ.get(NODE_NAME_ENV)
+    if not name or hostname is None or hostname.partition("@")[0] == name:
+        return None
+    return (
+        f"this worker is named {hostname}, but node {name}'s worker must be named {name}@<host>: "
+        f"start it with `python -m workers start`, or add -n {name}@%h{see('wrong-worker-name')}"
+    )
+
+
+def problems(queues: list[str], hostname: str | None = None) -> list[str]:
+    """One line per reason this worker (named ``hostname``) cannot serve its queues."""
     found = []
     if (problem := enrolment_problem()) is not None:
+        found.append(problem)
+    if (problem := worker_name_problem(hostname)) is not None:
         found.append(problem)
     for queue in queues:
         if queue == celeryconfig.LEDGER_QUEUE:

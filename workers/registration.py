@@ -5,7 +5,9 @@ secret and sent to the ledger queue, like the metering records (docs/decisions/0
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 
 from celery import signals
 
@@ -15,6 +17,11 @@ from workers import metering, probe
 log = logging.getLogger(__name__)
 
 _stop = threading.Event()
+
+
+def _stamp() -> dict:
+    """When a notice is sent, and a nonce: the coordinator refuses a copy or a stale one."""
+    return {"sent_at": time.time(), "nonce": os.urandom(16).hex()}
 
 
 def _volunteer(app) -> bool:
@@ -31,9 +38,7 @@ def _register(sender, **_) -> None:
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
     worker = sender.hostname
     found = probe.report(tuple(q for q in queues if q in celeryconfig.VOLUNTEER_QUEUES))
-    metering.send(
-        app, celeryconfig.TASK_LEDGER_REGISTER, {"v": 1, "worker": worker, "queues": queues, "probe": found}
-    )
+    metering.send(app, "register", worker=worker, queues=queues, probe=found, **_stamp())
     _stop.clear()
     threading.Thread(target=_beat, args=(app, worker), name="grid-heartbeat", daemon=True).start()
 
@@ -41,7 +46,7 @@ def _register(sender, **_) -> None:
 def _beat(app, worker: str) -> None:
     while not _stop.wait(celeryconfig.HEARTBEAT_SECONDS):
         try:
-            metering.send(app, celeryconfig.TASK_LEDGER_HEARTBEAT, {"v": 1, "worker": worker})
+            metering.send(app, "heartbeat", worker=worker, **_stamp())
         except Exception:  # noqa: BLE001  the broker is away: the next beat tries again
             log.warning("heartbeat not sent", exc_info=True)
 
@@ -53,6 +58,6 @@ def _stopping(sender, **_) -> None:
     if app is None or not _volunteer(app):
         return
     try:
-        metering.send(app, celeryconfig.TASK_LEDGER_STOPPING, {"v": 1, "worker": sender.hostname})
+        metering.send(app, "stopping", worker=sender.hostname, **_stamp())
     except Exception:  # noqa: BLE001  it will simply show offline
         log.warning("stop notice not sent", exc_info=True)

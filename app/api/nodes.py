@@ -3,8 +3,8 @@ revoke. Operators see every node, participants their own."""
 
 from __future__ import annotations
 
-from flask import Blueprint, request, url_for
-from sqlalchemy import select
+from flask import Blueprint, current_app, request, url_for
+from sqlalchemy import func, select
 
 from app import nodes, registry
 from app.auth import current_token, require
@@ -36,18 +36,31 @@ def index():
 
 
 @bp.post("")
-@require("jobs:write")
+@require("nodes:write")
 def enrol():
     """Enrol a node for yourself (an operator may name another owner): 201 with its id, its
-    secret and the worker's configuration, shown this once."""
+    secret and the worker's configuration, shown this once. A participant's node is pending
+    until an operator approves it; an operator's is approved at once."""
     body = request.get_json(silent=True) or request.form.to_dict()
     token = current_token()
-    owner = body.get("owner") if _is_admin() and body.get("owner") else token.owner
+    owner = str(body.get("owner") if _is_admin() and body.get("owner") else token.owner)
     name = str(body.get("name") or "")
     if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
         raise Conflict(f"A node named {name!r} exists already.", code="node_exists")
+    if not _is_admin():
+        limit = current_app.config["NODES_PER_PARTICIPANT"]
+        held = db.session.scalar(
+            select(func.count(Node.id))
+            .join(Participant)
+            .where(Participant.email == owner.strip().lower(), Node.revoked_at.is_(None))
+        )
+        if held >= limit:
+            raise Conflict(
+                f"You have {held} nodes, the most a participant may enrol ({limit}): revoke one first.",
+                code="node_limit",
+            )
     try:
-        node = nodes.create(name, str(owner))
+        node = nodes.create(name, owner, approved=_is_admin())
     except ValueError as exc:
         raise ApiError(str(exc), code="invalid_parameter") from None
     db.session.commit()
@@ -76,8 +89,18 @@ def _active(node_id: str) -> Node:
     return node
 
 
+@bp.post("/<node_id>/approve")
+@require("admin")
+def approve(node_id: str):
+    """An operator approves a pending node: it gets its broker user; its records are entered."""
+    node = _active(node_id)
+    nodes.approve(node)
+    db.session.commit()
+    return registry.describe(node)
+
+
 @bp.post("/<node_id>/pause")
-@require("jobs:write")
+@require("nodes:write")
 def pause(node_id: str):
     """Drain the node: it finishes its current work and takes no more until resumed."""
     node = _active(node_id)
@@ -87,7 +110,7 @@ def pause(node_id: str):
 
 
 @bp.post("/<node_id>/resume")
-@require("jobs:write")
+@require("nodes:write")
 def resume(node_id: str):
     node = _active(node_id)
     registry.resume(node)
@@ -96,7 +119,7 @@ def resume(node_id: str):
 
 
 @bp.post("/<node_id>/revoke")
-@require("jobs:write")
+@require("nodes:write")
 def revoke(node_id: str):
     """Revoke the node for good: everything it sends from now on is refused."""
     node = _active(node_id)

@@ -15,8 +15,6 @@ any Celery task.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
@@ -28,6 +26,7 @@ from celery import bootsteps
 import celeryconfig
 from app import broker_acl
 from app.ledger import recorder
+from workers import protocol
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +40,22 @@ WAIT_SECONDS = 1
 #: kombu stores a queue's messages of priority 3, 6 and 9 in lists of their own.
 _PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 IN_FLIGHT_PREFIX = "grid:ledger:in-flight:"
-#: What each record task carries: an execution's start or end, a node's register, heartbeat or
-#: stop.
-KINDS = {
-    celeryconfig.TASK_LEDGER_STARTED: "started",
-    celeryconfig.TASK_LEDGER_RECORD: "completed",
-    celeryconfig.TASK_LEDGER_REGISTER: "register",
-    celeryconfig.TASK_LEDGER_HEARTBEAT: "heartbeat",
-    celeryconfig.TASK_LEDGER_STOPPING: "stopping",
-}
+#: What an oversized message is replaced with as it is taken (its size follows): it is refused
+#: without ever being read into the ledger worker.
+OVERSIZED = b"\x00grid:oversized:"
 ALIVE_PREFIX = "grid:ledger:alive:"
 
-# KEYS: in-flight list, then the queue's lists. ARGV: how many, how many bytes at most.
-# Moves the oldest messages to the in-flight list, oldest first, until either limit is met
-# (at least one message is taken, whatever its size).
+# KEYS: in-flight list, then the queue's lists. ARGV: how many, how many bytes at most, the
+# largest message, the oversized marker. Moves the oldest messages to the in-flight list,
+# oldest first, until either limit is met; a message over the largest size is replaced by the
+# marker and its size, so no batch ever holds one.
 _TAKE = """
 local taken, size = {}, 0
 for k = 2, #KEYS do
   while #taken < tonumber(ARGV[1]) and (#taken == 0 or size < tonumber(ARGV[2])) do
     local item = redis.call('RPOP', KEYS[k])
     if not item then break end
+    if #item > tonumber(ARGV[3]) then item = ARGV[4] .. #item end
     redis.call('RPUSH', KEYS[1], item)
     taken[#taken + 1] = item
     size = size + #item
@@ -78,17 +73,18 @@ return #items
 
 
 def decode(raw: bytes) -> tuple[str, Any]:
-    """(kind, record) of one kombu/Celery message as stored in Redis."""
+    """(kind, record) of one message as stored in Redis, or (kind, ``protocol.Invalid``) for a
+    message that is not a record: never an exception, whatever the bytes."""
+    if raw.startswith(OVERSIZED):
+        size = raw[len(OVERSIZED) :].decode("ascii", "replace")
+        return "message", protocol.Invalid(
+            "oversized", f"a message of {size} bytes, more than {protocol.MAX_MESSAGE_BYTES}"
+        )
     try:
-        envelope = json.loads(raw)
-        body = envelope["body"]
-        if (envelope.get("properties") or {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        name = (envelope.get("headers") or {}).get("task", "")
-        return KINDS.get(name, f"task:{name}"[:16]), args[0]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return "malformed", {"raw": repr(raw)[:2000]}
+        return protocol.parse_message(raw)
+    except protocol.Invalid as invalid:
+        invalid.evidence = repr(raw[:500])
+        return "message", invalid
 
 
 class RedisIntake:
@@ -104,6 +100,7 @@ class RedisIntake:
         self.alive = f"{ALIVE_PREFIX}{worker_name}"
         self._take = self.redis.register_script(_TAKE)
         self._put_back = self.redis.register_script(_PUT_BACK)
+        self._limits = (protocol.MAX_MESSAGE_BYTES, OVERSIZED)
 
     def put_back(self, in_flight: str | None = None) -> int:
         """Return what this worker (or a dead one) had in flight to the head of the queue."""
@@ -128,13 +125,18 @@ class RedisIntake:
         pending = self.redis.lrange(self.in_flight, 0, -1)
         if pending:
             return pending
-        taken = self._take(keys=[self.in_flight, *self.queue_keys], args=[count, BATCH_BYTES])
+        taken = self._take(keys=[self.in_flight, *self.queue_keys], args=[count, BATCH_BYTES, *self._limits])
         if taken:
             return taken
         first = self.redis.blmove(self.queue, self.in_flight, WAIT_SECONDS, "RIGHT", "RIGHT")
         if first is None:
             return []
-        more = self._take(keys=[self.in_flight, *self.queue_keys], args=[count - 1, BATCH_BYTES - len(first)])
+        if len(first) > protocol.MAX_MESSAGE_BYTES:  # BLMOVE cannot swap it for the marker
+            first = OVERSIZED + str(len(first)).encode()
+            self.redis.lset(self.in_flight, -1, first)
+        more = self._take(
+            keys=[self.in_flight, *self.queue_keys], args=[count - 1, BATCH_BYTES - len(first), *self._limits]
+        )
         return [first, *more]
 
     def done(self) -> None:

@@ -43,7 +43,7 @@ from app.models import (
     StepState,
     utcnow,
 )
-from workers import signing
+from workers import protocol, signing
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Context:
     rates: list[rules.Rate] = field(default_factory=list)
     closed: set[str] = field(default_factory=set)
     secrets: dict[str, str | None] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
     steps: dict[str, JobStep | None] = field(default_factory=dict)
     entries: dict[tuple[str, int], LedgerEntry] = field(default_factory=dict)
     granted: set[str] = field(default_factory=set)
@@ -103,6 +104,8 @@ class Context:
             found = {node.id: node for node in db.session.scalars(select(Node).where(Node.id.in_(node_ids)))}
             for node_id in node_ids:
                 self.secrets[node_id] = node_secret_if_active(found.get(node_id))
+                if node_id in found:
+                    self.names[node_id] = found[node_id].name
         if not task_ids:
             return
         for task_id in task_ids:
@@ -146,7 +149,8 @@ class Context:
 
 
 def node_secret_if_active(node: Node | None) -> str | None:
-    if node is None or node.revoked_at is not None:
+    """The secret of an approved, unrevoked node; None for any other."""
+    if node is None or node.revoked_at is not None or node.approved_at is None:
         return None
     return nodes.node_secret(node)
 
@@ -196,8 +200,10 @@ def _text(value: Any, limit: int) -> str | None:
 
 
 def as_evidence(record: dict[str, Any]) -> dict[str, Any]:
-    """The record without its payload, as JSON any database stores (no NaN, no NUL)."""
+    """The record without its payload, as JSON any database stores (no NaN, no NUL, not deep)."""
     evidence = {k: v for k, v in record.items() if k != "result"}
+    if protocol.depth(evidence) > protocol.MAX_DEPTH:
+        return {"too_deep": True, "fields": [_text(key, 100) for key in list(evidence)[:50]]}
     try:
         encoded = json.dumps(evidence, allow_nan=False, default=str)
     except (TypeError, ValueError):
@@ -209,15 +215,25 @@ def as_evidence(record: dict[str, Any]) -> dict[str, Any]:
 
 def reject(kind: str, record: Any, refused: Refused) -> LedgerRejection:
     """Store a refused record with its reason."""
-    record = record if isinstance(record, dict) else {"raw": repr(record)[:2000]}
+    if not isinstance(record, dict):
+        record = {
+            "raw": _text(repr(record) if protocol.depth(record) <= protocol.MAX_DEPTH else "(too deep)", 2000)
+        }
+
+    def field(name: str, limit: int) -> str | None:  # what a node wrote there, if it is a scalar
+        value = record.get(name, "")
+        return _text(value if isinstance(value, str | int | float) else type(value).__name__, limit)
+
     row = LedgerRejection(
         kind=_text(kind, 16),
         reason=refused.reason,
         detail=_text(refused.detail, 2000),
-        task_id=_text(record.get("task_id", ""), 64),
-        attempt=_int(record.get("attempt"), -1),
-        node_id=_text(record.get("node_id", ""), 64),
-        signature=_text(record.get("signature", ""), 128),
+        task_id=field("task_id", 64),
+        attempt=attempt
+        if isinstance(attempt := record.get("attempt"), int) and -1 <= attempt < 2**31
+        else -1,
+        node_id=field("node_id", 64),
+        signature=field("signature", 128),
         record=as_evidence(record),
     )
     db.session.add(row)
@@ -234,7 +250,7 @@ def verify_node(record: Any, ctx: Context) -> str:
     node_id = str(record.get("node_id") or "")
     secret = ctx.secret_of(node_id)
     if secret is None:
-        raise Refused("unknown_node", f"no enrolled, unrevoked node {node_id!r}")
+        raise Refused("unknown_node", f"no enrolled, approved, unrevoked node {node_id!r}")
     if not signing.verify(record, secret):
         raise Refused("bad_signature", f"the signature does not match node {node_id}'s secret")
     return node_id
@@ -243,6 +259,8 @@ def verify_node(record: Any, ctx: Context) -> str:
 def _verify(record: Any, ctx: Context) -> tuple[str, JobStep, int]:
     """Signature, node and dispatch checks shared by start and completion records."""
     node_id = verify_node(record, ctx)
+    if not nodes.is_own_worker(ctx.names[node_id], record["node"]):
+        raise Refused("wrong_worker_name", f"node {ctx.names[node_id]}'s worker is not {record['node']!r}")
     step = ctx.step(str(record.get("task_id", "")))
     if step is None:
         raise Refused("never_dispatched", f"the coordinator never dispatched task {record.get('task_id')!r}")
@@ -322,18 +340,33 @@ def database_away(exc: BaseException) -> bool:
 def _apply(messages: Sequence[tuple[str, Any]]) -> Context:
     from app import registry  # the registry builds on this module's checks
 
-    ctx = Context.load(record for _, record in messages)
+    checked = [(kind, _checked(kind, record)) for kind, record in messages]
+    ctx = Context.load(record for _, record in checked if not isinstance(record, Refused))
     with db.session.no_autoflush:  # everything is read up front; write once, at the end
-        for kind, record in messages:
-            if kind == "started":
+        for (kind, record), (_, verdict) in zip(messages, checked, strict=True):
+            if isinstance(verdict, Refused):
+                evidence = (
+                    {"raw": getattr(record, "evidence", "")} if isinstance(record, Exception) else record
+                )
+                reject(kind, evidence, verdict)
+            elif kind == "started":
                 on_started(record, ctx)
             elif kind == "completed":
                 on_completed(record, ctx)
-            elif kind in registry.KINDS:
-                registry.apply(kind, record, ctx)
             else:
-                reject(kind[:16], record, Refused("malformed", f"no such record kind {kind!r}"))
+                registry.apply(kind, record, ctx)
     return ctx
+
+
+def _checked(kind: str, record: Any) -> Any:
+    """The record if it fits its schema (``workers.protocol``), else why it is refused."""
+    if isinstance(record, protocol.Invalid):  # not even a message (app.ledger.intake)
+        return Refused(record.reason, record.detail)
+    try:
+        protocol.parse(kind, record)
+    except protocol.Invalid as invalid:
+        return Refused(invalid.reason, invalid.detail)
+    return record
 
 
 def on_started(record: Any, ctx: Context | None = None) -> None:

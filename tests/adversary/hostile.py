@@ -1,0 +1,108 @@
+"""A hostile node: a process holding one enrolled node's credentials (node id, secret, its
+broker user) and nothing else, as an attacker who enrolled a machine would.
+
+    python -m tests.adversary.hostile garbage        # push every kind of garbage on `ledger`
+    python -m tests.adversary.hostile send KIND JSON # sign a record of KIND and send it
+
+It reads GRID_BROKER_URL (the node's own broker user), GRID_NODE_ID and GRID_NODE_SECRET.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import uuid
+
+import redis
+
+from workers import protocol, signing
+
+LEDGER = "ledger"
+
+
+def envelope(task: object, body: bytes | str, encoding: str | None = "base64", **extra) -> bytes:
+    """A kombu/Celery message as it sits in Redis, with whatever parts the attacker likes."""
+    if isinstance(body, bytes) and encoding == "base64":
+        body = base64.b64encode(body).decode()
+    properties = {"body_encoding": encoding, "delivery_tag": str(uuid.uuid4())}
+    message = {"body": body, "headers": {"task": task, "id": str(uuid.uuid4())}, "properties": properties}
+    return json.dumps({**message, **extra}).encode()
+
+
+def celery_body(record: object) -> bytes:
+    return json.dumps([[record], {}, {}]).encode()
+
+
+def signed(record: dict) -> dict:
+    return signing.sign({**record, "node_id": os.environ["GRID_NODE_ID"]}, os.environ["GRID_NODE_SECRET"])
+
+
+def garbage() -> list[tuple[str, bytes]]:
+    """At least twenty kinds of message that are not records, or not records to enter."""
+    started = protocol.TASK_OF_KIND["started"]
+    completed = protocol.TASK_OF_KIND["completed"]
+    deep = "[" * 200_000 + "]" * 200_000
+    a_start = signed(
+        protocol.body(
+            "started",
+            task_id=str(uuid.uuid4()),
+            task_name="grid.ocr.extract",
+            node=f"{os.environ['GRID_NODE_NAME']}@x",
+            attempt=0,
+            started_at="2026-01-01T00:00:00+00:00",
+        )
+    )
+    return [
+        ("not kombu's properties", b'{"body":"W1t7fV1d","properties":"x"}'),
+        ("nested past the recursion limit", deep.encode()),
+        ("deep body", envelope(completed, deep.encode())),
+        ("binary", os.urandom(4096)),
+        ("empty", b""),
+        ("JSON null", b"null"),
+        ("truncated", envelope(started, celery_body(a_start))[:-40]),
+        ("100 MB", b"{" + b" " * (100 * 1024 * 1024) + b"}"),
+        ("headers as a list", json.dumps({"body": "", "headers": ["task"], "properties": {}}).encode()),
+        ("task name an object", envelope({"x": 1}, celery_body(a_start))),
+        ("unknown task", envelope("grid.ledger.settle_due", celery_body(a_start))),
+        ("body not base64", envelope(started, "!!!not base64!!!", encoding="base64")),
+        ("base64 of no JSON", envelope(started, b"\xff\xfe\x00garbage")),
+        ("body not a list", envelope(started, json.dumps({"a": 1}).encode())),
+        ("no arguments", envelope(started, json.dumps([[], {}, {}]).encode())),
+        ("record a string", envelope(started, celery_body("I started, trust me"))),
+        (
+            "absurd values",
+            envelope(completed, celery_body({**a_start, "wall_seconds": 1e300, "attempt": 10**18})),
+        ),
+        ("NaN", envelope(started, b'[[{"v": 2, "attempt": NaN}], {}, {}]')),
+        ("a megabyte task id", envelope(started, celery_body({**a_start, "task_id": "x" * 1_000_000}))),
+        ("an extra field", envelope(started, celery_body(signed({**a_start, "bonus": 1_000_000})))),
+        (
+            "deep result",
+            envelope(completed, celery_body({**a_start, "result": json.loads("[" * 50 + "]" * 50)})),
+        ),
+        ("old version", envelope(started, celery_body(signed({**a_start, "v": 1})))),
+        ("never dispatched", envelope(started, celery_body(a_start))),
+        ("UTF-16", envelope(started, celery_body(a_start)).decode().encode("utf-16")),
+        ("unsigned", envelope(started, celery_body({k: v for k, v in a_start.items() if k != "signature"}))),
+    ]
+
+
+def main(argv: list[str]) -> int:
+    client = redis.Redis.from_url(os.environ["GRID_BROKER_URL"])  # the node's own broker user
+    if argv[0] == "garbage":
+        for name, raw in garbage():
+            client.lpush(LEDGER, raw)
+            print(f"pushed {name} ({len(raw)} bytes)", flush=True)
+        return 0
+    if argv[0] == "send":
+        kind, record = argv[1], json.loads(argv[2])
+        client.lpush(LEDGER, envelope(protocol.TASK_OF_KIND[kind], celery_body(signed(record))))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
