@@ -8,8 +8,8 @@ What the user may do is what a Celery worker on the volunteer queues needs, meas
 Redis 7 with celery/kombu 5.7 and redis-py 8 (see ``rules``), and no more:
 
 - consume and requeue the queues it serves (``ocr``, ``llm``);
-- push, never read, the other volunteer queues (the next step of a pipeline goes from an OCR
-  node to ``llm``) and the ``ledger`` queue (Redis 7 write-only key permissions, ``%W~``);
+- push, never read, the ``ledger`` queue (Redis 7 write-only key permissions, ``%W~``); no
+  other queue: the coordinator sends every step itself (docs/decisions/0009);
 - kombu's bookkeeping: the routing tables of those queues (add only), the ``unacked`` hash and
   index of messages in flight and their restore lock; the worker's control mailbox, its reply
   queues and the event queues (``*.celery.pidbox``, ``*.reply.celery.pidbox``, ``celeryev.*``);
@@ -134,8 +134,8 @@ def rules(node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, db:
     unknown = set(served) - set(celeryconfig.VOLUNTEER_QUEUES)
     if unknown:
         raise ValueError(f"not volunteer queues: {', '.join(sorted(unknown))}")
-    # Where a node sends without reading: the next step of a pipeline, and its ledger records.
-    pushed = [q for q in celeryconfig.VOLUNTEER_QUEUES if q not in served] + [celeryconfig.LEDGER_QUEUE]
+    # Where a node sends without reading: its ledger records, nothing else.
+    pushed = [celeryconfig.LEDGER_QUEUE]
     routed = served + pushed
     fanout = f"/{db}."
     control_tables = [f"~_kombu.binding.{e}" for e in _CONTROL_EXCHANGES]

@@ -172,12 +172,19 @@ def demo_command(once: bool | None) -> None:
 @click.option("--owner", required=True, help="The participant's email (created if new).")
 @click.option("--broker-url", default=None, help="Broker URL to put in the worker's configuration.")
 @click.option(
+    "--coordinator-url",
+    default=None,
+    help="The API's address as the node reaches it (default: GRID_PUBLIC_URL).",
+)
+@click.option(
     "--env-file",
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     default=None,
     help="Write the worker's configuration to this file (mode 600) instead of printing it.",
 )
-def nodes_create(name: str, owner: str, broker_url: str | None, env_file: Path | None) -> None:
+def nodes_create(
+    name: str, owner: str, broker_url: str | None, coordinator_url: str | None, env_file: Path | None
+) -> None:
     """Enrol a node; prints its id, its secret and the worker's configuration, once."""
     import os
 
@@ -188,7 +195,7 @@ def nodes_create(name: str, owner: str, broker_url: str | None, env_file: Path |
     except (ValueError, broker_acl.BrokerAclError) as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
-    configuration = nodes.worker_configuration(node, broker_url)
+    configuration = nodes.worker_configuration(node, broker_url, coordinator_url)
     click.echo(f"node {node.name} ({node.id}) enrolled for {node.participant.email}")
     if env_file is not None:
         fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -29,6 +29,8 @@ class Defaults:
     #: Uploads larger than this are refused with 413 before they are read.
     MAX_CONTENT_LENGTH = celeryconfig.MAX_DOCUMENT_BYTES + 1024 * 1024
     JOBS_PER_PAGE_MAX = 100
+    #: The API's address as volunteers reach it: their workers fetch task inputs there.
+    PUBLIC_URL = "http://127.0.0.1:5000"
     #: Nodes a participant may enrol through the API (operators are not limited).
     NODES_PER_PARTICIPANT = 5
     JSON_SORT_KEYS = False

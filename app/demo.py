@@ -283,10 +283,10 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
     volunteer = volunteer or nodes.create("demo-volunteer", "volunteer@koprogo.local")
     broker_acl.ensure_user(volunteer)  # the volunteer runs as its own broker user, as in production
     db.session.commit()
-    volunteer_env = {**env, **nodes.worker_environment(volunteer, celeryconfig.broker_url)}
     headers = {"Authorization": f"Bearer {token}"}
     api_port, flower_port = _port(5000), _port(5555)
     api = f"http://127.0.0.1:{api_port}"
+    volunteer_env = {**env, **nodes.worker_environment(volunteer, celeryconfig.broker_url, api)}
 
     celery = str(BIN / "celery")
     children.start(

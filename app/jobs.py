@@ -1,14 +1,17 @@
 """Jobs: validate a submission, record it, dispatch its steps to the capability queues,
 cancel it, and describe it. Used by the API and by ``manage.py submit``.
 
-A pipeline is a Celery chain whose steps go to different queues, so to different machines;
-every step's task id is chosen here, before dispatch, so the ledger can tell a dispatched
-execution from one nobody asked for.
+A job's input (the document, the text) stays with the coordinator: a task message carries only
+its parameters, and the node that starts an attempt fetches its input by reference
+(``app.api.work``, docs/decisions/0009). A pipeline's steps go to different queues, so to
+different machines, one after the other: the coordinator sends each step once the ledger has
+entered the one before, whose result is then the next step's input. Every step's task id is
+chosen here, before dispatch, so the ledger can tell a dispatched execution from one nobody
+asked for.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import tempfile
@@ -16,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import chain
 from celery.result import AsyncResult
 from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
@@ -27,7 +29,17 @@ from app.errors import Conflict, Unavailable
 from app.extensions import db
 from app.ledger import settlement
 from app.ledger.recorder import fail_job
-from app.models import ApiToken, ExecutionSighting, Job, JobState, JobStep, LedgerEntry, StepState, utcnow
+from app.models import (
+    ApiToken,
+    ExecutionSighting,
+    Job,
+    JobInput,
+    JobState,
+    JobStep,
+    LedgerEntry,
+    StepState,
+    utcnow,
+)
 from workers import documents, errors, texts
 from workers.errors import BadInput
 
@@ -68,10 +80,8 @@ def _inspect(document: Document | None) -> documents.DocumentInfo:
         return documents.inspect(path)
 
 
-def plan(
-    kind: str, params: dict[str, Any], document: Document | None
-) -> tuple[dict, list[tuple[str, tuple]]]:
-    """Check a submission; returns the job's normalised parameters and its steps' arguments.
+def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[dict, list[str], JobInput]:
+    """Check a submission; returns the job's normalised parameters, its steps and its input.
 
     Raises ``BadInput`` with a stable code for anything that can be known now.
     """
@@ -79,33 +89,60 @@ def plan(
         raise BadInput(
             f"Unknown job kind {kind!r}: choose from {', '.join(KINDS)}.", code=errors.INVALID_PARAMETER
         )
-    steps: list[tuple[str, tuple]] = []
+    steps: list[str] = []
     clean: dict[str, Any] = {}
-    info = None
+    job_input = None
     if kind in DOCUMENT_KINDS:
         clean["languages"] = documents.parse_languages(params.get("languages"))
         info = _inspect(document)
-        encoded = base64.b64encode(document.data).decode("ascii")
-        steps.append(("ocr", (encoded, clean["languages"])))
+        job_input = JobInput(kind="document", data=document.data)
+        steps.append("ocr")
         clean["pages"] = info.page_count
         clean["document_type"] = info.kind
+    if kind in ("summarise", "translate"):
+        job_input = JobInput(kind="text", data=texts.check_text(params.get("text")).encode("utf-8"))
     if kind in ("summarise", "pipeline"):
         clean["language"] = _text_language(params, "language", "fr")
         clean["max_words"] = texts.check_max_words(params.get("max_words", cc.SUMMARY_DEFAULT_WORDS))
-        args = (clean["language"], clean["max_words"])
-        steps.append(("summarise", args if steps else (texts.check_text(params.get("text")), *args)))
+        steps.append("summarise")
     if kind == "translate":
         clean["target"] = _text_language(params, "target", None)
         if clean["target"] is None:
             raise BadInput(
                 "Say which language to translate into: target = fr, en or nl.", code=errors.UNKNOWN_LANGUAGE
             )
-        steps.append(("translate", (texts.check_text(params.get("text")), clean["target"])))
+        steps.append("translate")
     if kind == "pipeline":
         clean["translate_to"] = _text_language(params, "translate_to", None)
         if clean["translate_to"]:
-            steps.append(("translate", (clean["translate_to"],)))
-    return clean, steps
+            steps.append("translate")
+    return clean, steps, job_input
+
+
+def step_args(job: Job, step: JobStep) -> tuple:
+    """The task arguments of a step: its parameters, never its input (fetched by reference)."""
+    params = job.params
+    if step.name == "ocr":
+        return (params["languages"],)
+    if step.name == "summarise":
+        return (params["language"], params["max_words"])
+    return (params.get("target") or params["translate_to"],)
+
+
+#: Where the text a step works on sits in the result of the step before it.
+_TEXT_OF_RESULT = {"ocr": "text", "summarise": "summary", "translate": "translation"}
+
+
+def input_of(step: JobStep) -> tuple[str, bytes]:
+    """(kind, bytes) a step works on: the job's document or text for the first step, the
+    entered result of the step before for the others."""
+    job = step.job
+    if step.position == 0:
+        stored = db.session.get(JobInput, job.id)
+        return stored.kind, stored.data
+    before = next(s for s in job.steps if s.position == step.position - 1)
+    text = (before.result or {}).get(_TEXT_OF_RESULT[before.name])
+    return "text", (text if isinstance(text, str) else "").encode("utf-8")
 
 
 def _display_name(filename: str | None) -> str | None:
@@ -123,43 +160,24 @@ def submit(
     token: ApiToken | None = None,
 ) -> Job:
     """Validate, record and dispatch a job; returns it queued (or failed if the broker is down)."""
-    clean, steps = plan(kind, params, document)
+    clean, steps, job_input = plan(kind, params, document)
     job = Job(kind=kind, owner=owner, token_id=token.id if token else None, params=clean)
     if document is not None:
         job.input_name = _display_name(document.filename)
         job.input_type = documents.MEDIA_TYPES.get(clean.get("document_type", ""), None)
         job.input_bytes = len(document.data)
         job.input_pages = clean.get("pages")
-    for position, (name, _) in enumerate(steps):
+    for position, name in enumerate(steps):
         task_name, queue = STEPS[name]
         job.steps.append(JobStep(position=position, name=name, task_name=task_name, queue=queue))
     db.session.add(job)
-    db.session.flush()  # task ids assigned
-    # Committed before dispatch: a fast worker's first record must find the job.
+    db.session.flush()  # job and task ids assigned
+    job_input.job_id = job.id
+    db.session.add(job_input)
+    # Committed before dispatch: the node that takes the task must find the job and its input.
     db.session.commit()
-    _dispatch(job, steps)
-    db.session.commit()
-    return job
-
-
-def _dispatch(job: Job, steps: list[tuple[str, tuple]]) -> None:
-    celery = current_app.extensions["celery"]
-    signatures = [
-        celery.signature(
-            step.task_name,
-            args=args,
-            task_id=step.task_id,
-            queue=step.queue,
-            routing_key=step.queue,
-            immutable=False,
-        )
-        for step, (_, args) in zip(job.steps, steps, strict=True)
-    ]
     try:
-        if len(signatures) == 1:
-            signatures[0].apply_async()
-        else:
-            chain(*signatures).apply_async()
+        send_step(job.steps[0])
     except BrokerError as exc:
         log.error("broker unavailable, job %s not dispatched: %s", job.id, exc)
         fail_job(job, "broker_unavailable", "The job could not be queued: the broker is unreachable.")
@@ -167,8 +185,25 @@ def _dispatch(job: Job, steps: list[tuple[str, tuple]]) -> None:
         raise Unavailable(
             "The job could not be queued: the broker is unreachable; try again later."
         ) from None
-    # Only the chain's first step is sent now; each next one when its predecessor succeeds.
     job.steps[0].dispatched_at = utcnow()
+    db.session.commit()
+    return job
+
+
+def send_step(step: JobStep) -> None:
+    """Send one step to its capability queue, by task name, with its parameters only."""
+    current_app.extensions["celery"].send_task(
+        step.task_name,
+        args=step_args(step.job, step),
+        task_id=step.task_id,
+        # The queue itself, not its name: the ledger worker, which sends pipelines on, declares
+        # only its own queue.
+        queue=_QUEUES[step.queue],
+        routing_key=step.queue,
+    )
+
+
+_QUEUES = {queue.name: queue for queue in cc.task_queues}
 
 
 def cancel(job: Job) -> Job:

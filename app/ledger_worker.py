@@ -17,9 +17,6 @@ from app.ledger.intake import LedgerIntake
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
-celery.conf.task_queues = tuple(
-    q for q in celeryconfig.task_queues if q.name == celeryconfig.COORDINATOR_QUEUE
-)
 celery.steps["worker"].add(LedgerIntake)  # batches straight from Redis
 celery.conf.broker_transport_options = {
     **celeryconfig.broker_transport_options,
@@ -32,7 +29,12 @@ def _only_the_coordinator_queue(sender, instance, **_) -> None:
     """The ledger queue is consumed in batches, never by Celery's task consumer as well."""
     if instance.app is not celery:
         return
-    queues = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    declared = instance.app.amqp.queues
+    if set(declared.consume_from) == set(declared):  # started without -Q
+        # Every queue stays declared (this worker sends pipeline steps on to the volunteers'
+        # queues); its Celery consumer takes the coordinator's tasks only, as -Q would.
+        declared.select([celeryconfig.COORDINATOR_QUEUE])
+    queues = set(declared.consume_from)
     if queues != {celeryconfig.COORDINATOR_QUEUE}:
         print(
             f"ledger worker {sender}: start it without -Q (it consumes 'ledger' in batches and "

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -137,6 +138,19 @@ class JobStep(db.Model):
     cpu_ms: Mapped[int | None] = mapped_column(BigInteger)
 
     job: Mapped[Job] = relationship(back_populates="steps")
+
+
+class JobInput(db.Model):
+    """What a job's first step works on: the uploaded document or the submitted text, kept by
+    the coordinator and served to the one node that starts each attempt (docs/decisions/0009).
+    Later steps work on the step before's entered result."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    #: ``document`` (bytes of a PDF or image) or ``text`` (UTF-8).
+    kind: Mapped[str] = mapped_column(String(16))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Participant(db.Model):

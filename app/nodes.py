@@ -122,7 +122,9 @@ def rotate_secret(node: Node) -> str:
     return node_secret(node)
 
 
-def worker_environment(node: Node, broker_url: str | None = None) -> dict[str, str]:
+def worker_environment(
+    node: Node, broker_url: str | None = None, coordinator_url: str | None = None
+) -> dict[str, str]:
     """What the node's worker needs, as environment variables.
 
     The node reaches the broker as its own user (``app.broker_acl``, created when it is
@@ -130,6 +132,7 @@ def worker_environment(node: Node, broker_url: str | None = None) -> dict[str, s
     """
     return {
         "GRID_BROKER_URL": broker_acl.node_url(node, broker_url),
+        "GRID_COORDINATOR_URL": coordinator_url or current_app.config["PUBLIC_URL"],
         "CELERY_WORKER_WITHOUT_MINGLE": "1",
         "GRID_NODE_ID": node.id,
         "GRID_NODE_NAME": node.name,
@@ -137,13 +140,17 @@ def worker_environment(node: Node, broker_url: str | None = None) -> dict[str, s
     }
 
 
-def worker_configuration(node: Node, broker_url: str | None = None) -> str:
+def worker_configuration(
+    node: Node, broker_url: str | None = None, coordinator_url: str | None = None
+) -> str:
     """A ready-to-use environment file for the node's worker."""
     lines = [
         f"# KoproGo Grid worker configuration for node {node.name} ({node.participant.email})",
         "# Keep this file private (chmod 600): the secret signs everything this node reports.",
     ]
-    lines += [f"{key}={value}" for key, value in worker_environment(node, broker_url).items()]
+    lines += [
+        f"{key}={value}" for key, value in worker_environment(node, broker_url, coordinator_url).items()
+    ]
     lines += [
         "# GRID_LLM_MODEL=/path/to/model.gguf   # to serve the llm queue",
         f"# then: python -m workers start   (or: celery -A workers worker -Q llm,ocr -n {node.name}@%h)",

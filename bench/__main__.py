@@ -1,5 +1,5 @@
-"""``python -m bench [grid] [ledger]`` (``make bench``: both): servers and environment first, then
-the suite.
+"""``python -m bench [grid] [ledger] [inputs]`` (``make bench``: all three): servers and
+environment first, then the suite.
 
 ``celeryconfig`` and the coordinator read their settings from the environment when they are
 imported, so this module starts throwaway Redis and PostgreSQL servers and fills ``os.environ``
@@ -51,7 +51,7 @@ def main() -> int:
 
             from bench import suite
 
-            parts = tuple(sys.argv[1:]) or ("grid", "ledger")
+            parts = tuple(sys.argv[1:]) or ("grid", "ledger", "inputs")
             return suite.run(workdir, parts)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

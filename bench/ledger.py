@@ -142,21 +142,27 @@ def _signed_records(flask_app: Flask, count: int) -> list[tuple[dict, dict]]:
 
 
 def ledger_rate(flask_app: Flask, log_dir: Path) -> float:
-    """Executions per second the ledger worker enters (each is a start and a completion record)."""
+    """Executions per second the ledger worker enters (each a completion record, its start seen)."""
     from app.extensions import db
+    from app.ledger import recorder
     from app.models import LedgerEntry
 
     records = _signed_records(flask_app, LEDGER_EXECUTIONS)
     celery = flask_app.extensions["celery"]
     with flask_app.app_context():
         before = db.session.scalar(select(func.count(LedgerEntry.id)))
+        ctx = recorder.Context.load([started for started, _ in records])
+        for started, _ in records:  # as each node's input fetch does (app.api.work)
+            recorder.on_started(started, ctx)
+        db.session.commit()
     with celery.producer_or_acquire() as producer:
-        for started, completed in records:
-            for name, record in (
-                (celeryconfig.TASK_LEDGER_STARTED, started),
-                (celeryconfig.TASK_LEDGER_RECORD, completed),
-            ):
-                celery.send_task(name, args=[record], queue=celeryconfig.LEDGER_QUEUE, producer=producer)
+        for _, completed in records:
+            celery.send_task(
+                celeryconfig.TASK_LEDGER_RECORD,
+                args=[completed],
+                queue=celeryconfig.LEDGER_QUEUE,
+                producer=producer,
+            )
     worker = GridProcess(
         "bench-ledger",
         [
@@ -187,7 +193,7 @@ def ledger_rate(flask_app: Flask, log_dir: Path) -> float:
     with flask_app.app_context():
         first, last = db.session.execute(
             select(func.min(LedgerEntry.received_at), func.max(LedgerEntry.received_at)).where(
-                LedgerEntry.node == "bench@host"
+                LedgerEntry.node == "bench-ledger-node@host"
             )
         ).one()
     return (LEDGER_EXECUTIONS - 1) / (last - first).total_seconds()

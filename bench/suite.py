@@ -442,7 +442,7 @@ def bench_throughput(client: Client, log_dir: Path) -> list[Ratio]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger")) -> int:
+def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) -> int:
     """Start the grid, measure, print the table; returns the exit status."""
     log_dir = workdir / "logs"
     grid: Grid | None = None
@@ -471,6 +471,12 @@ def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger")) -> int:
         ledger_lines = []
         if "ledger" in parts or "ledger-rate" in parts:
             ledger_lines = ledger.run(flask_app, log_dir, settle="ledger" in parts)
+        if "inputs" in parts:
+            from bench import inputs
+
+            ledger_lines += inputs.run(
+                flask_app, log_dir, _tokens(flask_app, ["inputs@bench.local"])["inputs@bench.local"]
+            )
     except (BenchError, AssertionError, subprocess.CalledProcessError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         if grid is not None:

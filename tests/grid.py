@@ -25,6 +25,13 @@ CELERY = str(VENV_BIN / "celery")
 
 _flask_app = None
 
+#: What preflight checks a worker has (it signs nothing with these): an enrolment, a coordinator.
+UNUSED_ENROLMENT = {
+    "GRID_NODE_ID": "00000000-0000-0000-0000-000000000000",
+    "GRID_NODE_SECRET": "unused",
+    "GRID_COORDINATOR_URL": "http://127.0.0.1:9",
+}
+
 
 def enrolment(name: str, owner: str = "volunteer@koprogo.test") -> dict[str, str]:
     """The node id and secret a volunteer worker named ``name`` runs with (enrolled if new)."""
@@ -136,10 +143,11 @@ class Grid:
     """Starts and stops grid processes sharing one environment (broker, database, limits)."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
         self.log_dir = log_dir
         self.processes: list[GridProcess] = []
-        self.api_url: str | None = None
+        # Chosen now: workers fetch their tasks' inputs there, whichever starts first.
+        self.api_url = f"http://127.0.0.1:{free_port()}"
+        self.env = {**env, "GRID_COORDINATOR_URL": self.api_url}
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> GridProcess:
         process = GridProcess(name, argv, {**self.env, **(env or {})}, self.log_dir).start()
@@ -197,7 +205,7 @@ class Grid:
         ).wait_ready(" ready.")
 
     def api(self) -> str:
-        port = free_port()
+        port = int(self.api_url.rsplit(":", 1)[1])
         process = self._spawn(
             "api",
             [
@@ -211,7 +219,6 @@ class Grid:
                 "app:create_app()",
             ],
         )
-        self.api_url = f"http://127.0.0.1:{port}"
 
         def healthy() -> bool:
             if not process.alive():

@@ -12,7 +12,6 @@ Two layers, both against the real grid (gunicorn API, Redis, PostgreSQL, worker 
 
 from __future__ import annotations
 
-import base64
 import re
 import struct
 import zlib
@@ -108,21 +107,27 @@ def job_count(client) -> int:
     return response.json()["total"]
 
 
-def forge(flask_app, kind: str, steps: list[tuple[str, tuple]], owner: str = MEMBER) -> str:
-    """Record and dispatch a job as ``app.jobs.submit`` does, with raw step arguments that
-    ``plan()`` never checked: what a forged or compromised submission puts on the queues."""
+def forge(flask_app, step: str, args: tuple, data: bytes, owner: str = MEMBER, input_kind: str = "") -> str:
+    """Record and dispatch a one-step job as ``app.jobs.submit`` does, with an input and task
+    arguments that ``plan()`` never checked: what a forged or compromised submission sends."""
     from app import jobs
     from app.extensions import db
-    from app.models import Job, JobStep
+    from app.models import Job, JobInput, JobStep, utcnow
 
     with flask_app.app_context():
-        job = Job(kind=kind, owner=owner, params={"forged": True})
-        for position, (name, _) in enumerate(steps):
-            task_name, queue = jobs.STEPS[name]
-            job.steps.append(JobStep(position=position, name=name, task_name=task_name, queue=queue))
+        job = Job(kind=step, owner=owner, params={"forged": True})
+        task_name, queue = jobs.STEPS[step]
+        job.steps.append(JobStep(position=0, name=step, task_name=task_name, queue=queue))
         db.session.add(job)
-        db.session.commit()  # before dispatch: a fast worker's first record must find the job
-        jobs._dispatch(job, steps)
+        db.session.flush()
+        kind = input_kind or ("document" if step == "ocr" else "text")
+        db.session.add(JobInput(job_id=job.id, kind=kind, data=data))
+        db.session.commit()  # before dispatch: the node must find the job and its input
+        first = job.steps[0]
+        flask_app.extensions["celery"].send_task(
+            task_name, args=args, task_id=first.task_id, queue=jobs._QUEUES[queue], routing_key=queue
+        )
+        first.dispatched_at = utcnow()
         db.session.commit()
         return job.id
 
@@ -369,7 +374,7 @@ def test_another_members_job_is_not_found(client, make_token, grid, flask_app):
     """Not 403: whether a job exists is none of another member's business."""
     from tests.grid import Client
 
-    job_id = forge(flask_app, "translate", [("translate", ("", "en"))], owner="other@koprogo.test")
+    job_id = forge(flask_app, "translate", ("en",), b"", owner="other@koprogo.test")
     assert_refused(client.get(f"{JOBS}/{job_id}"), 404, "not_found")
     other = Client(grid.api_url, make_token("other@koprogo.test"))
     assert other.wait(job_id, timeout=60)["error"]["code"] == "empty_text"
@@ -439,25 +444,17 @@ def llm_pid(good_summary) -> int:
     return good_summary()[1]
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 FORGED_OCR = [
-    pytest.param(lambda: (b64(corrupt_pdf()), "fra"), "corrupt_document", id="corrupt-pdf"),
-    pytest.param(lambda: (b64(encrypted_pdf()), "fra"), "encrypted_document", id="password-protected-pdf"),
-    pytest.param(lambda: (b64(zip_file()), "fra"), "unsupported_type", id="zip-archive"),
-    pytest.param(lambda: (b64(text_renamed_pdf()), "fra"), "unsupported_type", id="text-file"),
-    pytest.param(
-        lambda: (b64(blank_pdf(cc.OCR_MAX_PAGES + 1)), "fra"), "too_many_pages", id="too-many-pages"
-    ),
-    pytest.param(lambda: (b64(huge_page_pdf()), "fra"), "page_too_large", id="huge-pdf-page"),
-    pytest.param(lambda: (b64(bomb_png()), "fra"), "page_too_large", id="huge-image"),
-    pytest.param(lambda: (b64(good_pdf()), "deu"), "unknown_language", id="unknown-language"),
-    pytest.param(lambda: (b64(good_pdf()), 123), "unknown_language", id="languages-not-a-string"),
-    pytest.param(lambda: ("%%% this is not base64 %%%", "fra"), "corrupt_document", id="not-base64"),
-    pytest.param(lambda: (12345, "fra"), "corrupt_document", id="payload-not-a-string"),
-    pytest.param(lambda: ("", "fra"), "empty_document", id="empty-payload"),
+    pytest.param(lambda: (corrupt_pdf(), "fra"), "corrupt_document", id="corrupt-pdf"),
+    pytest.param(lambda: (encrypted_pdf(), "fra"), "encrypted_document", id="password-protected-pdf"),
+    pytest.param(lambda: (zip_file(), "fra"), "unsupported_type", id="zip-archive"),
+    pytest.param(lambda: (text_renamed_pdf(), "fra"), "unsupported_type", id="text-file"),
+    pytest.param(lambda: (blank_pdf(cc.OCR_MAX_PAGES + 1), "fra"), "too_many_pages", id="too-many-pages"),
+    pytest.param(lambda: (huge_page_pdf(), "fra"), "page_too_large", id="huge-pdf-page"),
+    pytest.param(lambda: (bomb_png(), "fra"), "page_too_large", id="huge-image"),
+    pytest.param(lambda: (good_pdf(), "deu"), "unknown_language", id="unknown-language"),
+    pytest.param(lambda: (good_pdf(), 123), "unknown_language", id="languages-not-a-string"),
+    pytest.param(lambda: (b"", "fra"), "empty_document", id="empty-document"),
 ]
 
 
@@ -466,7 +463,8 @@ def test_forged_ocr_job_fails_with_its_code_and_the_ocr_node_serves_the_next_job
     client, flask_app, grid, good_ocr, make_args: Callable[[], tuple], code: str
 ):
     deaths = pool_deaths(grid, "ocr-node")
-    job_id = forge(flask_app, "ocr", [("ocr", make_args())])
+    data, languages = make_args()
+    job_id = forge(flask_app, "ocr", (languages,), data)
 
     failed = assert_failed_with(client, flask_app, job_id, code, "ocr-node@")
 
@@ -491,8 +489,6 @@ def test_image_damaged_past_its_header_fails_on_the_worker_and_the_node_serves_t
 FORGED_LLM = [
     pytest.param("summarise", ("", "fr", 50), "empty_text", id="summarise-empty-text"),
     pytest.param("summarise", (" \n ", "fr", 50), "empty_text", id="summarise-blank-text"),
-    pytest.param("summarise", ({"pages": 2}, "fr", 50), "empty_text", id="summarise-result-without-text"),
-    pytest.param("summarise", (["Bonjour."], "fr", 50), "empty_text", id="summarise-text-not-a-string"),
     pytest.param("summarise", ("Bonjour.", "de", 50), "unknown_language", id="summarise-unknown-language"),
     pytest.param(
         "summarise", ("Bonjour.", ["fr"], 50), "unknown_language", id="summarise-language-not-a-string"
@@ -506,6 +502,12 @@ FORGED_LLM = [
         ("Bonjour \ud800 le monde.", "fr", 50),
         "invalid_parameter",
         id="summarise-text-with-a-lone-surrogate",
+    ),
+    pytest.param(
+        "summarise",
+        (b"Bonjour \xff\xfe le monde.", "fr", 50),
+        "invalid_parameter",
+        id="summarise-text-not-utf8",
     ),
     pytest.param("translate", ("", "en"), "empty_text", id="translate-empty-text"),
     pytest.param("translate", ("Bonjour.", "de"), "unknown_language", id="translate-unknown-target"),
@@ -521,7 +523,9 @@ def test_forged_llm_job_fails_with_its_code_and_the_llm_node_serves_the_next_job
     client, flask_app, grid, good_summary, llm_pid, step: str, args: tuple, code: str
 ):
     deaths = pool_deaths(grid, "llm-node")
-    job_id = forge(flask_app, step, [(step, args)])
+    text, *params = args
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    job_id = forge(flask_app, step, tuple(params), data)
 
     failed = assert_failed_with(client, flask_app, job_id, code, "llm-node@")
 

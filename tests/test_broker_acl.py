@@ -67,13 +67,14 @@ def test_node_user_pushes_records_but_reads_only_the_queues_it_serves(flask_app,
         admin.lpush("ocr", b"job")
         assert volunteer.rpop("ocr") == b"job"  # its own queue: consumed
         assert volunteer.lpush("ledger", b"record") >= 1  # records: pushed
-        assert volunteer.lpush("llm", b"next step") >= 1  # a pipeline's next step: pushed
         assert volunteer.llen("ledger") >= 1
         for call in (
             lambda: volunteer.rpop("ledger"),
             lambda: volunteer.lrange("ledger", 0, -1),
             lambda: volunteer.brpop(["ledger"], timeout=1),
             lambda: volunteer.rpop("llm"),  # another capability's queue
+            lambda: volunteer.lpush("llm", b"a task"),  # the coordinator alone sends steps
+            lambda: volunteer.sadd("_kombu.binding.llm", "x"),  # nor re-routes them
             lambda: volunteer.lrange("llm", 0, -1),
             lambda: volunteer.rpop("coordinator"),
             lambda: volunteer.lpush("coordinator", b"task"),
@@ -152,13 +153,15 @@ def test_workers_on_node_users_run_a_pipeline_and_are_refused_once_revoked(
         name = _name(f"acl-{queue}")
         created = manage(
             "nodes", "create", name, "--owner", "volunteer@koprogo.test",
-            "--broker-url", db_url, "--env-file", str(tmp_path / f"{name}.env"),
+            "--broker-url", db_url, "--coordinator-url", fresh_grid.api_url,
+            "--env-file", str(tmp_path / f"{name}.env"),
         )  # fmt: skip
         assert created.returncode == 0, created.stderr
         env = _env_file(tmp_path / f"{name}.env")
         node = _node(flask_app, name)
         users[queue] = broker_acl.username(node)
         assert env["GRID_NODE_ID"] == node.id and env["CELERY_WORKER_WITHOUT_MINGLE"] == "1"
+        assert env["GRID_COORDINATOR_URL"] == fresh_grid.api_url
         with flask_app.app_context():
             assert env["GRID_BROKER_URL"] == broker_acl.node_url(node, db_url)
             broker_acl.ensure_user(node, [queue], broker_url=db_url)  # enrolled for both: one only

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.documents import FRENCH_LINES, text_pdf
-from tests.grid import ROOT, VENV_BIN, GridProcess, free_port, wait_for
+from tests.grid import ROOT, UNUSED_ENROLMENT, VENV_BIN, GridProcess, free_port, wait_for
 
 #: The modules of ``workers`` the coordinator may import: what both sides share (error codes,
 #: record signatures, document and text checks). Never an engine, a task or the Celery app.
@@ -216,8 +216,7 @@ def test_a_volunteer_s_worker_loads_without_the_coordinator(worker_venv: Path):
         "workers",
         "probe",
         "--json",
-        GRID_NODE_ID="00000000-0000-0000-0000-000000000000",
-        GRID_NODE_SECRET="unused",
+        **UNUSED_ENROLMENT,
     )
     assert probe.returncode == 0, probe.stdout + probe.stderr
     verdicts = json.loads(probe.stdout)["queues"]

@@ -36,7 +36,8 @@ def ledger(app_context):
 
     class Ledger:
         def started(self, record: dict) -> None:
-            recorder.on_started(record, recorder.Context.load())
+            """A node fetches its input (app.api.work): the coordinator sees the start."""
+            recorder.on_started(record)
             db.session.commit()
 
         def completed(self, record: dict) -> LedgerEntry | None:
@@ -118,6 +119,15 @@ def completion(
         **extra,
     }
     return signing.sign(record, nodes.node_secret(node))
+
+
+def _started_ago(step: JobStep, seconds: float) -> None:
+    """Move the coordinator's sight of the step's start back in time (the work took that long)."""
+    for sighting in db.session.scalars(
+        select(ExecutionSighting).where(ExecutionSighting.task_id == step.task_id)
+    ):
+        sighting.first_seen_at -= timedelta(seconds=seconds)
+    db.session.commit()
 
 
 def test_an_honest_execution_is_granted_its_claim(ledger):
@@ -221,25 +231,32 @@ def test_an_inflated_time_claim_is_capped_by_what_the_coordinator_observed(ledge
 
 def test_inflated_units_are_capped_by_the_pages_the_coordinator_sent(ledger):
     node, step = enrol("padder"), ocr_job(pages=1)
-    ledger.together(
-        ("started", start(step, node)), ("completed", completion(step, node, wall=500.0, pages=1000))
-    )
+    ledger.started(start(step, node))
+    _started_ago(step, 600)  # long enough that the observation does not bound it first
+    ledger.completed(completion(step, node, wall=500.0, pages=1000))
     (entry,) = ledger.entries(step.task_id)
 
     assert entry.units == 1
     assert (entry.cap_ms, entry.granted_ms, entry.grant_basis) == (12_000, 12_000, "cap")
 
 
-def test_a_start_and_end_that_arrive_together_are_not_observed_and_bounded_by_the_cap(ledger):
-    node, step = enrol("backlog"), ocr_job(pages=10)
-    ledger.together(
-        ("started", start(step, node)), ("completed", completion(step, node, wall=30.0, pages=10))
-    )
-    (entry,) = ledger.entries(step.task_id)
+def test_a_start_record_on_the_ledger_queue_is_refused_the_start_is_the_input_fetch(ledger):
+    node, step = enrol("queue-starter"), ocr_job()
 
-    # The ledger was catching up: the 0 s between the two records says nothing of the work.
-    assert entry.observed_ms is None
-    assert (entry.granted_ms, entry.grant_basis) == (30_000, "claimed")
+    ledger.together(("started", start(step, node)))
+
+    assert ledger.rejections(step.task_id) == ["wrong_channel"]
+    assert db.session.get(JobStep, step.id).state == StepState.QUEUED
+
+
+def test_no_execution_is_granted_beyond_the_hard_time_limit(ledger):
+    node, step = enrol("overtime"), ocr_job(pages=100)
+    ledger.started(start(step, node))
+    _started_ago(step, 10 * celeryconfig.task_time_limit)
+    entry = ledger.completed(completion(step, node, wall=5.0 * celeryconfig.task_time_limit, pages=100))
+
+    assert entry.cap_ms == celeryconfig.task_time_limit * 1000
+    assert entry.granted_ms == entry.cap_ms
 
 
 def test_a_machine_that_vanished_is_relieved_after_the_visibility_timeout_and_paid_once(ledger):
@@ -322,9 +339,8 @@ def test_time_limit_credit_cannot_be_farmed_with_invented_attempts(ledger):
 def test_a_poison_record_is_refused_and_the_batch_goes_on(ledger):
     node, step = enrol("poison"), ocr_job()
     poison = {"task_id": "bad\x00id", "node_id": "\x00", "attempt": float("nan"), "signature": "x\x00"}
-    recorder.apply_safely(
-        [("completed", poison), ("started", start(step, node)), ("completed", completion(step, node))]
-    )
+    ledger.started(start(step, node))
+    recorder.apply_safely([("completed", poison), ("completed", completion(step, node))])
 
     assert len(ledger.entries(step.task_id)) == 1
     refused = db.session.scalars(select(LedgerRejection).where(LedgerRejection.node_id == "\\0")).all()

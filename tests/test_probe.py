@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.grid import ROOT, wait_for
+from tests.grid import ROOT, UNUSED_ENROLMENT, wait_for
 
-ENROLLED = {"GRID_NODE_ID": "00000000-0000-0000-0000-000000000000", "GRID_NODE_SECRET": "unused"}
+ENROLLED = UNUSED_ENROLMENT
 
 
 def workers(*args: str, **env: str) -> subprocess.CompletedProcess:

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 import celeryconfig
-from tests.grid import CELERY, ROOT
+from tests.grid import CELERY, ROOT, UNUSED_ENROLMENT
 
-#: Preflight only checks that the node is enrolled; these are never used to sign anything here.
-ENROLLED = {"GRID_NODE_ID": "00000000-0000-0000-0000-000000000000", "GRID_NODE_SECRET": "unused"}
+ENROLLED = UNUSED_ENROLMENT
 
 
 def start_worker(queues: str, **env: str) -> subprocess.CompletedProcess:
@@ -148,6 +147,7 @@ def test_every_refusal_names_a_section_of_the_volunteers_guide(monkeypatch, tmp_
     # Each case breaks one thing on a machine that can otherwise serve both queues.
     cases = {
         "not-enrolled": (["ocr"], lambda patch: patch.delenv("GRID_NODE_SECRET")),
+        "no-coordinator-url": (["ocr"], lambda patch: patch.delenv("GRID_COORDINATOR_URL")),
         "no-tesseract": (["ocr"], without("tesseract")),
         "no-poppler": (["ocr"], without("pdftoppm")),
         "missing-language-pack": (
@@ -175,6 +175,7 @@ def test_every_refusal_names_a_section_of_the_volunteers_guide(monkeypatch, tmp_
         with monkeypatch.context() as patch:
             patch.setenv("GRID_NODE_ID", ENROLLED["GRID_NODE_ID"])
             patch.setenv("GRID_NODE_SECRET", ENROLLED["GRID_NODE_SECRET"])
+            patch.setenv("GRID_COORDINATOR_URL", ENROLLED["GRID_COORDINATOR_URL"])
             patch.setenv("GRID_LLM_MODEL", str(model))
             patch.setenv("GRID_NODE_NAME", "preflight")
             patch.setattr(preflight.shutil, "which", lambda name: f"/usr/bin/{name}")

@@ -1,11 +1,11 @@
 """Meter every execution with Celery task signals and report it to the coordinator's ledger.
 
-``task_prerun`` notes the start (wall clock, CPU of this process and of its engine children)
-and tells the coordinator the execution began; ``task_postrun`` measures it and sends one
-completion record to the ``ledger`` queue, whatever the outcome: success (with the result),
-failure (with the error code), or retry. Two outcomes never reach ``task_postrun`` because the
-task's process is gone: the hard time limit and a lost worker process; ``GridRequest`` reports
-those from the worker's main process.
+``task_prerun`` notes the start (wall clock, CPU of this process and of its engine children);
+the coordinator sees the start itself when the task fetches its input (``workers.inputs``).
+``task_postrun`` measures the execution and sends one completion record to the ``ledger``
+queue, whatever the outcome: success (with the result), failure (with the error code), or
+retry. Two outcomes never reach ``task_postrun`` because the task's process is gone: the hard
+time limit and a lost worker process; ``GridRequest`` reports those from the main process.
 
 Everything sent here is a claim: the coordinator decides what is granted.
 """
@@ -82,13 +82,17 @@ def _error_of(exc: BaseException | None) -> dict[str, str]:
     return {"code": errors.INTERNAL_ERROR, "message": f"{type(exc).__name__}: {exc}"}
 
 
-def send(task_app, kind: str, **fields) -> None:
-    """Build a ``kind`` record (``workers.protocol``), sign it with this node's secret and send
-    it to the coordinator's ledger queue."""
-    record = signing.sign(
+def signed(kind: str, **fields) -> dict:
+    """A ``kind`` record (``workers.protocol``) signed with this node's secret."""
+    return signing.sign(
         {**protocol.body(kind, **fields), "node_id": os.environ.get(NODE_ID_ENV, "")},
         os.environ.get(NODE_SECRET_ENV, ""),
     )
+
+
+def send(task_app, kind: str, **fields) -> None:
+    """Sign a ``kind`` record and send it to the coordinator's ledger queue."""
+    record = signed(kind, **fields)
     task_app.send_task(
         protocol.TASK_OF_KIND[kind],
         args=[record],
@@ -112,17 +116,7 @@ def _on_prerun(task_id: str, task, **_) -> None:
         attempt=task.request.retries,
         started_at=_now(),
     )
-    _running[task_id] = execution
-    send(
-        task.app,
-        "started",
-        task_id=task_id,
-        task_name=task.name,
-        node=execution.node,
-        attempt=execution.attempt,
-        started_at=execution.started_at,
-        redelivered=bool((task.request.delivery_info or {}).get("redelivered")),
-    )
+    _running[task_id] = execution  # the coordinator sees the start when the input is fetched
 
 
 _OUTCOMES = {"SUCCESS": "succeeded", "FAILURE": "failed", "RETRY": "retried"}
@@ -140,7 +134,9 @@ def _on_postrun(task_id: str, task, retval=None, state: str | None = None, **_) 
         # work had no outcome: the main process reports a dead process as lost
         # (GridRequest), and a revoked execution is not reported at all.
         return
-    outcome = _OUTCOMES.get(state, "failed")
+    outcome = _OUTCOMES.get(state)
+    if outcome is None:  # IGNORED, REJECTED: the input was not ours to fetch; nothing ran
+        return
     record = _record(execution, outcome)
     if outcome == "succeeded":
         record["result"] = retval

@@ -102,6 +102,14 @@ def enrolment_problem() -> str | None:
             f"this node is not enrolled: {' and '.join(missing)} not set; the cooperative's operator "
             f"issues them with `python manage.py nodes create NAME --owner EMAIL`{see('not-enrolled')}"
         )
+    from workers.inputs import COORDINATOR_URL_ENV
+
+    if not os.environ.get(COORDINATOR_URL_ENV, "").startswith(("http://", "https://")):
+        return (
+            f"{COORDINATOR_URL_ENV} is not set to the coordinator's address (https://…): this worker "
+            f"could not fetch its tasks' inputs; it is in the configuration file the cooperative sent"
+            f"{see('no-coordinator-url')}"
+        )
     return None
 
 

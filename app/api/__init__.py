@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Flask
 
-from app.api import jobs, ledger, nodes
+from app.api import jobs, ledger, nodes, work
 
 
 def register(app: Flask) -> None:
@@ -10,4 +10,5 @@ def register(app: Flask) -> None:
     api.register_blueprint(jobs.bp)
     api.register_blueprint(ledger.bp)
     api.register_blueprint(nodes.bp)
+    api.register_blueprint(work.bp)
     app.register_blueprint(api)

@@ -71,8 +71,6 @@ class Context:
     entries: dict[tuple[str, int], LedgerEntry] = field(default_factory=dict)
     granted: set[str] = field(default_factory=set)
     sightings: dict[tuple[str, int], dict[str, datetime]] = field(default_factory=dict)
-    #: Starts first seen in this batch: the execution's duration cannot be observed.
-    fresh: set[tuple[str, int, str]] = field(default_factory=set)
     #: Heartbeat slots written in this batch, per node.
     heartbeats: dict[str, set[int]] = field(default_factory=dict)
     #: What to do once the batch is committed (broker commands to nodes).
@@ -349,8 +347,8 @@ def _apply(messages: Sequence[tuple[str, Any]]) -> Context:
                     {"raw": getattr(record, "evidence", "")} if isinstance(record, Exception) else record
                 )
                 reject(kind, evidence, verdict)
-            elif kind == "started":
-                on_started(record, ctx)
+            elif kind == "started":  # a start is the input fetch (app.api.work), never a message
+                reject(kind, record, Refused("wrong_channel", "an execution starts by fetching its input"))
             elif kind == "completed":
                 on_completed(record, ctx)
             else:
@@ -369,23 +367,31 @@ def _checked(kind: str, record: Any) -> Any:
     return record
 
 
-def on_started(record: Any, ctx: Context | None = None) -> None:
-    """A node began an execution: note our first sight of it; the step is running there."""
-    ctx = ctx or Context.load()
-    try:
-        node_id, step, attempt = _verify(record, ctx)
-    except Refused as refused:
-        reject("started", record, refused)
-        return
+def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None, Refused | None]:
+    """A node begins an execution (it asks for its input, app.api.work): the coordinator's own
+    sight of the start. Returns the step, or why it is refused (stored); the caller commits."""
+    ctx = ctx or Context.load([record])
     now = utcnow()
     try:
+        protocol.parse("started", record)
+        node_id, step, attempt = _verify(record, ctx)
+        sent = _when(record["started_at"])
+        if abs((now - sent).total_seconds()) > celeryconfig.CLOCK_SKEW_SECONDS:
+            raise Refused("stale", f"a start dated {record['started_at']}: check the node's clock")
+        if step.state in StepState.FINAL or step.job.state in JobState.FINAL:
+            raise Refused("step_finished", f"task {step.task_id} is {step.state}, its job {step.job.state}")
         _check_start(step, node_id, attempt, ctx, now)
-    except Refused as refused:
+    except protocol.Invalid as invalid:
+        refused = Refused(invalid.reason, invalid.detail)
+    except Refused as caught:
+        refused = caught
+    else:
+        refused = None
+    if refused is not None:
         reject("started", record, refused)
-        return
+        return None, refused
     seen = ctx.sightings.setdefault((step.task_id, attempt), {})
     if node_id not in seen:
-        ctx.fresh.add((step.task_id, attempt, node_id))
         seen[node_id] = now
         db.session.add(
             ExecutionSighting(
@@ -396,8 +402,6 @@ def on_started(record: Any, ctx: Context | None = None) -> None:
                 first_seen_at=now,
             )
         )
-    if step.state in StepState.FINAL or step.job.state in JobState.FINAL:
-        return
     step.state = StepState.RUNNING
     step.node = str(record.get("node", ""))[:200]
     step.attempts = max(step.attempts, attempt + 1)
@@ -406,6 +410,7 @@ def on_started(record: Any, ctx: Context | None = None) -> None:
     if job.state == JobState.QUEUED:
         job.state = JobState.RUNNING
         job.started_at = now
+    return step, None
 
 
 def _check_start(step: JobStep, node_id: str, attempt: int, ctx: Context, now: datetime) -> None:
@@ -435,7 +440,7 @@ def on_completed(record: Any, ctx: Context | None = None) -> LedgerEntry | None:
     except Refused as refused:
         reject("completed", record, refused)
         return None
-    _advance(ctx.step(entry.task_id), entry, record)
+    _advance(ctx.step(entry.task_id), entry, record, ctx)
     return entry
 
 
@@ -475,17 +480,13 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     model_bytes = min(
         _int((result.get("engine") or {}).get("model_bytes")), current_app.config["LLM_MODEL_MAX_BYTES"]
     )
-    if (step.task_id, attempt, node_id) in ctx.fresh:
-        # The start was first seen in this very batch (the ledger was catching up): the time
-        # between the two records says nothing about the work. Only the claim and the cap bound it.
-        observed_ms = None
-    else:
-        since = seen[node_id]
-        observed_ms = (
-            max(0, round((received - since).total_seconds() * 1000)) + rules.OBSERVATION_ALLOWANCE_MS
-        )
+    # From the input fetch (the start, as the coordinator itself saw it) to the completion.
+    observed_ms = (
+        max(0, round((received - seen[node_id]).total_seconds() * 1000)) + rules.OBSERVATION_ALLOWANCE_MS
+    )
     claimed_ms = _ms(record.get("wall_seconds"))
-    cap = rules.cap_ms(capability, units, ctx.costs, model_bytes)
+    # No execution outlives the hard time limit: its process is killed there.
+    cap = min(rules.cap_ms(capability, units, ctx.costs, model_bytes), celeryconfig.task_time_limit * 1000)
     error = record.get("error") if isinstance(record.get("error"), dict) else {}
     error_code = str(error.get("code"))[:64] if error.get("code") else None
     planned = (
@@ -543,7 +544,7 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     return entry
 
 
-def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any]) -> None:
+def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any], ctx: Context) -> None:
     """Move the step and its job on after an entered execution."""
     job: Job = step.job
     if job.state in JobState.FINAL or step.state in StepState.FINAL:
@@ -559,7 +560,11 @@ def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any]) -> None:
         step.wall_ms, step.cpu_ms = entry.wall_ms, entry.cpu_ms
         following = [s for s in job.steps if s.position == step.position + 1]
         if following and following[0].dispatched_at is None:
-            following[0].dispatched_at = entry.received_at  # the chain sends it on now
+            # The next step works on this entered result: sent once the batch is committed.
+            from app.jobs import send_step
+
+            following[0].dispatched_at = entry.received_at
+            ctx.after_commit.append(lambda nxt=following[0]: send_step(nxt))
         if all(s.state == StepState.SUCCEEDED for s in job.steps):
             job.state = JobState.SUCCEEDED
             job.finished_at = step.finished_at

@@ -27,12 +27,23 @@ class Hostile:
             db.session.commit()
             self.id, self.name = node.id, node.name
             self.env = nodes.worker_environment(node)
+            self.flask_app = flask_app
 
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def on(self, grid) -> dict[str, str]:
+        """Its environment on a grid of a test's own (another Redis database, another API)."""
+        from app import broker_acl
+        from app.extensions import db
+        from app.models import Node
+
+        with self.flask_app.app_context():
+            url = broker_acl.node_url(db.session.get(Node, self.id), grid.env["GRID_BROKER_URL"])
+        return {"GRID_BROKER_URL": url, "GRID_COORDINATOR_URL": grid.api_url}
+
+    def run(self, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "tests.adversary.hostile", *args],
             cwd=ROOT,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -52,6 +63,12 @@ class Hostile:
 @pytest.fixture
 def hostile(flask_app, request):
     return Hostile(flask_app, f"hostile-{request.node.name[5:30].replace('_', '-').strip('-')}")
+
+
+@pytest.fixture
+def honest_node(flask_app, request):
+    """Another enrolled node, used by the test as an honest one would."""
+    return Hostile(flask_app, f"honest-{request.node.name[5:30].replace('_', '-').strip('-')}")
 
 
 class Rejections:

@@ -3,8 +3,11 @@ broker user) and nothing else, as an attacker who enrolled a machine would.
 
     python -m tests.adversary.hostile garbage        # push every kind of garbage on `ledger`
     python -m tests.adversary.hostile send KIND JSON # sign a record of KIND and send it
+    python -m tests.adversary.hostile pop QUEUE      # take a task message off a queue it serves
+    python -m tests.adversary.hostile fetch TASK_ID TASK_NAME ATTEMPT   # ask for a task's input
 
-It reads GRID_BROKER_URL (the node's own broker user), GRID_NODE_ID and GRID_NODE_SECRET.
+It reads GRID_BROKER_URL (the node's own broker user), GRID_COORDINATOR_URL, GRID_NODE_ID,
+GRID_NODE_NAME and GRID_NODE_SECRET.
 """
 
 from __future__ import annotations
@@ -54,6 +57,24 @@ def garbage() -> list[tuple[str, bytes]]:
             started_at="2026-01-01T00:00:00+00:00",
         )
     )
+    a_completion = signed(
+        protocol.body(
+            "completed",
+            task_id=str(uuid.uuid4()),
+            task_name="grid.ocr.extract",
+            capability="ocr",
+            node=f"{os.environ['GRID_NODE_NAME']}@x",
+            attempt=0,
+            outcome="succeeded",
+            final=True,
+            started_at="2026-01-01T00:00:00+00:00",
+            finished_at="2026-01-01T00:00:01+00:00",
+            wall_seconds=1.0,
+            cpu_seconds=1.0,
+            units={"pages": 1},
+            result={"text": "invented"},
+        )
+    )
     return [
         ("not kombu's properties", b'{"body":"W1t7fV1d","properties":"x"}'),
         ("nested past the recursion limit", deep.encode()),
@@ -83,10 +104,35 @@ def garbage() -> list[tuple[str, bytes]]:
             envelope(completed, celery_body({**a_start, "result": json.loads("[" * 50 + "]" * 50)})),
         ),
         ("old version", envelope(started, celery_body(signed({**a_start, "v": 1})))),
-        ("never dispatched", envelope(started, celery_body(a_start))),
+        ("a start on the queue", envelope(started, celery_body(a_start))),
+        ("never dispatched", envelope(completed, celery_body(a_completion))),
         ("UTF-16", envelope(started, celery_body(a_start)).decode().encode("utf-16")),
         ("unsigned", envelope(started, celery_body({k: v for k, v in a_start.items() if k != "signature"}))),
     ]
+
+
+def fetch(task_id: str, task_name: str, attempt: str) -> int:
+    """Prints the status, and the SHA-256 and size of what came back."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    import requests
+
+    record = signed(
+        protocol.body(
+            "started",
+            task_id=task_id,
+            task_name=task_name,
+            node=f"{os.environ['GRID_NODE_NAME']}@hostile-host",
+            attempt=int(attempt),
+            started_at=datetime.now(UTC).isoformat(),
+        )
+    )
+    url = f"{os.environ['GRID_COORDINATOR_URL']}/api/v1/work/{task_id}/input"
+    response = requests.post(url, json=record, timeout=30)
+    code = response.json()["error"]["code"] if response.status_code != 200 else "ok"
+    print(response.status_code, code, hashlib.sha256(response.content).hexdigest(), len(response.content))
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -96,6 +142,12 @@ def main(argv: list[str]) -> int:
             client.lpush(LEDGER, raw)
             print(f"pushed {name} ({len(raw)} bytes)", flush=True)
         return 0
+    if argv[0] == "pop":
+        raw = client.rpop(argv[1])
+        print(raw.decode() if raw else "")
+        return 0
+    if argv[0] == "fetch":
+        return fetch(*argv[1:])
     if argv[0] == "send":
         kind, record = argv[1], json.loads(argv[2])
         client.lpush(LEDGER, envelope(protocol.TASK_OF_KIND[kind], celery_body(signed(record))))

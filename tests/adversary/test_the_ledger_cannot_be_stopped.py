@@ -48,6 +48,7 @@ def test_garbage_on_the_ledger_queue_is_refused_while_100_honest_jobs_complete(
         "malformed",
         "unknown_task",
         "unsupported_version",
+        "wrong_channel",
         "never_dispatched",
     }
     assert expected <= reasons, reasons

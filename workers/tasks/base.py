@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Task
 
 import celeryconfig
-from workers import metering
+from workers import inputs, metering
 from workers.errors import TransientError
 
 
@@ -25,6 +25,11 @@ class GridTask(Task):
     retry_on_worker_lost = True
     ignore_result = True
     typing = True
+
+    def fetch_input(self) -> tuple[str, bytes]:
+        """This attempt's input, from the coordinator (``workers.inputs``)."""
+        request = self.request
+        return inputs.fetch(request.id, self.name, request.retries, metering.worker_name(request.hostname))
 
     def progress(self, **info: int) -> None:
         """Publish progress (pages done, tokens so far) for the API to show; best effort."""

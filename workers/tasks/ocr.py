@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import tempfile
 
@@ -17,12 +15,11 @@ from workers.tasks.base import GridTask
 
 
 @shared_task(bind=True, base=GridTask, name=celeryconfig.TASK_OCR)
-def extract(self: GridTask, document_b64: str, languages: str = celeryconfig.OCR_DEFAULT_LANGUAGES) -> dict:
+def extract(self: GridTask, languages: str = celeryconfig.OCR_DEFAULT_LANGUAGES) -> dict:
     """Text of every page of a PDF, PNG, JPEG or TIFF document (pages separated by form feeds)."""
-    try:
-        data = base64.b64decode(document_b64, validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        raise BadInput("The document was not sent as base64.", code=errors.CORRUPT_DOCUMENT) from None
+    kind, data = self.fetch_input()
+    if kind != "document":
+        raise BadInput("The coordinator sent no document to read.", code=errors.CORRUPT_DOCUMENT)
     kind = documents.sniff(data[:16])
 
     def on_page(done: int, total: int) -> None:

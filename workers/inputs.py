@@ -1,0 +1,76 @@
+"""A task's input, fetched from the coordinator by the node the broker gave the task to.
+
+Task messages carry only parameters (docs/decisions/0009). The worker asks the coordinator for
+the document or text with a start record signed by its node's secret (``workers.protocol``);
+that request is the coordinator's own sight of the start, and the input goes to one node per
+attempt. Whoever reads the queue sees no document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+
+from celery.exceptions import Ignore, Reject
+
+import celeryconfig
+from workers import metering
+
+log = logging.getLogger(__name__)
+
+COORDINATOR_URL_ENV = "GRID_COORDINATOR_URL"
+#: Statuses with which the coordinator says the task is not this node's to run: another node
+#: holds the attempt (409), it is over or cancelled (410), it never existed (404), or this node
+#: may not run anything (403). The message is let go; the attempt is somebody else's.
+_NOT_OURS = (403, 404, 409, 410)
+#: How long to wait before handing back a task whose input could not be fetched (the
+#: coordinator is away): the broker gives it out again.
+RETRY_SECONDS = 5
+_TIMEOUT = 60
+
+
+def fetch(task_id: str, task_name: str, attempt: int, worker: str) -> tuple[str, bytes]:
+    """(kind, data) of the task's input: ``document`` bytes or ``text`` in UTF-8."""
+    record = metering.signed(
+        "started",
+        task_id=task_id,
+        task_name=task_name,
+        node=worker,
+        attempt=attempt,
+        started_at=datetime.now(UTC).isoformat(),
+    )
+    url = f"{os.environ.get(COORDINATOR_URL_ENV, '').rstrip('/')}/api/v1/work/{task_id}/input"
+    request = urllib.request.Request(
+        url, data=json.dumps(record).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
+            data = response.read(celeryconfig.MAX_DOCUMENT_BYTES + 1)
+            return response.headers.get("X-Grid-Input", "document"), data
+    except urllib.error.HTTPError as exc:
+        if exc.code in _NOT_OURS:
+            log.warning("task %s is not ours to run (%s): %s", task_id, exc.code, _reason(exc))
+            raise Ignore() from None
+        log.error("the coordinator refused the input of task %s (%s): %s", task_id, exc.code, _reason(exc))
+        raise _hand_back() from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        log.error("the coordinator could not be reached for the input of task %s: %s", task_id, exc)
+        raise _hand_back() from None
+
+
+def _reason(exc: urllib.error.HTTPError) -> str:
+    try:
+        return json.loads(exc.read(4096))["error"]["code"]
+    except (ValueError, KeyError, TypeError, OSError):
+        return "?"
+
+
+def _hand_back() -> Reject:
+    """What gives the message back to the broker, unrun, after a pause: no attempt is spent."""
+    time.sleep(RETRY_SECONDS)
+    return Reject("the input could not be fetched", requeue=True)
