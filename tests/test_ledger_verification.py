@@ -357,6 +357,18 @@ def test_a_forged_start_is_refused_and_does_not_move_the_job(ledger):
     assert db.session.get(JobStep, step.id).state == StepState.QUEUED
 
 
+def test_an_execution_that_ends_after_its_job_stalled_earns_nothing(ledger):
+    node, step = enrol("latecomer"), ocr_job()
+    ledger.started(start(step, node))
+    recorder.fail_job(db.session.get(Job, step.job_id), "stalled", "No verified result arrived.")
+    db.session.commit()
+
+    entry = ledger.completed(completion(step, node))
+
+    assert (entry.outcome, entry.granted_ms, entry.grant_basis) == ("succeeded", 0, "job_failed")
+    assert db.session.get(Job, step.job_id).error_code == "stalled"  # nothing moves it back
+
+
 def test_a_failed_execution_earns_nothing(ledger):
     node, step = enrol("failer"), ocr_job()
     ledger.started(start(step, node))

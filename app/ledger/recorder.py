@@ -498,6 +498,8 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         decision = rules.Grant(0, "already_granted")  # a task is paid once, however it ended
     elif step.state in StepState.FINAL and outcome != "succeeded":
         decision = rules.Grant(0, "step_finished")
+    elif job.state == JobState.FAILED:  # failed, or stalled, before this execution ended
+        decision = rules.Grant(0, "job_failed")
     else:
         decision = rules.grant(
             outcome,
