@@ -133,13 +133,13 @@ def step_args(job: Job, step: JobStep) -> tuple:
 _TEXT_OF_RESULT = {"ocr": "text", "summarise": "summary", "translate": "translation"}
 
 
-def input_of(step: JobStep) -> tuple[str, bytes]:
+def input_of(step: JobStep) -> tuple[str, bytes] | None:
     """(kind, bytes) a step works on: the job's document or text for the first step, the
-    entered result of the step before for the others."""
+    entered result of the step before for the others; None if there is none."""
     job = step.job
     if step.position == 0:
         stored = db.session.get(JobInput, job.id)
-        return stored.kind, stored.data
+        return (stored.kind, stored.data) if stored is not None else None
     before = next(s for s in job.steps if s.position == step.position - 1)
     text = (before.result or {}).get(_TEXT_OF_RESULT[before.name])
     return "text", (text if isinstance(text, str) else "").encode("utf-8")

@@ -550,6 +550,9 @@ class RedisServer(_ManagedServer):
             "yes",
             "--appendfsync",
             "everysec",
+            # No message a node can push is bigger (records are 8 MB at most: workers.protocol).
+            "--proto-max-bulk-len",
+            "16mb",
             "--save",
             "",
             "--aclfile",

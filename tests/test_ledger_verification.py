@@ -35,10 +35,12 @@ def ledger(app_context):
     """Apply records as the ledger worker does: one transaction each."""
 
     class Ledger:
-        def started(self, record: dict) -> None:
-            """A node fetches its input (app.api.work): the coordinator sees the start."""
-            recorder.on_started(record)
+        def started(self, record: dict) -> str | None:
+            """A node fetches its input (app.api.work): the coordinator sees the start. Returns
+            why it is refused, if it is (stored only when a node's signature is on it)."""
+            _, refused = recorder.on_started(record)
             db.session.commit()
+            return refused.reason if refused else None
 
         def completed(self, record: dict) -> LedgerEntry | None:
             entry = recorder.on_completed(record, recorder.Context.load())
@@ -214,9 +216,9 @@ def test_a_revoked_node_is_refused(ledger):
     nodes.revoke(node)
     db.session.commit()
 
-    ledger.started(start(step, node))
+    assert ledger.started(start(step, node)) == "unknown_node"
     assert ledger.completed(completion(step, node)) is None
-    assert ledger.rejections(step.task_id) == ["unknown_node", "unknown_node"]
+    assert ledger.rejections(step.task_id) == ["unknown_node"]  # the start was not even signed by a node
 
 
 def test_an_inflated_time_claim_is_capped_by_what_the_coordinator_observed(ledger):
@@ -299,8 +301,9 @@ def test_a_completion_without_a_start_or_with_an_invented_attempt_is_refused(led
 
 def test_a_retry_is_a_new_attempt_only_after_the_previous_one_ended(ledger):
     node, step = enrol("retrier"), ocr_job()
-    ledger.started(start(step, node, attempt=1))  # attempt 0 has not ended: no retry yet
-    ledger.started(start(step, node, attempt=0))
+    early = ledger.started(start(step, node, attempt=1))  # attempt 0 has not ended: no retry yet
+    assert early == "previous_attempt_pending"  # the worker hands the task back and asks again
+    assert ledger.started(start(step, node, attempt=0)) is None
     ledger.completed(
         completion(
             step,
@@ -320,7 +323,7 @@ def test_a_retry_is_a_new_attempt_only_after_the_previous_one_ended(ledger):
         (0, "lost", False),
         (1, "succeeded", True),
     ]
-    assert ledger.rejections(step.task_id) == ["bad_attempt"]
+    assert ledger.rejections(step.task_id) == []
 
 
 def test_time_limit_credit_cannot_be_farmed_with_invented_attempts(ledger):
@@ -352,8 +355,8 @@ def test_a_forged_start_is_refused_and_does_not_move_the_job(ledger):
     record = start(step, node)
     record["node_id"] = str(uuid.uuid4())
 
-    ledger.started(record)
-    assert ledger.rejections(step.task_id) == ["unknown_node"]
+    assert ledger.started(record) == "unknown_node"
+    assert ledger.rejections(step.task_id) == []  # an unsigned knock is not kept
     assert db.session.get(JobStep, step.id).state == StepState.QUEUED
 
 
@@ -391,7 +394,6 @@ def test_a_rotated_secret_stops_the_old_one_verifying(ledger):
     nodes.rotate_secret(node)
     db.session.commit()
 
-    ledger.started(old)
-    assert ledger.rejections(step.task_id) == ["bad_signature"]
-    ledger.started(start(step, node))  # signed with the new secret
-    assert ledger.rejections(step.task_id) == ["bad_signature"]
+    assert ledger.started(old) == "bad_signature"
+    assert ledger.started(start(step, node)) is None  # signed with the new secret
+    assert ledger.rejections(step.task_id) == []

@@ -24,10 +24,11 @@ from workers import metering
 log = logging.getLogger(__name__)
 
 COORDINATOR_URL_ENV = "GRID_COORDINATOR_URL"
-#: Statuses with which the coordinator says the task is not this node's to run: another node
-#: holds the attempt (409), it is over or cancelled (410), it never existed (404), or this node
-#: may not run anything (403). The message is let go; the attempt is somebody else's.
-_NOT_OURS = (403, 404, 409, 410)
+#: Statuses with which the coordinator says the task is over or cancelled (410) or never existed
+#: (404): the message is let go. On any other refusal (another node holds this attempt, the
+#: previous one is not entered yet, this node may not run anything now) the message is handed
+#: back to the broker unrun, so that the node that may run it gets it: nothing is lost.
+_NOT_OURS = (404, 410)
 #: How long to wait before handing back a task whose input could not be fetched (the
 #: coordinator is away): the broker gives it out again.
 RETRY_SECONDS = 5
@@ -56,7 +57,7 @@ def fetch(task_id: str, task_name: str, attempt: int, worker: str) -> tuple[str,
         if exc.code in _NOT_OURS:
             log.warning("task %s is not ours to run (%s): %s", task_id, exc.code, _reason(exc))
             raise Ignore() from None
-        log.error("the coordinator refused the input of task %s (%s): %s", task_id, exc.code, _reason(exc))
+        log.warning("task %s handed back: the coordinator said %s (%s)", task_id, exc.code, _reason(exc))
         raise _hand_back() from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         log.error("the coordinator could not be reached for the input of task %s: %s", task_id, exc)

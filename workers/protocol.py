@@ -47,8 +47,9 @@ TASK_OF_KIND = {kind: task for task, kind in KIND_OF_TASK.items()}
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 Uuid = Annotated[str, StringConstraints(pattern=_UUID)]
 Signature = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-#: A Celery worker name, ``name@host``.
-WorkerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,100}@[A-Za-z0-9._-]{1,150}$")]
+#: A Celery worker name, ``name@host``: a node's name (63 at most) and a host, 200 in all (the
+#: coordinator's column).
+WorkerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,63}@[A-Za-z0-9._-]{1,136}$")]
 Nonce = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 Seconds = Annotated[float, Field(ge=0, le=10**7, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=10**9)]
@@ -198,7 +199,10 @@ BODIES: dict[str, type[_Body]] = {
 
 
 def _moment(value: str) -> str:
-    datetime.fromisoformat(value)  # ValueError: not an ISO 8601 time
+    """An ISO 8601 time with its offset, in this era (a database stores and reads it back)."""
+    moment = datetime.fromisoformat(value)  # ValueError: not an ISO 8601 time
+    if moment.tzinfo is None or not 2000 <= moment.year <= 2200:
+        raise ValueError(f"{value!r} is not a time with an offset between the years 2000 and 2200")
     return value
 
 

@@ -41,7 +41,8 @@ def enrol():
     """Enrol a node for yourself (an operator may name another owner): 201 with its id, its
     secret and the worker's configuration, shown this once. A participant's node is pending
     until an operator approves it; an operator's is approved at once."""
-    body = request.get_json(silent=True) or request.form.to_dict()
+    body = request.get_json(silent=True)
+    body = body if isinstance(body, dict) else request.form.to_dict()
     token = current_token()
     owner = str(body.get("owner") if _is_admin() and body.get("owner") else token.owner)
     name = str(body.get("name") or "")

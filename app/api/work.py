@@ -10,6 +10,8 @@ reason, as a refused start.
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, jsonify, request
 
 from app import jobs
@@ -18,11 +20,16 @@ from app.ledger import recorder
 
 bp = Blueprint("work", __name__, url_prefix="/work")
 
-#: HTTP status of each refusal: the node's worker tells from it whether to let the task go
-#: (409, 410, 404: another node has it, it is over, it never existed) or to give up (403, 400).
+#: A start record is a few hundred bytes: a body larger than this is refused unread.
+MAX_BODY_BYTES = 4096
+#: HTTP status of each refusal. The node's worker lets the task go only when it is over or
+#: never existed (410, 404); on anything else it hands the message back to the broker, unrun,
+#: for whichever node may run it (409: another node holds this attempt; 503: ask again).
 _STATUS = {
+    "previous_attempt_pending": 503,
     "cross_node": 409,
     "bad_attempt": 409,
+    "no_input": 410,
     "step_finished": 410,
     "job_cancelled": 410,
     "never_dispatched": 404,
@@ -32,19 +39,35 @@ _STATUS = {
     "missing_signature": 403,
     "wrong_worker_name": 403,
     "stale": 403,
+    "oversized": 413,
 }
+
+
+def _error(code: str, message: str, status: int):
+    return jsonify(error={"code": code, "message": message}), status
 
 
 @bp.post("/<task_id>/input")
 def fetch_input(task_id: str):
-    record = request.get_json(silent=True)
-    if isinstance(record, dict) and record.get("task_id") != task_id:
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return _error("oversized", f"A start record is under {MAX_BODY_BYTES} bytes.", 413)
+    try:
+        record = json.loads(request.get_data(cache=False)[: MAX_BODY_BYTES + 1])
+    except (ValueError, RecursionError):
+        return _error("malformed", "The body is not a JSON start record.", 400)
+    if not isinstance(record, dict):
+        return _error("malformed", "The body is not a JSON object.", 400)
+    if record.get("task_id") != task_id:
         record = {**record, "task_id": f"{record.get('task_id')!s:.64} (asked for {task_id:.64})"}
     step, refused = recorder.on_started(record)
     if refused is not None:
         db.session.commit()  # the refusal, as evidence
         status = _STATUS.get(refused.reason, 400)
         return jsonify(error={"code": refused.reason, "message": refused.detail}), status
-    kind, data = jobs.input_of(step)
+    found = jobs.input_of(step)
+    if found is None:  # a job queued before inputs were kept (an upgrade): it cannot run
+        db.session.rollback()
+        return _error("no_input", "This task's input is not kept by the coordinator.", 410)
+    kind, data = found
     db.session.commit()  # the sighting: this node holds this attempt
     return Response(data, mimetype="application/octet-stream", headers={"X-Grid-Input": kind})

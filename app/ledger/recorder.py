@@ -367,13 +367,31 @@ def _checked(kind: str, record: Any) -> Any:
     return record
 
 
+#: Refusals of a start that are not kept as evidence: nobody signed the record (anyone may knock
+#: at the input endpoint, and storing each knock would let them fill the table), or the start
+#: is only early (the worker asks again).
+_UNSTORED = frozenset(
+    {
+        "malformed",
+        "too_deep",
+        "unsupported_version",
+        "missing_signature",
+        "unknown_node",
+        "bad_signature",
+        "previous_attempt_pending",
+    }
+)
+
+
 def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None, Refused | None]:
     """A node begins an execution (it asks for its input, app.api.work): the coordinator's own
-    sight of the start. Returns the step, or why it is refused (stored); the caller commits."""
-    ctx = ctx or Context.load([record])
+    sight of the start. Returns the step, or why it is refused (stored if signed); the caller
+    commits. The signature is checked before any lock is taken."""
     now = utcnow()
     try:
         protocol.parse("started", record)
+        verify_node(record, Context())  # no lock yet: an unsigned knock costs a lookup, no more
+        ctx = ctx or Context.load([record])
         node_id, step, attempt = _verify(record, ctx)
         sent = _when(record["started_at"])
         if abs((now - sent).total_seconds()) > celeryconfig.CLOCK_SKEW_SECONDS:
@@ -388,7 +406,8 @@ def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None,
     else:
         refused = None
     if refused is not None:
-        reject("started", record, refused)
+        if refused.reason not in _UNSTORED:
+            reject("started", record, refused)
         return None, refused
     seen = ctx.sightings.setdefault((step.task_id, attempt), {})
     if node_id not in seen:
@@ -419,7 +438,11 @@ def _check_start(step: JobStep, node_id: str, attempt: int, ctx: Context, now: d
     visibility timeout), as it does when a machine dies."""
     if attempt > 0:
         previous = ctx.entries.get((step.task_id, attempt - 1))
-        if previous is None or previous.outcome not in ("retried", "lost"):
+        if previous is None:  # its retry record may simply not be entered yet: ask again later
+            raise Refused(
+                "previous_attempt_pending", f"attempt {attempt - 1} of task {step.task_id} is not entered yet"
+            )
+        if previous.outcome not in ("retried", "lost"):
             raise Refused(
                 "bad_attempt", f"attempt {attempt - 1} of task {step.task_id} has not ended for a retry"
             )
@@ -477,9 +500,8 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     result = record.get("result") if isinstance(record.get("result"), dict) else {}
     # The model size picks the LLM reference cost; a node's claim counts only up to the
     # largest model the cooperative runs.
-    model_bytes = min(
-        _int((result.get("engine") or {}).get("model_bytes")), current_app.config["LLM_MODEL_MAX_BYTES"]
-    )
+    engine = result.get("engine") if isinstance(result.get("engine"), dict) else {}
+    model_bytes = min(_int(engine.get("model_bytes")), current_app.config["LLM_MODEL_MAX_BYTES"])
     # From the input fetch (the start, as the coordinator itself saw it) to the completion.
     observed_ms = (
         max(0, round((received - seen[node_id]).total_seconds() * 1000)) + rules.OBSERVATION_ALLOWANCE_MS

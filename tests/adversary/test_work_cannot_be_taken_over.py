@@ -47,8 +47,12 @@ def test_a_task_message_carries_no_document_and_its_input_goes_to_one_node_per_a
     invented = hostile.run("fetch", str(uuid.uuid4()), "grid.ocr.extract", "0", env=env)
     assert invented.stdout.split()[:2] == ["404", "never_dispatched"]
     ahead = hostile.run("fetch", task_id, "grid.ocr.extract", "1", env=env)
-    assert ahead.stdout.split()[:2] == ["409", "bad_attempt"]  # attempt 0 has not ended
+    assert ahead.stdout.split()[:2] == ["503", "previous_attempt_pending"]  # attempt 0 has not ended
+    guessed = {**honest_node.on(fresh_grid), "GRID_NODE_SECRET": "guess"}
+    unsigned = honest_node.run("fetch", task_id, "grid.ocr.extract", "0", env=guessed)
+    assert unsigned.stdout.split()[:2] == ["403", "bad_signature"]
 
-    assert [row.reason for row in rejections.new()] == ["cross_node", "never_dispatched", "bad_attempt"]
+    # Signed refusals are kept as evidence; an early attempt and unsigned knocks are not.
+    assert [row.reason for row in rejections.new()] == ["cross_node", "never_dispatched"]
     seen = client.job(job["id"])
     assert seen["state"] == "running" and seen["steps"][0]["node"] == f"{hostile.name}@hostile-host"
