@@ -242,6 +242,42 @@ def test_inflated_units_are_capped_by_the_pages_the_coordinator_sent(ledger):
     assert (entry.cap_ms, entry.granted_ms, entry.grant_basis) == (12_000, 12_000, "cap")
 
 
+def test_claimed_llm_tokens_are_bounded_by_the_text_the_coordinator_sent(ledger):
+    from app.ledger import rules
+    from app.models import JobInput
+
+    node, text = enrol("token-padder"), "Le conseil approuve le budget des travaux. " * 20
+    job = Job(kind="summarise", owner="member@koprogo.test", params={"language": "fr", "max_words": 50})
+    step = JobStep(
+        position=0,
+        name="summarise",
+        task_name=celeryconfig.TASK_SUMMARISE,
+        queue="llm",
+        dispatched_at=datetime.now(UTC),
+    )
+    job.steps.append(step)
+    db.session.add(job)
+    db.session.flush()
+    db.session.add(JobInput(job_id=job.id, kind="text", data=text.encode()))
+    db.session.commit()
+    ledger.started(start(step, node))
+    _started_ago(step, 600)
+
+    entry = ledger.completed(
+        completion(
+            step,
+            node,
+            wall=300.0,
+            capability="llm",
+            units={"prompt_tokens": 10**9, "completion_tokens": 10**9},
+            result={"summary": "Budget approuvé.", "engine": {"model_bytes": 4 * 10**9}},
+        )
+    )
+
+    assert entry.units == rules.llm_units_bound(len(text.encode())) < 10**9
+    assert entry.granted_ms <= entry.cap_ms < 300_000
+
+
 def test_a_start_record_on_the_ledger_queue_is_refused_the_start_is_the_input_fetch(ledger):
     node, step = enrol("queue-starter"), ocr_job()
 

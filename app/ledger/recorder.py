@@ -497,6 +497,11 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     units = claimed_units
     if capability == "ocr" and job.input_pages is not None:
         units = min(claimed_units, job.input_pages)  # we know how many pages we sent
+    elif capability == "llm":  # and how much text
+        from app.jobs import input_of
+
+        sent = input_of(step)
+        units = min(claimed_units, rules.llm_units_bound(len(sent[1]) if sent else 0))
     result = record.get("result") if isinstance(record.get("result"), dict) else {}
     # The model size picks the LLM reference cost; a node's claim counts only up to the
     # largest model the cooperative runs.

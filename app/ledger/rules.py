@@ -52,6 +52,20 @@ class ReferenceCosts:
         return self.llm_seconds_per_1k_tokens[-1][1] / 1000
 
 
+#: The most tokens an LLM execution may claim per byte of the text the coordinator sent it, and
+#: on top. A token covers at least one byte of the text it reads; a long text read in pieces
+#: and summarised again (map, then combine) adds its partial summaries and one system prompt
+#: per call. Measured on the demo's minutes with a 512-token window (many calls): 1.6 tokens
+#: per byte for a summary, 0.7 for a translation; 4 leaves room for smaller windows.
+LLM_TOKENS_PER_INPUT_BYTE = 4
+LLM_TOKENS_ALLOWANCE = 4096
+
+
+def llm_units_bound(input_bytes: int) -> int:
+    """The most tokens an LLM execution on ``input_bytes`` of text can have used."""
+    return LLM_TOKENS_PER_INPUT_BYTE * max(0, input_bytes) + LLM_TOKENS_ALLOWANCE
+
+
 def cap_ms(capability: str, units: int, costs: ReferenceCosts, model_bytes: int = 0) -> int:
     """The most an execution of ``units`` work units can be granted: units × reference × slack."""
     seconds = Decimal(max(0, units)) * costs.seconds_per_unit(capability, model_bytes) * costs.slack
