@@ -18,6 +18,8 @@ from typing import Any
 
 import requests
 
+from app.servers import parent_death_preexec
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 CELERY = str(VENV_BIN / "celery")
@@ -98,6 +100,8 @@ class GridProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A test session killed outright leaves no grid process behind (as its servers).
+            preexec_fn=parent_death_preexec(signal.SIGTERM),  # noqa: PLW1509  (prctl only)
         )
         return self
 
