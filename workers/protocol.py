@@ -64,6 +64,8 @@ class Invalid(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail[:1000]
+        #: What the message looked like, for the record the coordinator keeps (set by its reader).
+        self.evidence = ""
 
 
 class _Strict(BaseModel):

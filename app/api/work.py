@@ -4,17 +4,18 @@ A task message carries only parameters; the document or text it works on stays h
 node's worker asks for it with a start record signed by its own secret (``workers.protocol``,
 kind ``started``): that request is the coordinator's own sight of the execution's start, and
 the input is served to one node per attempt (docs/decisions/0009). No API token: the node's
-signature is its credential. Every refusal is stored in the ledger's rejections, with its
-reason, as a refused start.
+signature is its credential. A refusal of a signed start is stored in the ledger's
+rejections, with its reason; unsigned knocks are not (``recorder.on_started``).
 """
 
 from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from app import jobs
+from app.errors import ApiError
 from app.extensions import db
 from app.ledger import recorder
 
@@ -43,31 +44,28 @@ _STATUS = {
 }
 
 
-def _error(code: str, message: str, status: int):
-    return jsonify(error={"code": code, "message": message}), status
-
-
 @bp.post("/<task_id>/input")
 def fetch_input(task_id: str):
     if (request.content_length or 0) > MAX_BODY_BYTES:
-        return _error("oversized", f"A start record is under {MAX_BODY_BYTES} bytes.", 413)
+        raise ApiError(f"A start record is under {MAX_BODY_BYTES} bytes.", code="oversized", status=413)
     try:
         record = json.loads(request.get_data(cache=False)[: MAX_BODY_BYTES + 1])
     except (ValueError, RecursionError):
-        return _error("malformed", "The body is not a JSON start record.", 400)
+        raise ApiError("The body is not a JSON start record.", code="malformed") from None
     if not isinstance(record, dict):
-        return _error("malformed", "The body is not a JSON object.", 400)
+        raise ApiError("The body is not a JSON object.", code="malformed")
     if record.get("task_id") != task_id:
         record = {**record, "task_id": f"{record.get('task_id')!s:.64} (asked for {task_id:.64})"}
     step, refused = recorder.on_started(record)
     if refused is not None:
         db.session.commit()  # the refusal, as evidence
-        status = _STATUS.get(refused.reason, 400)
-        return jsonify(error={"code": refused.reason, "message": refused.detail}), status
+        raise ApiError(
+            refused.detail or refused.reason, code=refused.reason, status=_STATUS.get(refused.reason, 400)
+        )
     found = jobs.input_of(step)
     if found is None:  # a job queued before inputs were kept (an upgrade): it cannot run
         db.session.rollback()
-        return _error("no_input", "This task's input is not kept by the coordinator.", 410)
+        raise ApiError("This task's input is not kept by the coordinator.", code="no_input", status=410)
     kind, data = found
     db.session.commit()  # the sighting: this node holds this attempt
     return Response(data, mimetype="application/octet-stream", headers={"X-Grid-Input": kind})

@@ -343,9 +343,7 @@ def _apply(messages: Sequence[tuple[str, Any]]) -> Context:
     with db.session.no_autoflush:  # everything is read up front; write once, at the end
         for (kind, record), (_, verdict) in zip(messages, checked, strict=True):
             if isinstance(verdict, Refused):
-                evidence = (
-                    {"raw": getattr(record, "evidence", "")} if isinstance(record, Exception) else record
-                )
+                evidence = {"raw": record.evidence} if isinstance(record, protocol.Invalid) else record
                 reject(kind, evidence, verdict)
             elif kind == "started":  # a start is the input fetch (app.api.work), never a message
                 reject(kind, record, Refused("wrong_channel", "an execution starts by fetching its input"))
