@@ -110,7 +110,7 @@ def submit_command(
     file, kind, text, languages, language, max_words, target, translate_to, owner, wait
 ) -> None:
     """Submit a document or a text as a job, as the API would."""
-    from workers.errors import GridError
+    from workers.protocol.errors import GridError
 
     params = {
         "text": text,

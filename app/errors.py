@@ -1,7 +1,7 @@
 """API errors: typed, each with an HTTP status and a stable code clients can branch on.
 
-Document and text errors share their codes with the workers (``workers.errors``): the API
-raises them at submission when it can tell then, the job fails with them when it cannot.
+Document and text errors share their codes with the workers (``workers.protocol.errors``): the
+API raises them at submission when it can tell then, the job fails with them when it cannot.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from workers import errors
-from workers.errors import BadInput, GridError
+from workers.protocol import errors
+from workers.protocol.errors import BadInput, GridError
 
 
 class ApiError(Exception):

@@ -40,8 +40,8 @@ from app.models import (
     StepState,
     utcnow,
 )
-from workers import documents, errors, texts
-from workers.errors import BadInput
+from workers.protocol import documents, errors, texts
+from workers.protocol.errors import BadInput
 
 log = logging.getLogger(__name__)
 

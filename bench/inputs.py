@@ -46,7 +46,8 @@ def _document() -> bytes:
 
 
 def _fetch_ms(api: str, node: dict[str, str], task_ids: list[str], task_name: str) -> list[float]:
-    from workers import protocol, signing
+    from workers import protocol
+    from workers.protocol import signing
 
     times = []
     for task_id in task_ids:

@@ -100,7 +100,8 @@ def _signed_records(flask_app: Flask, count: int) -> list[tuple[dict, dict]]:
     """Dispatched one-page OCR steps and, for each, the start and completion a node signs."""
     from app.extensions import db
     from app.models import Job, JobStep
-    from workers import protocol, signing
+    from workers import protocol
+    from workers.protocol import signing
 
     node = enrolment("bench-ledger-node")
     now = datetime.now(UTC)

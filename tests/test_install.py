@@ -3,8 +3,8 @@
 ``requirements/worker.txt``. The rest of the suite runs in the dev virtualenv, which holds
 both, so only these tests see a package missing from one side.
 
-The coordinator imports from ``workers`` only the shared protocol (SHARED_PROTOCOL); the
-volunteers never import ``app``.
+The coordinator imports from ``workers`` only the shared protocol, the package
+``workers.protocol`` (SHARED_PROTOCOL); the volunteers never import ``app``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import requests
 from tests.documents import FRENCH_LINES, text_pdf
 from tests.grid import ROOT, UNUSED_ENROLMENT, VENV_BIN, GridProcess, free_port, wait_for
 
-#: The modules of ``workers`` the coordinator may import: what both sides share (error codes,
-#: record signatures, document and text checks). Never an engine, a task or the Celery app.
-SHARED_PROTOCOL = frozenset(
-    {"workers.errors", "workers.signing", "workers.documents", "workers.texts", "workers.protocol"}
-)
+#: The package of ``workers`` the coordinator may import, with its modules: what both sides
+#: share (record schemas, signatures, error codes, document and text checks). Never an engine,
+#: a task or the Celery app.
+SHARED_PROTOCOL = "workers.protocol"
 ENGINES = ("llama_cpp", "pytesseract")
 COORDINATOR_ONLY = ("flask", "flask_sqlalchemy", "flask_migrate", "sqlalchemy", "alembic", "psycopg2")
 # A Redis database no test's worker consumes: the job submitted here is never run.
@@ -162,7 +161,7 @@ def test_the_coordinator_s_entry_points_load_without_the_engines(coordinator_ven
     assert not _roots(found["modules"]) & set(ENGINES)
     assert not {name for name, present in found["installed"].items() if present and name in ENGINES}
     workers_modules = {name for name in found["modules"] if _roots([name]) == {"workers"}}
-    assert workers_modules <= SHARED_PROTOCOL | {"workers"}, workers_modules - SHARED_PROTOCOL
+    assert {name for name in workers_modules if not _shared(name)} == set()
     cli = _run(coordinator_venv, "manage.py", "--help")
     assert cli.returncode == 0, cli.stdout + cli.stderr
     assert {"db", "tokens", "ledger", "nodes"} <= set(cli.stdout.split()), cli.stdout
@@ -247,9 +246,14 @@ def _imported_modules(path: Path) -> Iterator[tuple[int, str]]:
             yield node.lineno, node.args[0].value
 
 
+def _shared(module: str) -> bool:
+    """True for ``workers`` itself (``from workers import protocol``) and the shared protocol."""
+    return module in ("workers", SHARED_PROTOCOL) or module.startswith(f"{SHARED_PROTOCOL}.")
+
+
 def _workers_module(name: str) -> str | None:
-    """The ``workers`` module an imported name lives in (``workers.errors.BadInput`` is in
-    ``workers.errors``), or None when it is not one of ours."""
+    """The ``workers`` module an imported name lives in (``workers.protocol.errors.BadInput`` is
+    in ``workers.protocol.errors``), or None when it is not one of ours."""
     if name.split(".")[0] != "workers":
         return None
     parts = name.split(".")
@@ -264,25 +268,33 @@ def _coordinator_files() -> list[Path]:
     return sorted((ROOT / "app").rglob("*.py")) + [ROOT / "manage.py", ROOT / "celeryconfig.py"]
 
 
-def _module_file(module: str) -> Path:
-    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
+def _shared_files() -> list[Path]:
+    return sorted(ROOT.joinpath(*SHARED_PROTOCOL.split(".")).rglob("*.py"))
 
 
 def test_the_coordinator_imports_only_the_shared_protocol_from_workers():
-    files = _coordinator_files() + [_module_file(module) for module in sorted(SHARED_PROTOCOL)]
+    """``app/``, manage.py and celeryconfig.py import from ``workers`` only ``workers.protocol``
+    and its modules, which themselves import nothing else of ``workers`` and no engine."""
+    shared = _shared_files()
+    files = _coordinator_files() + shared
     assert len(files) > 20 and all(path.is_file() for path in files)
+    modules = {path.stem for path in shared}
+    assert {"__init__", "records", "signing", "errors", "documents", "texts"} <= modules
 
     crossings = set()
     for path in files:
         for line, name in _imported_modules(path):
             module = _workers_module(name)
-            if module is not None and module != "workers" and module not in SHARED_PROTOCOL:
+            if module is not None and not _shared(module):
                 crossings.add(f"{path.relative_to(ROOT)}:{line} imports {module}")
             if name.split(".")[0] in ENGINES:
                 crossings.add(f"{path.relative_to(ROOT)}:{line} imports the engine {name}")
+            if path in shared and name.split(".")[0] in ("app", "celery", "flask", *COORDINATOR_ONLY):
+                crossings.add(f"{path.relative_to(ROOT)}:{line} imports {name} into the shared protocol")
+            if path in shared and name.startswith("pdf2image.convert"):  # pdfinfo only: no rendering
+                crossings.add(f"{path.relative_to(ROOT)}:{line} renders pages with {name}")
 
-    allowed = ", ".join(sorted(SHARED_PROTOCOL))
-    assert sorted(crossings) == [], f"the coordinator's side may import from workers only {allowed}"
+    assert sorted(crossings) == [], f"the coordinator's side may import from workers only {SHARED_PROTOCOL}"
 
 
 def test_the_volunteers_never_import_the_coordinator():

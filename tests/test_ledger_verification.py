@@ -27,7 +27,8 @@ from app.models import (
     Node,
     StepState,
 )
-from workers import protocol, signing
+from workers import protocol
+from workers.protocol import signing
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from tests.documents import ENGLISH_LINES, FRENCH_LINES, SAMPLE_PAGES
-from workers import errors
 from workers.engines import llama
-from workers.errors import BadInput
+from workers.protocol import errors
+from workers.protocol.errors import BadInput
 
 CONTEXT = 512
 SHORT = "Le conseil approuve le budget des travaux de la toiture."

@@ -15,9 +15,9 @@ from PIL import Image
 
 import celeryconfig as limits
 from tests.documents import ENGLISH_LINES, FRENCH_LINES, cer, huge_page_pdf, text_image, text_pdf
-from workers import documents, errors
 from workers.engines import tesseract
-from workers.errors import BadInput
+from workers.protocol import documents, errors
+from workers.protocol.errors import BadInput
 
 MAX_CER = 0.02
 FRENCH = "\n".join(FRENCH_LINES)

@@ -25,8 +25,9 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
 
 import celeryconfig
-from workers import errors, protocol, signing
-from workers.errors import GridError
+from workers import protocol
+from workers.protocol import errors, signing
+from workers.protocol.errors import GridError
 
 NODE_ID_ENV = "GRID_NODE_ID"
 NODE_SECRET_ENV = "GRID_NODE_SECRET"

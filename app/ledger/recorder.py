@@ -43,7 +43,8 @@ from app.models import (
     StepState,
     utcnow,
 )
-from workers import protocol, signing
+from workers import protocol
+from workers.protocol import signing
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import uuid
 
 import redis
 
-from workers import protocol, signing
+from workers import protocol
+from workers.protocol import signing
 
 LEDGER = "ledger"
 

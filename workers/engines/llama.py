@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers import errors
-from workers.errors import GridError, TransientError
-from workers.texts import check_language, check_max_words, check_text
+from workers.protocol import errors
+from workers.protocol.errors import GridError, TransientError
+from workers.protocol.texts import check_language, check_max_words, check_text
 
 MODEL_ENV = "GRID_LLM_MODEL"
 

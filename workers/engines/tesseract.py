@@ -18,8 +18,8 @@ from pdf2image import convert_from_path
 from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
 from PIL import Image, ImageSequence
 
-from workers import documents, errors
-from workers.errors import BadInput, GridError, TransientError
+from workers.protocol import documents, errors
+from workers.protocol.errors import BadInput, GridError, TransientError
 
 #: Seconds Tesseract may spend on one page before the page counts as unreadable.
 PAGE_TIMEOUT = int(os.environ.get("GRID_OCR_PAGE_TIMEOUT", "120"))

@@ -6,7 +6,7 @@ from celery import Task
 
 import celeryconfig
 from workers import inputs, metering
-from workers.errors import TransientError
+from workers.protocol.errors import TransientError
 
 
 class GridTask(Task):

@@ -9,9 +9,10 @@ from __future__ import annotations
 from celery import shared_task
 
 import celeryconfig
-from workers import errors, metering
+from workers import metering
 from workers.engines import llama
-from workers.errors import BadInput
+from workers.protocol import errors
+from workers.protocol.errors import BadInput
 from workers.tasks.base import GridTask
 
 

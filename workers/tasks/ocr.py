@@ -8,9 +8,10 @@ import tempfile
 from celery import shared_task
 
 import celeryconfig
-from workers import documents, errors, metering
+from workers import metering
 from workers.engines import tesseract
-from workers.errors import BadInput
+from workers.protocol import documents, errors
+from workers.protocol.errors import BadInput
 from workers.tasks.base import GridTask
 
 

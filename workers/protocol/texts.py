@@ -4,8 +4,8 @@ LLM worker before it works. Pure Python: no engine is loaded."""
 from __future__ import annotations
 
 import celeryconfig as limits
-from workers import errors
-from workers.errors import BadInput
+from workers.protocol import errors
+from workers.protocol.errors import BadInput
 
 
 def check_language(language: object, what: str = "language") -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 from PIL import Image
 
 import celeryconfig as limits
-from workers import errors
-from workers.errors import BadInput, TransientError
+from workers.protocol import errors
+from workers.protocol.errors import BadInput, TransientError
 
 _MAGIC = (
     (b"%PDF-", "pdf"),

@@ -3,8 +3,9 @@
 A node reports on the ``ledger`` queue, as Celery task messages, five kinds of record: an
 execution's start (``started``) and end (``completed``), and its worker's ``register``,
 ``heartbeat`` and ``stopping`` notices. The worker builds each from the schema below, signs it
-with its node's secret (``workers.signing``) and sends it; the coordinator's intake parses every
-message with ``parse_message`` and every record with ``parse`` before it looks at anything else.
+with its node's secret (``workers.protocol.signing``) and sends it; the coordinator's intake
+parses every message with ``parse_message`` and every record with ``parse`` before it looks at
+anything else.
 What does not fit (too big, too deep, a field of the wrong type or out of bounds, an unknown
 field or task) raises ``Invalid`` with a stable reason: the coordinator stores the message as a
 refused record with that reason and goes on with the batch. No message can do more.
