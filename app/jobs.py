@@ -7,7 +7,7 @@ its parameters, and the node that starts an attempt fetches its input by referen
 different machines, one after the other: the coordinator sends each step once the ledger has
 entered the one before, whose result is then the next step's input. Every step's task id is
 chosen here, before dispatch, so the ledger can tell a dispatched execution from one nobody
-asked for.
+asked for. Every state a job or a step takes is set by ``app.lifecycle``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
 import celeryconfig as cc
+from app import lifecycle
 from app.errors import Conflict, Unavailable
 from app.extensions import db
 from app.ledger import settlement
-from app.ledger.recorder import fail_job
 from app.models import (
     ApiToken,
     ExecutionSighting,
@@ -180,12 +180,14 @@ def submit(
         send_step(job.steps[0])
     except BrokerError as exc:
         log.error("broker unavailable, job %s not dispatched: %s", job.id, exc)
-        fail_job(job, "broker_unavailable", "The job could not be queued: the broker is unreachable.")
+        lifecycle.fail_job(
+            job, "broker_unavailable", "The job could not be queued: the broker is unreachable."
+        )
         db.session.commit()
         raise Unavailable(
             "The job could not be queued: the broker is unreachable; try again later."
         ) from None
-    job.steps[0].dispatched_at = utcnow()
+    lifecycle.step_dispatched(job.steps[0], utcnow())
     db.session.commit()
     return job
 
@@ -211,12 +213,7 @@ def cancel(job: Job) -> Job:
     db.session.refresh(job, with_for_update=True)  # the ledger may be moving it on right now
     if job.state in JobState.FINAL:
         raise Conflict(f"The job is already {job.state}.", code="job_finished")
-    pending = [step for step in job.steps if step.state not in StepState.FINAL]
-    job.state = JobState.CANCELLED
-    job.finished_at = utcnow()
-    job.error_code, job.error_message = "cancelled", "Cancelled at the submitter's request."
-    for step in pending:
-        step.state = StepState.CANCELLED
+    pending = lifecycle.cancel_job(job)
     db.session.commit()
     if pending:
         celery = current_app.extensions["celery"]
@@ -254,7 +251,7 @@ def fail_stalled(now: datetime | None = None) -> list[str]:
             moments += [current.dispatched_at, current.started_at]
         last = max(_aware(m) for m in moments if m is not None)
         if last < horizon:
-            fail_job(
+            lifecycle.fail_job(
                 job,
                 "stalled",
                 f"No verified result arrived for {cc.STALLED_AFTER_SECONDS // 60} minutes: the node "

@@ -3,12 +3,14 @@
 Workers register their probe when they start and send a heartbeat every
 ``HEARTBEAT_SECONDS``, both signed with the node's secret and carried by the ledger queue like
 every other record (docs/decisions/0007). The coordinator stamps them with its own clock.
+The ledger's batch (``app.ledger.batch``) hands them to ``apply`` with the batch's context;
+the checks shared with every record are ``app.ledger.verification``'s.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +21,9 @@ import celeryconfig
 from app import nodes
 from app.extensions import db
 from app.ledger import rules
-from app.ledger.recorder import Context, Refused, as_evidence, reject, verify_node
+from app.ledger.context import Context
+from app.ledger.values import aware
+from app.ledger.verification import Refused, as_evidence, reject, verify_node
 from app.models import LedgerEntry, Node, NodeHeartbeat, utcnow
 
 log = logging.getLogger(__name__)
@@ -31,12 +35,6 @@ HOURS_SHOWN = Decimal("0.000001")
 
 def slot_of(moment: datetime) -> int:
     return int(moment.timestamp()) // celeryconfig.HEARTBEAT_SECONDS
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def apply(kind: str, record: Any, ctx: Context) -> None:
@@ -129,7 +127,7 @@ def state(node: Node, now: datetime | None = None) -> str:
         return "pending"
     if node.paused_at is not None:
         return "paused"
-    last = _aware(node.last_seen_at)
+    last = aware(node.last_seen_at)
     if last is None or node.stopped_at is not None:
         return "offline"
     if (now - last).total_seconds() > celeryconfig.NODE_OFFLINE_AFTER_SECONDS:
@@ -140,7 +138,7 @@ def state(node: Node, now: datetime | None = None) -> str:
 def uptime(node: Node, window: timedelta, now: datetime | None = None) -> float:
     """Percentage of the heartbeat intervals in the window (or since enrolment) it was seen in."""
     now = now or utcnow()
-    start = max(now - window, _aware(node.created_at))
+    start = max(now - window, aware(node.created_at))
     first, last = slot_of(start), slot_of(now)
     possible = last - first + 1
     seen = db.session.scalar(

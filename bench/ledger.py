@@ -145,16 +145,17 @@ def _signed_records(flask_app: Flask, count: int) -> list[tuple[dict, dict]]:
 def ledger_rate(flask_app: Flask, log_dir: Path) -> float:
     """Executions per second the ledger worker enters (each a completion record, its start seen)."""
     from app.extensions import db
-    from app.ledger import recorder
+    from app.ledger import executions
+    from app.ledger.context import Context
     from app.models import LedgerEntry
 
     records = _signed_records(flask_app, LEDGER_EXECUTIONS)
     celery = flask_app.extensions["celery"]
     with flask_app.app_context():
         before = db.session.scalar(select(func.count(LedgerEntry.id)))
-        ctx = recorder.Context.load([started for started, _ in records])
+        ctx = Context.load([started for started, _ in records])
         for started, _ in records:  # as each node's input fetch does (app.api.work)
-            recorder.on_started(started, ctx)
+            executions.on_started(started, ctx)
         db.session.commit()
     with celery.producer_or_acquire() as producer:
         for _, completed in records:

@@ -2,7 +2,7 @@
 never-dispatched records are refused or capped, and the reason is stored.
 
 Records are built and signed here exactly as a worker's metering signals build them, and
-applied by the recorder the ledger worker runs, against the session's PostgreSQL.
+applied as the ledger worker applies them, against the session's PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import select
 
 import celeryconfig
-from app import nodes
+from app import lifecycle, nodes
 from app.extensions import db
-from app.ledger import recorder
+from app.ledger import batch, executions
+from app.ledger.context import Context
 from app.models import (
     ExecutionSighting,
     Job,
@@ -39,18 +40,18 @@ def ledger(app_context):
         def started(self, record: dict) -> str | None:
             """A node fetches its input (app.api.work): the coordinator sees the start. Returns
             why it is refused, if it is (stored only when a node's signature is on it)."""
-            _, refused = recorder.on_started(record)
+            _, refused = executions.on_started(record)
             db.session.commit()
             return refused.reason if refused else None
 
         def completed(self, record: dict) -> LedgerEntry | None:
-            entry = recorder.on_completed(record, recorder.Context.load())
+            entry = executions.on_completed(record, Context.load())
             db.session.commit()
             return entry
 
         def together(self, *messages: tuple[str, dict]) -> None:
             """Records that reach the ledger in one batch (it was catching up)."""
-            recorder.apply(list(messages))
+            batch.apply(list(messages))
 
         def rejections(self, task_id: str) -> list[str]:
             rows = db.session.scalars(
@@ -380,7 +381,7 @@ def test_a_poison_record_is_refused_and_the_batch_goes_on(ledger):
     node, step = enrol("poison"), ocr_job()
     poison = {"task_id": "bad\x00id", "node_id": "\x00", "attempt": float("nan"), "signature": "x\x00"}
     ledger.started(start(step, node))
-    recorder.apply_safely([("completed", poison), ("completed", completion(step, node))])
+    batch.apply_safely([("completed", poison), ("completed", completion(step, node))])
 
     assert len(ledger.entries(step.task_id)) == 1
     refused = db.session.scalars(select(LedgerRejection).where(LedgerRejection.node_id == "\\0")).all()
@@ -400,7 +401,7 @@ def test_a_forged_start_is_refused_and_does_not_move_the_job(ledger):
 def test_an_execution_that_ends_after_its_job_stalled_earns_nothing(ledger):
     node, step = enrol("latecomer"), ocr_job()
     ledger.started(start(step, node))
-    recorder.fail_job(db.session.get(Job, step.job_id), "stalled", "No verified result arrived.")
+    lifecycle.fail_job(db.session.get(Job, step.job_id), "stalled", "No verified result arrived.")
     db.session.commit()
 
     entry = ledger.completed(completion(step, node))

@@ -37,7 +37,7 @@ def _node(prefix: str = "node", email: str | None = None):
 
 
 def _entry(node, period: str, capability: str, granted_ms: int, rate: str, *, job=None, step=None):
-    """A ledger entry as the recorder would enter it, counted in ``period``; added and flushed."""
+    """A ledger entry as the ledger would enter it, counted in ``period``; added and flushed."""
     from app.extensions import db
     from app.ledger import rules
     from app.models import LedgerEntry
@@ -643,7 +643,8 @@ def test_a_job_shows_its_cost_and_the_revenue_split(flask_app, grid, make_token)
 
 def test_a_new_rate_applies_from_its_date_on_and_never_to_the_past(flask_app):
     from app.extensions import db
-    from app.ledger import recorder, rules
+    from app.ledger import rules
+    from app.ledger.context import Context
     from app.models import Rate, utcnow
 
     when = datetime(2990, 6, 1, tzinfo=UTC) + timedelta(seconds=uuid.uuid4().int % 86_400)
@@ -685,7 +686,7 @@ def test_a_new_rate_applies_from_its_date_on_and_never_to_the_past(flask_app):
             (row,) = db.session.scalars(select(Rate).where(Rate.created_by == by)).all()
             assert row.capability == OCR and row.eur_per_hour == Decimal("0.75")
             assert row.effective_from == when
-            ctx = recorder.Context.load()
+            ctx = Context.load()
             db.session.rollback()
             now = utcnow()
             in_force = rules.rate_at(ctx.rates, OCR, now)

@@ -5,7 +5,7 @@ node's worker asks for it with a start record signed by its own secret (``worker
 kind ``started``): that request is the coordinator's own sight of the execution's start, and
 the input is served to one node per attempt (docs/decisions/0009). No API token: the node's
 signature is its credential. A refusal of a signed start is stored in the ledger's
-rejections, with its reason; unsigned knocks are not (``recorder.on_started``).
+rejections, with its reason; unsigned knocks are not (``app.ledger.executions.on_started``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from flask import Blueprint, Response, request
 from app import jobs
 from app.errors import ApiError
 from app.extensions import db
-from app.ledger import recorder
+from app.ledger import executions
 
 bp = Blueprint("work", __name__, url_prefix="/work")
 
@@ -56,7 +56,7 @@ def fetch_input(task_id: str):
         raise ApiError("The body is not a JSON object.", code="malformed")
     if record.get("task_id") != task_id:
         record = {**record, "task_id": f"{record.get('task_id')!s:.64} (asked for {task_id:.64})"}
-    step, refused = recorder.on_started(record)
+    step, refused = executions.on_started(record)
     if refused is not None:
         db.session.commit()  # the refusal, as evidence
         raise ApiError(

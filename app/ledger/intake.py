@@ -25,7 +25,7 @@ from celery import bootsteps
 
 import celeryconfig
 from app import broker_acl
-from app.ledger import recorder
+from app.ledger import batch
 from workers import protocol
 
 log = logging.getLogger(__name__)
@@ -179,12 +179,12 @@ class LedgerIntake(bootsteps.StartStopStep):
                     continue
                 began = time.perf_counter()
                 with self.flask_app.app_context():
-                    recorder.apply_safely([decode(item) for item in raw])
+                    batch.apply_safely([decode(item) for item in raw])
                 self.intake.done()
                 backoff = 1.0
                 log.debug("ledger batch of %d entered in %.3f s", len(raw), time.perf_counter() - began)
             except Exception as exc:  # noqa: BLE001  a server is away (or a bug): keep the batch, wait
-                if recorder.database_away(exc) or isinstance(exc, redis.RedisError):
+                if batch.database_away(exc) or isinstance(exc, redis.RedisError):
                     log.error("ledger batch not entered, retrying in %.0f s: %s", backoff, exc)
                 else:
                     log.exception("ledger batch not entered, retrying in %.0f s", backoff)

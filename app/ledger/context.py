@@ -1,0 +1,118 @@
+"""What a batch of records needs from the database, read up front.
+
+The ledger enters records in batches (``app.ledger.batch``): the steps, entries, sightings and
+nodes a batch concerns are read in a few queries, with the locks that keep it from racing a
+cancel or a settlement, and kept up to date as the batch adds sightings and entries. Every
+module that enters a kind of record (``app.ledger.executions``, ``app.registry``) reads what it
+needs from here, and adds to ``after_commit`` what must wait for the batch's commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app import nodes
+from app.extensions import db
+from app.ledger import periods, rules, settlement
+from app.ledger.values import as_uuid, aware
+from app.models import ExecutionSighting, Job, JobStep, LedgerEntry, Node, Rate
+
+
+@dataclass
+class Context:
+    """What a batch of records needs from the database, read in a few queries per batch and
+    kept up to date as the batch adds sightings and entries."""
+
+    costs: rules.ReferenceCosts = field(default_factory=rules.ReferenceCosts)
+    rates: list[rules.Rate] = field(default_factory=list)
+    closed: set[str] = field(default_factory=set)
+    secrets: dict[str, str | None] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    steps: dict[str, JobStep | None] = field(default_factory=dict)
+    entries: dict[tuple[str, int], LedgerEntry] = field(default_factory=dict)
+    granted: set[str] = field(default_factory=set)
+    sightings: dict[tuple[str, int], dict[str, datetime]] = field(default_factory=dict)
+    #: Heartbeat slots written in this batch, per node.
+    heartbeats: dict[str, set[int]] = field(default_factory=dict)
+    #: What to do once the batch is committed (broker commands to nodes).
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, records: Iterable[Any] = ()) -> Context:
+        """Read at the start of the transaction that enters records, after taking the lock a
+        settlement waits on: a period closed meanwhile is seen closed here."""
+        settlement.lock_ledger_for_entries()
+        rates = [
+            rules.Rate(r.capability, r.eur_per_hour, aware(r.effective_from))
+            for r in db.session.scalars(select(Rate))
+        ]
+        ctx = cls(rates=rates, closed=periods.closed())
+        records = [r for r in records if isinstance(r, dict)]
+        ctx.prefetch(
+            {str(r.get("task_id", "")) for r in records}, {str(r.get("node_id") or "") for r in records}
+        )
+        return ctx
+
+    def prefetch(self, task_ids: set[str], node_ids: set[str]) -> None:
+        """Load the steps, entries, sightings and nodes these records concern, in one query each."""
+        task_ids = {t for t in task_ids if as_uuid(t) and t not in self.steps}
+        node_ids = {n for n in node_ids if as_uuid(n) and n not in self.secrets}
+        if node_ids:
+            found = {node.id: node for node in db.session.scalars(select(Node).where(Node.id.in_(node_ids)))}
+            for node_id in node_ids:
+                self.secrets[node_id] = node_secret_if_active(found.get(node_id))
+                if node_id in found:
+                    self.names[node_id] = found[node_id].name
+        if not task_ids:
+            return
+        for task_id in task_ids:
+            self.steps[task_id] = None
+        # Lock the jobs first, in id order, as cancelling does: a cancel and a batch never
+        # overwrite each other's changes, and never deadlock.
+        job_ids = select(JobStep.job_id).where(JobStep.task_id.in_(task_ids))
+        db.session.execute(select(Job.id).where(Job.id.in_(job_ids)).order_by(Job.id).with_for_update())
+        query = select(JobStep).where(JobStep.task_id.in_(task_ids))
+        for step in db.session.scalars(query.options(selectinload(JobStep.job).selectinload(Job.steps))):
+            self.steps[step.task_id] = step
+        for entry in db.session.scalars(select(LedgerEntry).where(LedgerEntry.task_id.in_(task_ids))):
+            self.remember(entry)
+        for sighting in db.session.scalars(
+            select(ExecutionSighting).where(ExecutionSighting.task_id.in_(task_ids))
+        ):
+            self.sightings.setdefault((sighting.task_id, sighting.attempt), {})[sighting.node_id] = aware(
+                sighting.first_seen_at
+            )
+
+    def step(self, task_id: str) -> JobStep | None:
+        if as_uuid(task_id) is None:
+            return None
+        if task_id not in self.steps:
+            self.prefetch({task_id}, set())
+        return self.steps.get(task_id)
+
+    def secret_of(self, node_id: str) -> str | None:
+        """The node's secret, or None if it is unknown or revoked."""
+        if as_uuid(node_id) is None:
+            return None
+        if node_id not in self.secrets:
+            self.prefetch(set(), {node_id})
+        return self.secrets.get(node_id)
+
+    def remember(self, entry: LedgerEntry) -> None:
+        if entry.attempt >= 0:  # reversals sit outside the executions' (task, attempt) space
+            self.entries[(entry.task_id, entry.attempt)] = entry
+        if entry.granted_ms > 0 and entry.reverses_id is None:
+            self.granted.add(entry.task_id)
+
+
+def node_secret_if_active(node: Node | None) -> str | None:
+    """The secret of an approved, unrevoked node; None for any other."""
+    if node is None or node.revoked_at is not None or node.approved_at is None:
+        return None
+    return nodes.node_secret(node)

@@ -1,0 +1,106 @@
+"""Every change of a job's or a step's state, in one place.
+
+A job is ``queued``, ``running``, then ``succeeded``, ``failed`` or ``cancelled``; each of its
+steps ``queued``, ``running`` (a node fetched its input), ``retrying``, then ``succeeded``,
+``failed``, ``cancelled`` or ``skipped`` (``app.models.JobState``, ``StepState``). The API and
+``manage.py`` (``app.jobs``: submit, cancel), the ledger (``app.ledger.executions``: a start,
+an entered completion) and the sweeper of stalled jobs (``app.jobs.fail_stalled``) all move
+jobs and steps through these functions, and nothing else assigns a state.
+
+The callers check what may happen (a final job or step is never moved back: the ledger refuses
+or ignores late records, a cancel of a finished job is a conflict) and commit; these functions
+only change the rows, and take every time they record from the caller or from ``utcnow``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from app.models import Job, JobState, JobStep, StepState, utcnow
+
+
+def step_dispatched(step: JobStep, at: datetime) -> None:
+    """The step was sent (or is about to be, once the transaction commits) to its queue."""
+    step.dispatched_at = at
+
+
+def step_started(step: JobStep, worker: str, attempt: int, at: datetime) -> None:
+    """A node began an attempt of the step (the coordinator saw it fetch its input); its job
+    runs from the first one."""
+    step.state = StepState.RUNNING
+    step.node = worker
+    step.attempts = max(step.attempts, attempt + 1)
+    step.started_at = step.started_at or at
+    job = step.job
+    if job.state == JobState.QUEUED:
+        job.state = JobState.RUNNING
+        job.started_at = at
+
+
+def step_succeeded(step: JobStep, result: Any, *, at: datetime, wall_ms: int, cpu_ms: int) -> JobStep | None:
+    """The step's result is entered. Returns the step that works on it, marked dispatched, for
+    the caller to send once committed (None if there is none, or it was sent already); the job
+    succeeds with its last step."""
+    step.state = StepState.SUCCEEDED
+    step.result = result
+    step.error_code = step.error_message = None
+    step.finished_at = at
+    step.wall_ms, step.cpu_ms = wall_ms, cpu_ms
+    job = step.job
+    following = [s for s in job.steps if s.position == step.position + 1]
+    send = None
+    if following and following[0].dispatched_at is None:
+        send = following[0]
+        step_dispatched(send, at)
+    if all(s.state == StepState.SUCCEEDED for s in job.steps):
+        succeed_job(job, step.finished_at)
+    elif job.state == JobState.QUEUED:
+        job.state = JobState.RUNNING
+    return send
+
+
+def step_failed(step: JobStep, code: str, message: str, *, at: datetime, wall_ms: int, cpu_ms: int) -> None:
+    """The step failed for good (no retry left, or an error retrying cannot mend): so does its job."""
+    step.state = StepState.FAILED
+    step.error_code = code
+    step.error_message = message
+    step.finished_at = at
+    step.wall_ms, step.cpu_ms = wall_ms, cpu_ms
+    fail_job(step.job, step.error_code, f"{step.name}: {step.error_message}")
+
+
+def step_retrying(step: JobStep, code: str | None, message: str | None) -> None:
+    """An attempt failed or its process was lost: the step runs again."""
+    step.state = StepState.RETRYING
+    step.error_code = code
+    step.error_message = message
+
+
+def succeed_job(job: Job, at: datetime) -> None:
+    job.state = JobState.SUCCEEDED
+    job.finished_at = at
+
+
+def fail_job(job: Job, code: str, message: str) -> None:
+    """The job failed (a step failed, it could not be queued, or it stalled): its steps not
+    finished yet are skipped."""
+    job.state = JobState.FAILED
+    job.error_code = code
+    job.error_message = message
+    job.finished_at = utcnow()
+    for other in job.steps:
+        if other.state not in StepState.FINAL:
+            other.state = StepState.SKIPPED
+
+
+def cancel_job(job: Job) -> list[JobStep]:
+    """The submitter cancelled the job: it and its unfinished steps are cancelled. Returns those
+    steps, whose tasks the caller revokes once committed."""
+    pending = [step for step in job.steps if step.state not in StepState.FINAL]
+    job.state = JobState.CANCELLED
+    job.finished_at = utcnow()
+    job.error_code, job.error_message = "cancelled", "Cancelled at the submitter's request."
+    for step in pending:
+        step.state = StepState.CANCELLED
+    return pending
