@@ -58,11 +58,18 @@ CAPABILITY_OF_TASK = {
 }
 
 
-def _queue(name: str) -> Queue:
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+def queue(name: str, declare: bool = True) -> Queue:
+    """The grid's queue ``name``; volunteers use them undeclared (``declare=False``): their
+    broker users may not change routing, which the coordinator sets (app.broker_upkeep)."""
+    return Queue(
+        name,
+        Exchange(name, type="direct", no_declare=not declare),
+        routing_key=name,
+        no_declare=not declare,
+    )
 
 
-task_queues = tuple(_queue(name) for name in ALL_QUEUES)
+task_queues = tuple(queue(name) for name in ALL_QUEUES)
 task_default_queue = COORDINATOR_QUEUE  # anything unrouted stays on the coordinator's side
 task_routes = {
     "grid.ocr.*": {"queue": OCR_QUEUE, "routing_key": OCR_QUEUE},
@@ -151,6 +158,9 @@ HEARTBEAT_SECONDS = int(os.environ.get("GRID_HEARTBEAT_SECONDS", "60"))
 NODE_OFFLINE_AFTER_SECONDS = int(os.environ.get("GRID_NODE_OFFLINE_AFTER", str(3 * HEARTBEAT_SECONDS)))
 #: How far ahead of the coordinator's clock a node's notice may be dated (workers.protocol).
 CLOCK_SKEW_SECONDS = 300
+#: The most tasks a node may say it runs at once (its worker's concurrency, registered): the
+#: ledger pays a node for no more executions at a time than it registered.
+NODE_MAX_CONCURRENCY = int(os.environ.get("GRID_NODE_MAX_CONCURRENCY", "16"))
 
 #: Transient faults (out of memory, disk full, a lost engine process) are retried this often.
 MAX_RETRIES = 3

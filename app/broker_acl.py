@@ -7,13 +7,17 @@ re-create it); revoking the node deletes the user, and Redis then refuses its wo
 What the user may do is what a Celery worker on the volunteer queues needs, measured against
 Redis 7 with celery/kombu 5.7 and redis-py 8 (see ``rules``), and no more:
 
-- consume and requeue the queues it serves (``ocr``, ``llm``);
+- consume the queues it serves (``ocr``, ``llm``) and hand a message back to them; no LRANGE,
+  so it sees a message only when the broker gives it one;
 - push, never read, the ``ledger`` queue (Redis 7 write-only key permissions, ``%W~``); no
   other queue: the coordinator sends every step itself (docs/decisions/0009);
-- kombu's bookkeeping: the routing tables of those queues (add only), the ``unacked`` hash and
-  index of messages in flight and their restore lock; the worker's control mailbox, its reply
-  queues and the event queues (``*.celery.pidbox``, ``*.reply.celery.pidbox``, ``celeryev.*``);
-- progress through the result backend (``celery-task-meta-*`` keys and channels);
+- kombu's bookkeeping of its messages in flight, write-only: the ``unacked`` hash and index
+  are written on delivery and cleared on acknowledgement, never read (``workers.broker``);
+  putting back what dead workers left is the coordinator's (``app.broker_upkeep``);
+- read the routing tables, never change those of the grid's queues (the coordinator declares
+  them); its own control mailbox (``<node name>@*.celery.pidbox``), the replies it sends, the
+  event queues of its gossip, and the tables of those fanout exchanges, kept alive with kombu's
+  scripts, which it may run by hash (EVALSHA) but not load: no endless script of its own;
 - publish events (``/<db>.celeryev/*``) and listen to broadcasts (``/<db>.celery.pidbox``).
 
 Every command is granted on the keys it is needed on only (Redis 7 selectors), so a node cannot
@@ -22,12 +26,12 @@ broadcast control commands (``shutdown``, ``revoke``) to other workers either: p
 ``/<db>.celery.pidbox`` is refused, so its worker must run without mingle (which broadcasts a
 "hello" at start-up); the worker configuration says so (``CELERY_WORKER_WITHOUT_MINGLE``).
 
-What ACLs cannot stop (so what volunteers send is verified, never trusted): a node can read
-every message in flight through the ``unacked`` hash (whatever its queue), read and overwrite
-any task's progress key, publish fake events, add routing entries to the tables of the queues it
-may push to (and so copy their messages to a queue it reads), take replies meant for others
-from reply queues, and reach keys matching these patterns in every database of the server: give
-the grid a Redis server of its own.
+What ACLs cannot stop, and what is done instead (docs/decisions/0005): a node can write forged
+entries in the ``unacked`` hash (the coordinator puts them back on volunteer queues only, where
+a task the coordinator never dispatched gets no input), publish fake events (Flower shows
+them; nothing is decided from them), take a message and drop it, fill the lists and sets it
+may write (Redis has no per-user memory quota), and reach keys matching these patterns in
+every database of the server: give the grid a Redis server of its own.
 """
 
 from __future__ import annotations
@@ -100,16 +104,16 @@ def _db(url: str) -> int:
     return int(number) if number.isdigit() else 0
 
 
-def client(url: str | None = None) -> redis.Redis:
+def client(url: str | None = None, db: int | None = None) -> redis.Redis:
     """A redis-py client for a broker URL (default: the configured one), kombu's
-    ``redis+socket://`` form included."""
+    ``redis+socket://`` form included; ``db`` chooses another database on that server."""
     url = url or celeryconfig.broker_url
     parts = urlsplit(url)
     if not _is_socket(parts.scheme):
-        return redis.Redis.from_url(url)
+        return redis.Redis.from_url(url, **({} if db is None else {"db": db}))
     return redis.Redis(
         unix_socket_path=parts.path,
-        db=_db(url),
+        db=_db(url) if db is None else db,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )
@@ -124,8 +128,10 @@ def _selector(commands: Iterable[str], patterns: Iterable[str]) -> str:
     return "(" + " ".join([*(f"+{c}" for c in commands), *patterns]) + ")"
 
 
-#: Exchanges of the control queues, whose routing tables expire and are swept.
-_CONTROL_EXCHANGES = ("celery.pidbox", "reply.celery.pidbox", "celeryev")
+#: Exchanges whose routing tables a node's worker keeps alive for the queues it consumes there
+#: (its control mailbox; the event queue of its gossip): fanout exchanges, which Redis serves
+#: by PUBLISH, so these tables route nothing.
+_CONSUMED_EXCHANGES = ("celery.pidbox", "celeryev")
 
 
 def rules(node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, db: int = 0) -> list[str]:
@@ -134,55 +140,51 @@ def rules(node: Node, queues: Iterable[str] = celeryconfig.VOLUNTEER_QUEUES, db:
     unknown = set(served) - set(celeryconfig.VOLUNTEER_QUEUES)
     if unknown:
         raise ValueError(f"not volunteer queues: {', '.join(sorted(unknown))}")
-    # Where a node sends without reading: its ledger records, nothing else.
-    pushed = [celeryconfig.LEDGER_QUEUE]
-    routed = served + pushed
     fanout = f"/{db}."
-    control_tables = [f"~_kombu.binding.{e}" for e in _CONTROL_EXCHANGES]
-    control_tables += [f"~_kombu.binding_permanent.{e}" for e in _CONTROL_EXCHANGES]
+    tables = [f"~_kombu.{t}.{e}" for e in _CONSUMED_EXCHANGES for t in ("binding", "binding_permanent")]
     return [
         "reset",
         "on",
         f">{password(node)}",
-        # Connection, transactions, scripts and listening to broadcasts: no keys. PSUBSCRIBE
-        # patterns are matched literally against the ACL's, hence the exact worker.* pattern.
+        # Connection, transactions and listening to broadcasts: no keys. PSUBSCRIBE patterns
+        # are matched literally against the ACL's, hence the exact worker.* pattern. No
+        # SCRIPT LOAD, no EVAL: a node runs only the scripts the coordinator loaded (redis-py
+        # asks SCRIPT EXISTS before a pipeline that runs one).
         *(
             f"+{c}"
             for c in (
-                "hello auth ping select multi exec discard unwatch time".split()
-                + "script|load script|exists psubscribe punsubscribe".split()
+                "hello auth ping select multi exec discard time script|exists".split()
+                + ["psubscribe", "punsubscribe"]
             )
         ),
         f"&{fanout}celery.pidbox",
         f"&{fanout}celeryev/worker.*",
-        # Events and progress notifications (but no control broadcasts).
-        _selector(["publish"], [f"&{fanout}celeryev/*", "&celery-task-meta-*"]),
-        # The served queues: consume, requeue, retry.
+        # Events (but no control broadcasts).
+        _selector(["publish"], [f"&{fanout}celeryev/*"]),
+        # The served queues: consume, and hand a message back (workers.broker). No LRANGE: a
+        # node sees a message only when the broker gives it one.
         _selector(["brpop", "rpop", "lpush", "rpush", "llen"], [k for q in served for k in _queue_keys(q)]),
-        # Pushed, never read: pipeline steps for other capabilities, ledger records.
-        _selector(["lpush", "rpush", "llen"], [k for q in pushed for k in _queue_keys(q, "%W")]),
-        # Routing tables: all are read (kombu looks a message's queues up there, also to put an
-        # unacknowledged one back: were the lookup refused, the message would be dropped, not
-        # left for the coordinator); those of the queues above are declared (added to) on use.
+        # Pushed, never read: the node's records.
+        _selector(["lpush", "rpush", "llen"], _queue_keys(celeryconfig.LEDGER_QUEUE, "%W")),
+        # Routing tables are read (kombu looks a message's queues up there); a node declares
+        # none of the grid's queues (the coordinator does: app.broker_upkeep), so it cannot
+        # add a route that copies a queue's messages to another.
         _selector(["smembers"], ["%R~_kombu.binding.*"]),
-        _selector(["sadd"], [f"~_kombu.{t}.{q}" for q in routed for t in ("binding", "binding_permanent")]),
-        # The control mailbox, reply and event queues (auto-deleted, so DEL) and their tables,
-        # kept alive and swept by kombu's scripts (which also read TIME).
+        # Its own control mailbox, the replies it sends, the event queue of its gossip (auto-
+        # deleted, so DEL), and their tables, kept alive by kombu's scripts (run, not loaded).
         _selector(
             ["brpop", "rpop", "lpush", "rpush", "llen", "del", "pexpire"],
-            ["~[^_]*.celery.pidbox*", "~celeryev.*"],
+            [f"~{node.name}@*.celery.pidbox*", "~celeryev.*"],
         ),
+        _selector(["lpush", "rpush"], ["%W~*.reply.celery.pidbox*"]),
         _selector(
             ["evalsha", "sadd", "srem", "smembers", "zadd", "zrangebyscore", "zrem", "exists", "del"],
-            [*control_tables, "~_kombu.binding_deadlines"],
+            [*tables, "~_kombu.binding_deadlines"],
         ),
-        # Messages in flight (acks_late) and the lock of their periodic restore.
-        _selector(
-            ["watch", "hget", "hset", "hdel", "zadd", "zrem", "zrange"], ["~unacked", "~unacked_index"]
-        ),
-        _selector(["set", "get", "del", "evalsha"], ["~unacked_mutex"]),
-        # Progress through the result backend.
-        _selector(["get", "set", "setex"], ["~celery-task-meta-*"]),
+        # Messages in flight (acks_late): written when delivered, removed when acknowledged,
+        # never read (workers.broker); the coordinator puts back what dead workers left.
+        _selector(["hset", "hdel"], ["%W~unacked"]),
+        _selector(["zadd", "zrem"], ["%W~unacked_index"]),
     ]
 
 
@@ -210,13 +212,18 @@ def ensure_user(
     channels); the user is created through the coordinator's own broker connection. A new
     password does not end the connections opened with the old one: ``disconnect`` does.
     """
-    arguments = rules(node, queues, _db(broker_url or celeryconfig.broker_url))
+    from app import broker_upkeep
+
+    db = _db(broker_url or celeryconfig.broker_url)
+    arguments = rules(node, queues, db)
     try:
         with _admin() as admin:
             admin.execute_command("ACL", "SETUSER", username(node), *arguments)
             if disconnect:
                 admin.execute_command("CLIENT", "KILL", "USER", username(node))
             _save(admin)
+        with client(celeryconfig.broker_url, db) as admin:
+            broker_upkeep.prepare(admin)  # the queues and scripts its worker needs, in place
     except redis.RedisError as exc:
         raise BrokerAclError(f"the broker refused to create user {username(node)}: {exc}") from exc
 

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery.result import AsyncResult
 from flask import current_app
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
 import celeryconfig as cc
-from app import lifecycle
+from app import lifecycle, progress
 from app.errors import Conflict, Unavailable
 from app.extensions import db
 from app.ledger import settlement
@@ -46,7 +45,6 @@ from workers.protocol.errors import BadInput
 log = logging.getLogger(__name__)
 
 KINDS = ("ocr", "summarise", "translate", "pipeline")
-PROGRESS_KEYS = ("pages_done", "pages_total", "pieces_done", "pieces_total", "tokens")
 DOCUMENT_KINDS = ("ocr", "pipeline")
 
 #: Step name → (task name, queue).
@@ -268,21 +266,7 @@ def _aware(moment: datetime) -> datetime:
 def _progress(step: JobStep) -> dict[str, Any] | None:
     if step.state not in (StepState.QUEUED, StepState.RUNNING, StepState.RETRYING):
         return None
-    try:
-        result = AsyncResult(step.task_id, app=current_app.extensions["celery"])
-        if result.state == "PROGRESS" and isinstance(result.info, dict):
-            # Anyone serving the queue can write this key: show only whole numbers we know.
-            return {
-                key: value
-                for key, value in result.info.items()
-                if key in PROGRESS_KEYS
-                and isinstance(value, int)
-                and not isinstance(value, bool)
-                and value >= 0
-            } or None
-    except Exception as exc:  # noqa: BLE001  progress is best effort
-        log.debug("no progress for %s: %s", step.task_id, exc)
-    return None
+    return progress.of(step)
 
 
 def _seconds(ms: int | None) -> float | None:

@@ -6,6 +6,7 @@ Messages go to Redis database 9, which no other test uses.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -91,13 +92,19 @@ def test_node_user_pushes_records_but_reads_only_the_queues_it_serves(flask_app,
             lambda: volunteer.srem(f"_kombu.binding.{'ocr'}", "ocr\x06\x16\x06\x16ocr"),  # routing kept
             lambda: volunteer.delete("unacked"),
             lambda: volunteer.publish(f"/{DB}.celery.pidbox", b"{}"),  # no control broadcasts
+            lambda: volunteer.lrange("ocr", 0, -1),  # its own queue: taken, never peeked at
+            lambda: volunteer.hget("unacked", "x"),  # others' messages in flight: never read
+            lambda: volunteer.zrange("unacked_index", 0, -1),
+            lambda: volunteer.sadd("_kombu.binding.ocr", "x"),  # routing: the coordinator's
+            lambda: volunteer.script_load("return 1"),  # scripts: run by hash, never loaded
+            lambda: volunteer.eval("return 1", 0),
+            lambda: volunteer.set("celery-task-meta-x", b"{}"),  # progress goes over HTTP
         ):
             assert "permissions" in _refused(call)
-        assert volunteer.set("celery-task-meta-x", b"{}")  # progress goes through
         assert volunteer.publish(f"/{DB}.celeryev/task.started", b"{}") == 0  # events too
-        assert {e["object"] for e in _acl_log(admin, user)} >= {"ledger", "somekey", "keys"}
+        assert {e["object"] for e in _acl_log(admin, user)} >= {"ledger", "get", "set", "keys"}
     finally:
-        admin.delete("ocr", "ledger", "llm", "celery-task-meta-x")
+        admin.delete("ocr", "ledger", "llm")
         volunteer.close()
         with flask_app.app_context():
             broker_acl.delete_user(node)
@@ -185,7 +192,8 @@ def test_workers_on_node_users_run_a_pipeline_and_are_refused_once_revoked(
     assert sorted(e.capability for e in entries) == ["llm", "ocr"]
     assert all(e.outcome == "succeeded" and e.granted_ms > 0 for e in entries)
     ocr_task = next(step.task_id for step in steps if step.queue == "ocr")
-    assert b'"PROGRESS"' in admin.get(f"celery-task-meta-{ocr_task}")  # progress, as the node
+    progress = json.loads(admin.get(f"grid:progress:{ocr_task}"))  # reported over HTTP, kept here
+    assert progress["pages_done"] == progress["pages_total"] == 1
     for user in users.values():
         assert _acl_log(admin, user) == []  # nothing the workers tried was refused
 

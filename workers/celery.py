@@ -7,13 +7,24 @@ import sys
 from celery import Celery, signals
 
 import celeryconfig
+from workers import broker
+
+broker.install()  # kombu's Redis transport, without reading others' messages in flight
 
 app = Celery("workers", include=["workers.tasks.ocr", "workers.tasks.llm"])
 app.config_from_object(celeryconfig)
-# Without -Q a volunteer serves the capability queues only (and is checked for each). The
-# ledger queue is not among them: it is declared on first use, so records can be routed to it.
-app.conf.task_queues = tuple(q for q in celeryconfig.task_queues if q.name in celeryconfig.VOLUNTEER_QUEUES)
-app.conf.task_create_missing_queues = True
+# Without -Q a volunteer serves the capability queues only (and is checked for each). It
+# declares none: their routing is the coordinator's (app.broker_upkeep), and its user may not
+# change it.
+app.conf.task_queues = tuple(
+    celeryconfig.queue(name, declare=False) for name in celeryconfig.VOLUNTEER_QUEUES
+)
+# Records name their queue themselves (workers.metering), undeclared as well.
+app.conf.task_routes = {
+    pattern: route
+    for pattern, route in celeryconfig.task_routes.items()
+    if route["queue"] in celeryconfig.VOLUNTEER_QUEUES
+}
 
 from workers import metering, registration  # noqa: E402,F401  (connect their signals)
 from workers.ratelimit import NodeRateLimit  # noqa: E402

@@ -45,7 +45,7 @@ def fetch(task_id: str, task_name: str, attempt: int, worker: str) -> tuple[str,
         attempt=attempt,
         started_at=datetime.now(UTC).isoformat(),
     )
-    url = f"{os.environ.get(COORDINATOR_URL_ENV, '').rstrip('/')}/api/v1/work/{task_id}/input"
+    url = work_url(task_id, "input")
     request = urllib.request.Request(
         url, data=json.dumps(record).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
@@ -62,6 +62,11 @@ def fetch(task_id: str, task_name: str, attempt: int, worker: str) -> tuple[str,
     except (urllib.error.URLError, OSError, ValueError) as exc:
         log.error("the coordinator could not be reached for the input of task %s: %s", task_id, exc)
         raise _hand_back() from None
+
+
+def work_url(task_id: str, what: str) -> str:
+    """The coordinator's address for a task's ``input`` or ``progress``."""
+    return f"{os.environ.get(COORDINATOR_URL_ENV, '').rstrip('/')}/api/v1/work/{task_id}/{what}"
 
 
 def _reason(exc: urllib.error.HTTPError) -> str:

@@ -91,13 +91,17 @@ def signed(kind: str, **fields) -> dict:
     )
 
 
+#: Where records go: declared by the coordinator, never by a node (workers.celery).
+_LEDGER = celeryconfig.queue(celeryconfig.LEDGER_QUEUE, declare=False)
+
+
 def send(task_app, kind: str, **fields) -> None:
     """Sign a ``kind`` record and send it to the coordinator's ledger queue."""
     record = signed(kind, **fields)
     task_app.send_task(
         protocol.TASK_OF_KIND[kind],
         args=[record],
-        queue=celeryconfig.LEDGER_QUEUE,
+        queue=_LEDGER,
         routing_key=celeryconfig.LEDGER_QUEUE,
         ignore_result=True,
         retry=True,

@@ -1,4 +1,5 @@
-"""/api/v1/work: where a node fetches the input of the task the broker gave it.
+"""/api/v1/work: where a node fetches the input of the task the broker gave it, and tells how
+far it has gone.
 
 A task message carries only parameters; the document or text it works on stays here. The
 node's worker asks for it with a start record signed by its own secret (``workers.protocol``,
@@ -6,6 +7,8 @@ kind ``started``): that request is the coordinator's own sight of the execution'
 the input is served to one node per attempt (docs/decisions/0009). No API token: the node's
 signature is its credential. A refusal of a signed start is stored in the ledger's
 rejections, with its reason; unsigned knocks are not (``app.ledger.executions.on_started``).
+Progress reports (``app.progress``) are checked the same way and kept in the coordinator's own
+keys: nodes write no progress in the broker.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import json
 
 from flask import Blueprint, Response, request
 
-from app import jobs
+from app import jobs, progress
 from app.errors import ApiError
 from app.extensions import db
 from app.ledger import executions
+from app.ledger.verification import Refused
 
 bp = Blueprint("work", __name__, url_prefix="/work")
 
@@ -29,6 +33,7 @@ MAX_BODY_BYTES = 4096
 _STATUS = {
     "previous_attempt_pending": 503,
     "cross_node": 409,
+    "not_started": 409,
     "bad_attempt": 409,
     "no_input": 410,
     "step_finished": 410,
@@ -44,18 +49,25 @@ _STATUS = {
 }
 
 
-@bp.post("/<task_id>/input")
-def fetch_input(task_id: str):
+def _record(task_id: str, what: str) -> dict:
+    """The signed record in the body, naming ``task_id`` (a record for another task is kept as
+    sent, with the task asked for, so the refusal shows both)."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise ApiError(f"A start record is under {MAX_BODY_BYTES} bytes.", code="oversized", status=413)
+        raise ApiError(f"A {what} record is under {MAX_BODY_BYTES} bytes.", code="oversized", status=413)
     try:
         record = json.loads(request.get_data(cache=False)[: MAX_BODY_BYTES + 1])
     except (ValueError, RecursionError):
-        raise ApiError("The body is not a JSON start record.", code="malformed") from None
+        raise ApiError(f"The body is not a JSON {what} record.", code="malformed") from None
     if not isinstance(record, dict):
         raise ApiError("The body is not a JSON object.", code="malformed")
     if record.get("task_id") != task_id:
         record = {**record, "task_id": f"{record.get('task_id')!s:.64} (asked for {task_id:.64})"}
+    return record
+
+
+@bp.post("/<task_id>/input")
+def fetch_input(task_id: str):
+    record = _record(task_id, "start")
     step, refused = executions.on_started(record)
     if refused is not None:
         db.session.commit()  # the refusal, as evidence
@@ -69,3 +81,18 @@ def fetch_input(task_id: str):
     kind, data = found
     db.session.commit()  # the sighting: this node holds this attempt
     return Response(data, mimetype="application/octet-stream", headers={"X-Grid-Input": kind})
+
+
+@bp.post("/<task_id>/progress")
+def report_progress(task_id: str):
+    """How far the node that holds this attempt has gone (``app.progress``); 204 when kept."""
+    record = _record(task_id, "progress")
+    try:
+        progress.report(record)
+    except Refused as refused:
+        db.session.rollback()
+        raise ApiError(
+            refused.detail or refused.reason, code=refused.reason, status=_STATUS.get(refused.reason, 400)
+        ) from None
+    db.session.rollback()  # nothing was written to the database
+    return Response(status=204)

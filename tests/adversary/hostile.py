@@ -5,6 +5,7 @@ broker user) and nothing else, as an attacker who enrolled a machine would.
     python -m tests.adversary.hostile send KIND JSON # sign a record of KIND and send it
     python -m tests.adversary.hostile pop QUEUE      # take a task message off a queue it serves
     python -m tests.adversary.hostile fetch TASK_ID TASK_NAME ATTEMPT   # ask for a task's input
+    python -m tests.adversary.hostile broker         # try to break the broker; print each outcome
 
 It reads GRID_BROKER_URL (the node's own broker user), GRID_COORDINATOR_URL, GRID_NODE_ID,
 GRID_NODE_NAME and GRID_NODE_SECRET.
@@ -136,6 +137,58 @@ def fetch(task_id: str, task_name: str, attempt: str) -> int:
     return 0
 
 
+ENDLESS = "while true do end"
+
+
+def broker_attacks(client: redis.Redis) -> dict[str, str]:
+    """Each attack on the broker a node's user might try, and what Redis answered."""
+    import hashlib
+
+    from kombu.transport import redis as kombu_redis
+
+    sep = "\x06\x16"
+    refresh = hashlib.sha1(kombu_redis.REFRESH_BINDING.encode()).hexdigest()
+    stolen = f"ocr{sep}{sep}stolen"
+    attacks = {
+        "load an endless script": lambda: client.script_load(ENDLESS),
+        "run an endless script": lambda: client.eval(ENDLESS, 0),
+        "run it by hash": lambda: client.evalsha(hashlib.sha1(ENDLESS.encode()).hexdigest(), 0),
+        "read the messages in flight": lambda: client.hgetall("unacked"),
+        "read one message in flight": lambda: client.hget("unacked", "x"),
+        "list the messages in flight": lambda: client.zrange("unacked_index", 0, -1),
+        "peek at a queue": lambda: client.lrange("ocr", 0, -1),
+        "re-route a queue": lambda: client.sadd("_kombu.binding.ocr", stolen),
+        "re-route it with kombu's script": lambda: client.evalsha(
+            refresh, 2, "_kombu.binding.ocr", "_kombu.binding_deadlines", stolen, "ocr", 1000
+        ),
+        "delete a queue's routing": lambda: client.delete("_kombu.binding.ocr"),
+        "write a result key": lambda: client.set(f"celery-task-meta-{uuid.uuid4()}", "x" * 1000),
+        "flush the script cache": lambda: client.script_flush(),
+        "kill the coordinator's clients": lambda: client.client_kill_filter(_type="normal"),
+    }
+    outcomes = {}
+    for name, attack in attacks.items():
+        try:
+            attack()
+            outcomes[name] = "done"
+        except redis.exceptions.NoPermissionError:
+            outcomes[name] = "refused"
+        except redis.exceptions.NoScriptError:
+            outcomes[name] = "no such script"
+        except redis.exceptions.ResponseError as exc:
+            outcomes[name] = f"error: {str(exc)[:60]}"
+    return outcomes
+
+
+def forge_in_flight(client: redis.Redis, queue: str) -> str:
+    """Write a message in flight, long overdue, that names ``queue``; returns its tag."""
+    tag = str(uuid.uuid4())
+    payload = json.loads(envelope("grid.ledger.settle_due", json.dumps([[], {}, {}]).encode()))
+    client.hset("unacked", tag, json.dumps([payload, queue, queue]))
+    client.zadd("unacked_index", {tag: 1})
+    return tag
+
+
 def main(argv: list[str]) -> int:
     client = redis.Redis.from_url(os.environ["GRID_BROKER_URL"])  # the node's own broker user
     if argv[0] == "garbage":
@@ -149,6 +202,12 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] == "fetch":
         return fetch(*argv[1:])
+    if argv[0] == "broker":
+        print(json.dumps(broker_attacks(client)))
+        return 0
+    if argv[0] == "forge-in-flight":
+        print(forge_in_flight(client, argv[1]))
+        return 0
     if argv[0] == "send":
         kind, record = argv[1], json.loads(argv[2])
         client.lpush(LEDGER, envelope(protocol.TASK_OF_KIND[kind], celery_body(signed(record))))

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 import celeryconfig
 
 #: Records of another version are refused (``unsupported_version``): both sides ship together.
-VERSION = 2
+VERSION = 3
 #: A message larger than this is refused unread (``oversized``): a 100-page OCR result is well
 #: under 2 MB.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -130,6 +130,20 @@ class CompletedBody(_Body):
         return _moment(value)
 
 
+class ProgressBody(_Body):
+    """How far an execution has gone, told to the coordinator over HTTP (``app.api.work``),
+    which shows it only to the job's owner and only within what it knows of the work."""
+
+    task_id: Uuid
+    node: WorkerName
+    attempt: Annotated[int, Field(ge=0, le=celeryconfig.MAX_RETRIES)]
+    pages_done: Count | None = None
+    pages_total: Count | None = None
+    pieces_done: Count | None = None
+    pieces_total: Count | None = None
+    tokens: Count | None = None
+
+
 class _Notice(_Body):
     """A worker's notice: when it was sent and a nonce, so that a copy is refused."""
 
@@ -142,6 +156,8 @@ class RegisterBody(_Notice):
     """A worker started: the queues it serves and what its machine can do."""
 
     queues: Annotated[list[Capability], Field(min_length=1, max_length=len(celeryconfig.VOLUNTEER_QUEUES))]
+    #: Tasks it runs at once: the ledger pays for no more executions at a time.
+    concurrency: Annotated[int, Field(ge=1, le=celeryconfig.NODE_MAX_CONCURRENCY)]
     probe: dict[str, Any]
 
     @field_validator("probe")
@@ -177,6 +193,10 @@ class Register(RegisterBody, _Signed):
     pass
 
 
+class Progress(ProgressBody, _Signed):
+    pass
+
+
 class Heartbeat(HeartbeatBody, _Signed):
     pass
 
@@ -188,6 +208,7 @@ class Stopping(StoppingBody, _Signed):
 SCHEMAS: dict[str, type[_Signed]] = {
     "started": Started,
     "completed": Completed,
+    "progress": Progress,
     "register": Register,
     "heartbeat": Heartbeat,
     "stopping": Stopping,
@@ -195,6 +216,7 @@ SCHEMAS: dict[str, type[_Signed]] = {
 BODIES: dict[str, type[_Body]] = {
     "started": StartedBody,
     "completed": CompletedBody,
+    "progress": ProgressBody,
     "register": RegisterBody,
     "heartbeat": HeartbeatBody,
     "stopping": StoppingBody,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Task
 
 import celeryconfig
-from workers import inputs, metering
+from workers import inputs, metering, progress
 from workers.protocol.errors import TransientError
 
 
@@ -32,12 +32,11 @@ class GridTask(Task):
         return inputs.fetch(request.id, self.name, request.retries, metering.worker_name(request.hostname))
 
     def progress(self, **info: int) -> None:
-        """Publish progress (pages done, tokens so far) for the API to show; best effort."""
-        if not self.request.id or self.request.called_directly:
+        """Tell the coordinator how far this task has gone (pages done, tokens so far)."""
+        request = self.request
+        if not request.id or request.called_directly:
             return
         try:
-            self.update_state(
-                state="PROGRESS", meta={**info, "node": metering.worker_name(self.request.hostname)}
-            )
+            progress.report(request.id, request.retries, metering.worker_name(request.hostname), **info)
         except Exception:  # noqa: BLE001  progress is cosmetic; the work must go on
             pass
