@@ -196,6 +196,11 @@ class Node(db.Model):
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: Set when its worker said it was stopping; cleared when it registers again.
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: How many tasks its worker said it runs at once (registered), and when each of those
+    #: execution slots is next free (epoch ms): executions beyond them are not paid
+    #: (app.ledger.rules.concurrency_bound).
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    busy_until: Mapped[list[int] | None] = mapped_column(JSON)
 
     participant: Mapped[Participant] = relationship(back_populates="nodes")
 

@@ -60,6 +60,7 @@ def apply(kind: str, record: Any, ctx: Context) -> None:
             db.session.add(NodeHeartbeat(node_id=node_id, slot=slot))
     if kind == "register":
         node.queues = sorted(set(record["queues"]))  # volunteer queues only (its schema)
+        node.concurrency = record["concurrency"]  # executions beyond it are not paid
         node.worker = record["worker"]  # this node's own name (_check_notice)
         node.probe = as_evidence(record["probe"])
         node.registered_at = now

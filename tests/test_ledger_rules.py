@@ -625,3 +625,59 @@ def test_settling_twice_gives_the_same_settlement(period):
     first = rules.settle(period)
     assert rules.settle(period) == first
     assert rules.settle(iter(period)) == first  # any iterable, read once
+
+
+# --- a node's concurrency: executions beyond its slots are not paid ---------------------------
+
+ALLOW = rules.OBSERVATION_ALLOWANCE_MS
+
+
+def _run(concurrency: int, executions: list[tuple[int, int, int]]) -> list[int]:
+    """Granted ms of (seen, received, claimed) executions entered in the order received."""
+    busy: list[int] = []
+    granted = []
+    for seen, received, claimed in sorted(executions, key=lambda e: e[1]):
+        bound, start = rules.concurrency_bound(busy, concurrency, seen, received)
+        granted.append(min(claimed, bound))
+        busy = rules.occupy(busy, concurrency, start, min(claimed, bound))
+    return granted
+
+
+def test_an_honest_node_running_back_to_back_is_paid_in_full_despite_the_ledgers_lag():
+    # The next execution is seen starting 30 ms before the ledger entered the end of the last.
+    executions = [(i * 10_000 + 10, i * 10_000 + 10_040, 9_990) for i in range(20)]
+    assert _run(1, executions) == [9_990] * 20
+
+
+def test_a_node_holding_more_executions_than_its_slots_is_paid_for_its_slots_only():
+    ten_at_once = [(0, 10_000 + i, 10_000) for i in range(10)]  # one slot, ten fetched together
+    granted = _run(1, ten_at_once)
+    assert granted[0] == 10_000
+    assert sum(granted) <= 10_000 + 10 + ALLOW  # the slot's time, and one allowance
+    assert sum(_run(10, ten_at_once)) == 100_000  # with ten slots, all ten are honest
+
+
+def test_parallel_executions_within_the_registered_concurrency_are_all_paid():
+    pairs = [(i * 5_000, i * 5_000 + 5_000, 4_900) for i in range(6)]
+    overlapping = pairs + [(s + 100, r + 100, c) for s, r, c in pairs]
+    assert _run(2, overlapping) == [4_900] * 12
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.lists(
+        st.tuples(st.integers(0, 100_000), st.integers(0, 60_000), st.integers(0, 60_000)),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_a_node_is_never_paid_more_than_its_slots_could_give(concurrency, raw):
+    executions = [(seen, seen + length, claimed) for seen, length, claimed in raw]
+    granted = _run(concurrency, executions)
+    first = min(seen for seen, _, _ in executions)
+    last = max(received for _, received, _ in executions)
+    assert all(
+        0 <= g <= c for g, (_, _, c) in zip(granted, sorted(executions, key=lambda e: e[1]), strict=True)
+    )
+    assert sum(granted) <= concurrency * (last - first + ALLOW)

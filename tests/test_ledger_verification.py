@@ -16,7 +16,7 @@ from sqlalchemy import select
 import celeryconfig
 from app import lifecycle, nodes
 from app.extensions import db
-from app.ledger import batch, executions
+from app.ledger import batch, executions, rules
 from app.ledger.context import Context
 from app.models import (
     ExecutionSighting,
@@ -435,3 +435,43 @@ def test_a_rotated_secret_stops_the_old_one_verifying(ledger):
     assert ledger.started(old) == "bad_signature"
     assert ledger.started(start(step, node)) is None  # signed with the new secret
     assert ledger.rejections(step.task_id) == []
+
+
+def _register(node: Node, concurrency: int) -> None:
+    """The node's worker registers how many tasks it runs at once (a signed notice)."""
+    import os
+    import time
+
+    body = protocol.body(
+        "register",
+        worker=f"{node.name}@host",
+        sent_at=time.time(),
+        nonce=os.urandom(16).hex(),
+        queues=["ocr"],
+        concurrency=concurrency,
+        probe={},
+    )
+    batch.apply([("register", signing.sign({**body, "node_id": node.id}, nodes.node_secret(node)))])
+
+
+@pytest.mark.parametrize("registered, paid_in_full", [(1, 1), (3, 3)])
+def test_executions_held_at_once_beyond_the_registered_concurrency_are_not_paid(
+    ledger, registered, paid_in_full
+):
+    node = enrol("hoarder")
+    _register(node, registered)
+    assert db.session.get(Node, node.id).concurrency == registered
+    steps = [ocr_job(pages=5) for _ in range(3)]
+    for step in steps:  # three inputs fetched at once, each then "worked on" for ten seconds
+        assert ledger.started(start(step, node)) is None
+        _started_ago(step, 10)
+
+    entries = [ledger.completed(completion(step, node, wall=10.0, pages=5)) for step in steps]
+
+    granted = [entry.granted_ms for entry in entries]
+    assert granted[:paid_in_full] == [10_000] * paid_in_full
+    if paid_in_full < 3:
+        assert [entry.grant_basis for entry in entries[1:]] == ["concurrency"] * 2
+        # One slot gave ten seconds: the rest is the observation's allowance, once.
+        assert sum(granted) <= 10_000 + rules.OBSERVATION_ALLOWANCE_MS + 500
+    assert all(entry.outcome == "succeeded" for entry in entries)  # the results stand

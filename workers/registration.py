@@ -38,9 +38,26 @@ def _register(sender, **_) -> None:
     queues = sorted(app.amqp.queues.consume_from or app.amqp.queues)
     worker = sender.hostname
     found = probe.report(tuple(q for q in queues if q in celeryconfig.VOLUNTEER_QUEUES))
-    metering.send(app, "register", worker=worker, queues=queues, probe=found, **_stamp())
+    metering.send(
+        app,
+        "register",
+        worker=worker,
+        queues=queues,
+        concurrency=_concurrency(sender),
+        probe=found,
+        **_stamp(),
+    )
     _stop.clear()
     threading.Thread(target=_beat, args=(app, worker), name="grid-heartbeat", daemon=True).start()
+
+
+def _concurrency(consumer) -> int:
+    """How many tasks this worker runs at once (the most, when it autoscales)."""
+    controller = getattr(consumer, "controller", None)
+    autoscaler = getattr(controller, "autoscaler", None)
+    if autoscaler is not None:
+        return int(autoscaler.max_concurrency)
+    return int(getattr(controller, "concurrency", None) or 1)
 
 
 def _beat(app, worker: str) -> None:

@@ -34,6 +34,8 @@ class Context:
     closed: set[str] = field(default_factory=set)
     secrets: dict[str, str | None] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    #: The batch's nodes, locked (``lock_nodes``).
+    nodes: dict[str, Node] = field(default_factory=dict)
     steps: dict[str, JobStep | None] = field(default_factory=dict)
     entries: dict[tuple[str, int], LedgerEntry] = field(default_factory=dict)
     granted: set[str] = field(default_factory=set)
@@ -57,7 +59,16 @@ class Context:
         ctx.prefetch(
             {str(r.get("task_id", "")) for r in records}, {str(r.get("node_id") or "") for r in records}
         )
+        ctx.lock_nodes()
         return ctx
+
+    def lock_nodes(self) -> None:
+        """Lock the batch's nodes, in id order, after its jobs (as every batch does): a node's
+        execution slots (``Node.busy_until``) are read and written by one batch at a time."""
+        if self.names:
+            query = select(Node).where(Node.id.in_(list(self.names))).order_by(Node.id).with_for_update()
+            for node in db.session.scalars(query.execution_options(populate_existing=True)):
+                self.nodes[node.id] = node
 
     def prefetch(self, task_ids: set[str], node_ids: set[str]) -> None:
         """Load the steps, entries, sightings and nodes these records concern, in one query each."""

@@ -27,7 +27,7 @@ from app.ledger import periods, rules
 from app.ledger.context import Context
 from app.ledger.values import as_int, as_ms, as_text, as_time
 from app.ledger.verification import Refused, reject, verify_execution, verify_node
-from app.models import ExecutionSighting, Job, JobState, JobStep, LedgerEntry, StepState, utcnow
+from app.models import ExecutionSighting, Job, JobState, JobStep, LedgerEntry, Node, StepState, utcnow
 from workers import protocol
 
 #: Refusals of a start that are not kept as evidence: nobody signed the record (anyone may knock
@@ -176,6 +176,15 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         if capability == "ocr" and job.input_pages
         else None
     )
+    # A node is paid for no more executions at a time than it registered: this one gets only
+    # the time after one of its slots came free (app.ledger.rules.concurrency_bound).
+    node = ctx.nodes.get(node_id) or db.session.get(Node, node_id)
+    concurrency = node.concurrency or 1
+    busy_until = list(node.busy_until or [])
+    free_ms, slot_start = rules.concurrency_bound(
+        busy_until, concurrency, _epoch_ms(seen[node_id]), _epoch_ms(received)
+    )
+    node.busy_until = rules.occupy(busy_until, concurrency, slot_start, min(claimed_ms, free_ms))
     if step.task_id in ctx.granted:
         decision = rules.Grant(0, "already_granted")  # a task is paid once, however it ended
     elif step.state in StepState.FINAL and outcome != "succeeded":
@@ -186,12 +195,14 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         decision = rules.grant(
             outcome,
             claimed_ms,
-            observed_ms,
+            min(observed_ms, free_ms),
             cap,
             error_code=error_code,
             time_limit_ms=celeryconfig.task_soft_time_limit * 1000,
             planned_cap_ms=planned,
         )
+        if free_ms < observed_ms and decision.basis.endswith("observed") and decision.granted_ms < claimed_ms:
+            decision = rules.Grant(decision.granted_ms, decision.basis.replace("observed", "concurrency"))
     try:
         rate: Decimal | None = rules.rate_at(ctx.rates, capability, received)
     except LookupError:
@@ -226,6 +237,10 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     db.session.add(entry)  # a concurrent worker's row makes the commit fail: see batch.apply()
     ctx.remember(entry)
     return entry
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
 
 
 def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any], ctx: Context) -> None:

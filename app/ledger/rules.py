@@ -122,6 +122,38 @@ def grant(
     return Grant(0, f"not_granted_{outcome}")
 
 
+def free_slot(busy_until: Sequence[int], concurrency: int) -> int:
+    """When the earliest of a node's ``concurrency`` execution slots is free (epoch ms; 0 for a
+    slot never used). ``busy_until`` holds the slots' ends, as ``occupy`` left them."""
+    ends = sorted(busy_until, reverse=True)[: max(1, concurrency)]
+    return 0 if len(ends) < max(1, concurrency) else ends[-1]
+
+
+def concurrency_bound(
+    busy_until: Sequence[int], concurrency: int, started_ms: int, ended_ms: int
+) -> tuple[int, int]:
+    """(bound, slot start) for an execution the coordinator saw from ``started_ms`` to
+    ``ended_ms`` on a node that registered ``concurrency`` slots.
+
+    An execution runs on a slot once the one before it there ended: a node that holds more
+    executions at once than it said it runs gets, for each beyond, only the time left after a
+    slot came free, so it is paid for no more time than its slots could give. The allowance of
+    the observation covers the ledger's lag (the next execution may be seen starting before the
+    ledger entered the end of the one it follows); it is shared by a burst, not given to each.
+    """
+    start = max(started_ms, free_slot(busy_until, concurrency))
+    return max(0, ended_ms - start + OBSERVATION_ALLOWANCE_MS), start
+
+
+def occupy(busy_until: Sequence[int], concurrency: int, start_ms: int, busy_ms: int) -> list[int]:
+    """The slots' ends once an execution held the earliest free slot from ``start_ms`` for
+    ``busy_ms`` (what it claimed, within its bound)."""
+    ends = sorted(busy_until, reverse=True)[: max(1, concurrency)]
+    if len(ends) >= max(1, concurrency):
+        ends.pop()  # the earliest free slot is the one taken
+    return sorted([*ends, start_ms + max(0, busy_ms)], reverse=True)
+
+
 def units_of(capability: str, units: Mapping[str, int]) -> int:
     """Work units of an execution: pages for OCR, prompt + completion tokens for LLM work."""
     if capability == "ocr":

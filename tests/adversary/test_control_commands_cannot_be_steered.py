@@ -10,11 +10,12 @@ import os
 import time
 
 from tests.grid import Client, wait_for
+from workers import protocol
 
 
 def notice(kind: str, worker: str, *, sent_at: float | None = None, nonce: str | None = None, **extra) -> str:
     record = {
-        "v": 2,
+        "v": protocol.VERSION,
         "worker": worker,
         "sent_at": time.time() if sent_at is None else sent_at,
         "nonce": nonce or os.urandom(16).hex(),
@@ -22,6 +23,7 @@ def notice(kind: str, worker: str, *, sent_at: float | None = None, nonce: str |
     }
     if kind == "register":
         record.setdefault("queues", ["ocr"])
+        record.setdefault("concurrency", 1)
         record.setdefault("probe", {})
     return json.dumps(record)
 
