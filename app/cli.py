@@ -289,8 +289,9 @@ def nodes_pause(name: str) -> None:
     from app import registry
 
     node = _active_node(name)
-    registry.pause(node)
+    registry.pause(node, registry.OPERATOR)
     db.session.commit()
+    registry.tell_worker(node)
     click.echo(f"node {name} paused")
 
 
@@ -300,8 +301,9 @@ def nodes_resume(name: str) -> None:
     from app import registry
 
     node = _active_node(name)
-    registry.resume(node)
+    registry.resume(node, registry.OPERATOR)
     db.session.commit()
+    registry.tell_worker(node)
     click.echo(f"node {name} resumed")
 
 

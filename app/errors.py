@@ -44,6 +44,12 @@ class Conflict(ApiError):
     status, code = 409, "conflict"
 
 
+class PausedByOperator(ApiError):
+    """An owner asked to resume a node an operator paused."""
+
+    status, code = 403, "paused_by_operator"
+
+
 class Unavailable(ApiError):
     status, code = 503, "broker_unavailable"
 

@@ -10,6 +10,8 @@ jobs and steps through these functions, and nothing else assigns a state.
 The callers check what may happen (a final job or step is never moved back: the ledger refuses
 or ignores late records, a cancel of a finished job is a conflict) and commit; these functions
 only change the rows, and take every time they record from the caller or from ``utcnow``.
+A job that ends lets its input go: no step will fetch it again, and the coordinator keeps a
+member's document no longer than the work needs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.models import Job, JobState, JobStep, StepState, utcnow
+from sqlalchemy import delete
+
+from app.extensions import db
+from app.models import Job, JobInput, JobState, JobStep, StepState, utcnow
 
 
 def step_dispatched(step: JobStep, at: datetime) -> None:
@@ -80,6 +85,12 @@ def step_retrying(step: JobStep, code: str | None, message: str | None) -> None:
 def succeed_job(job: Job, at: datetime) -> None:
     job.state = JobState.SUCCEEDED
     job.finished_at = at
+    _forget_input(job)
+
+
+def _forget_input(job: Job) -> None:
+    """The job is over: its document or text is deleted (its steps' results stay)."""
+    db.session.execute(delete(JobInput).where(JobInput.job_id == job.id))
 
 
 def fail_job(job: Job, code: str, message: str) -> None:
@@ -92,6 +103,7 @@ def fail_job(job: Job, code: str, message: str) -> None:
     for other in job.steps:
         if other.state not in StepState.FINAL:
             other.state = StepState.SKIPPED
+    _forget_input(job)
 
 
 def cancel_job(job: Job) -> list[JobStep]:
@@ -103,4 +115,5 @@ def cancel_job(job: Job) -> list[JobStep]:
     job.error_code, job.error_message = "cancelled", "Cancelled at the submitter's request."
     for step in pending:
         step.state = StepState.CANCELLED
+    _forget_input(job)
     return pending

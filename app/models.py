@@ -187,6 +187,8 @@ class Node(db.Model):
     last_notice_nonce: Mapped[str | None] = mapped_column(String(32))
     #: Paused by its owner or an operator: its worker consumes nothing until resumed.
     paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: ``owner`` or ``operator``: a node an operator paused is resumed by an operator only.
+    paused_by: Mapped[str | None] = mapped_column(String(16))
     # What its worker registered (signed) when it last started: its probe, as a claim.
     worker: Mapped[str | None] = mapped_column(String(200))
     queues: Mapped[list[str] | None] = mapped_column(JSON)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 
 import celeryconfig
 from app import broker_acl
@@ -66,10 +67,10 @@ def participant(email: str, name: str | None = None) -> Participant:
     if "@" not in email:
         raise ValueError(f"{email!r} is not an email address")
     found = db.session.scalar(select(Participant).where(Participant.email == email))
-    if found is None:
-        found = Participant(email=email, name=name)
-        db.session.add(found)
-        db.session.flush()
+    if found is None:  # created once, whoever asks at the same moment
+        new = insert(Participant).values(email=email, name=name)
+        db.session.execute(new.on_conflict_do_nothing(index_elements=["email"]))
+        found = db.session.scalar(select(Participant).where(Participant.email == email))
     return found
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 import celeryconfig
 from app import nodes
+from app.errors import PausedByOperator
 from app.extensions import db
 from app.ledger import rules
 from app.ledger.context import Context
@@ -109,15 +110,33 @@ def start_consuming(worker: str | None, queues: list[str]) -> None:
         control.add_consumer(queue, destination=[worker])
 
 
-def pause(node: Node) -> None:
-    """Drain the node: its worker finishes the current task and takes no more."""
+#: Who may pause and resume a node.
+OWNER, OPERATOR = "owner", "operator"
+
+
+def pause(node: Node, by: str) -> None:
+    """Drain the node (not committed; then ``tell_worker``): its worker finishes the current
+    task and takes no more. An operator's pause is kept over an owner's."""
+    if node.paused_at is None or by == OPERATOR:
+        node.paused_by = by
     node.paused_at = node.paused_at or utcnow()
-    stop_consuming(node.worker, node.queues or [])
 
 
-def resume(node: Node) -> None:
-    node.paused_at = None
-    start_consuming(node.worker, node.queues or [])
+def resume(node: Node, by: str) -> None:
+    """Let the node work again (not committed; then ``tell_worker``)."""
+    if node.paused_at is not None and node.paused_by == OPERATOR and by != OPERATOR:
+        raise PausedByOperator(
+            f"Node {node.name} was paused by an operator: ask the cooperative to resume it."
+        )
+    node.paused_at = node.paused_by = None
+
+
+def tell_worker(node: Node) -> None:
+    """Once the change is committed: tell the node's worker to stop or start consuming."""
+    if node.paused_at is not None or node.revoked_at is not None:
+        stop_consuming(node.worker, node.queues or [])
+    else:
+        start_consuming(node.worker, node.queues or [])
 
 
 def state(node: Node, now: datetime | None = None) -> str:
@@ -173,6 +192,7 @@ def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
         "registered_at": _iso(node.registered_at),
         "last_seen_at": _iso(node.last_seen_at),
         "paused_at": _iso(node.paused_at),
+        "paused_by": node.paused_by,
         "approved_at": _iso(node.approved_at),
         "revoked_at": _iso(node.revoked_at),
         "uptime_percent": {name: uptime(node, window, now) for name, window in WINDOWS.items()},

@@ -50,6 +50,11 @@ def test_pipeline_job_runs_ocr_and_summary_on_different_nodes(client, admin, fla
     assert all(e.signature and e.node_id for e in entries)
     ocr_entry = next(e for e in entries if e.capability == "ocr")
     assert (ocr_entry.unit, ocr_entry.units) == ("page", 1)
+    with flask_app.app_context():
+        from app.extensions import db
+        from app.models import JobInput
+
+        assert db.session.get(JobInput, job["id"]) is None  # the job is over: its document let go
 
     nodes = {n["node"].split("@")[0]: n for n in admin.get("/api/v1/ledger/nodes").json()["nodes"]}
     assert {"ocr-node", "llm-node"} <= set(nodes)

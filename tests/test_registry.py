@@ -112,3 +112,35 @@ def test_the_coordinator_s_worker_names_cannot_be_node_names(grid, make_token):
     refused = admin.post("/api/v1/nodes", json={"name": "ledger"})
 
     assert refused.status_code == 400 and "coordinator's own workers" in refused.json()["error"]["message"]
+
+
+def test_a_node_an_operator_paused_is_resumed_by_an_operator_only(grid, make_token):
+    member = Client(grid.api_url, make_token("paused-owner@koprogo.test", NODE_OWNER))
+    admin = Client(grid.api_url, make_token("operator@koprogo.test", ("admin",)))
+    node_id = member.post("/api/v1/nodes", json={"name": "paused-by-whom"}).json()["node"]["id"]
+    assert admin.post(f"/api/v1/nodes/{node_id}/approve").status_code == 200
+
+    assert member.post(f"/api/v1/nodes/{node_id}/pause").json()["paused_by"] == "owner"
+    assert member.post(f"/api/v1/nodes/{node_id}/resume").status_code == 200  # its own pause
+    assert admin.post(f"/api/v1/nodes/{node_id}/pause").json()["paused_by"] == "operator"
+    assert member.post(f"/api/v1/nodes/{node_id}/pause").json()["paused_by"] == "operator"  # kept
+
+    refused = member.post(f"/api/v1/nodes/{node_id}/resume")
+
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "paused_by_operator"
+    assert member.get(f"/api/v1/nodes/{node_id}").json()["state"] == "paused"
+    resumed = admin.post(f"/api/v1/nodes/{node_id}/resume").json()
+    assert resumed["state"] != "paused" and resumed["paused_by"] is None
+
+
+def test_enrolments_sent_at_once_never_exceed_the_node_limit(grid, make_token):
+    from concurrent.futures import ThreadPoolExecutor
+
+    member = Client(grid.api_url, make_token("racing-owner@koprogo.test", NODE_OWNER))
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: member.post("/api/v1/nodes", json={"name": f"race-{i}"}), range(8)))
+
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [201] * 5 + [409] * 3, [r.text for r in answers]
+    assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"node_limit"}

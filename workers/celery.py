@@ -19,6 +19,9 @@ app.config_from_object(celeryconfig)
 app.conf.task_queues = tuple(
     celeryconfig.queue(name, declare=False) for name in celeryconfig.VOLUNTEER_QUEUES
 )
+# A queue named with -Q that is not a volunteer queue is made up, then refused by the start-up
+# check below with its reason (before anything is declared).
+app.conf.task_create_missing_queues = True
 # Records name their queue themselves (workers.metering), undeclared as well.
 app.conf.task_routes = {
     pattern: route

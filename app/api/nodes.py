@@ -19,6 +19,10 @@ def _is_admin() -> bool:
     return "admin" in current_token().scope_set
 
 
+def _who() -> str:
+    return registry.OPERATOR if _is_admin() else registry.OWNER
+
+
 def _visible(node_id: str) -> Node:
     node = db.session.get(Node, node_id) if len(node_id) <= 36 else None
     if node is None or (not _is_admin() and node.participant.email != current_token().owner.lower()):
@@ -50,10 +54,14 @@ def enrol():
         raise Conflict(f"A node named {name!r} exists already.", code="node_exists")
     if not _is_admin():
         limit = current_app.config["NODES_PER_PARTICIPANT"]
+        try:
+            member = nodes.participant(owner)
+        except ValueError as exc:
+            raise ApiError(str(exc), code="invalid_parameter") from None
+        # Locked while counting: two enrolments at once cannot both take the last place.
+        db.session.execute(select(Participant.id).where(Participant.id == member.id).with_for_update())
         held = db.session.scalar(
-            select(func.count(Node.id))
-            .join(Participant)
-            .where(Participant.email == owner.strip().lower(), Node.revoked_at.is_(None))
+            select(func.count(Node.id)).where(Node.participant_id == member.id, Node.revoked_at.is_(None))
         )
         if held >= limit:
             raise Conflict(
@@ -105,8 +113,9 @@ def approve(node_id: str):
 def pause(node_id: str):
     """Drain the node: it finishes its current work and takes no more until resumed."""
     node = _active(node_id)
-    registry.pause(node)
+    registry.pause(node, _who())
     db.session.commit()
+    registry.tell_worker(node)
     return registry.describe(node)
 
 
@@ -114,8 +123,9 @@ def pause(node_id: str):
 @require("nodes:write")
 def resume(node_id: str):
     node = _active(node_id)
-    registry.resume(node)
+    registry.resume(node, _who())
     db.session.commit()
+    registry.tell_worker(node)
     return registry.describe(node)
 
 
@@ -124,7 +134,8 @@ def resume(node_id: str):
 def revoke(node_id: str):
     """Revoke the node for good: everything it sends from now on is refused."""
     node = _active(node_id)
-    registry.pause(node)
+    registry.pause(node, _who())
     nodes.revoke(node)
     db.session.commit()
+    registry.tell_worker(node)
     return registry.describe(node)
