@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select
 
 import celeryconfig as cc
+from tests import page_pdfs
 from tests.documents import (
     ENGLISH_LINES,
     FRENCH_LINES,
@@ -186,6 +187,11 @@ BAD_DOCUMENTS = [
         "pv.pdf", partial(blank_pdf, cc.OCR_MAX_PAGES + 1), {}, "too_many_pages", id="too-many-pages"
     ),
     pytest.param("plan.pdf", huge_page_pdf, {}, "page_too_large", id="huge-pdf-page"),
+    # Page boxes whose sizes pdfinfo prints as 1e+07, inf, -nan, -0, 1e-05… (tests/page_pdfs.py).
+    *(
+        pytest.param("plan.pdf", partial(bytes, h.data), {}, h.code, id=f"pdf-page-{h.name}")
+        for h in page_pdfs.HOSTILE
+    ),
     pytest.param("scan.png", bomb_png, {}, "page_too_large", id="huge-image"),
     pytest.param("pv.pdf", bytes, {}, "empty_document", id="empty-file"),
     pytest.param("pv.pdf", good_pdf, {"languages": "deu"}, "unknown_language", id="unknown-ocr-language"),
@@ -444,6 +450,13 @@ def llm_pid(good_summary) -> int:
     return good_summary()[1]
 
 
+#: Page boxes the API refuses (above), sent past it: the worker's own inspection refuses them too.
+FORGED_PAGES = [
+    h
+    for h in page_pdfs.HOSTILE
+    if h.name in ("exponent-1e+07", "infinite", "not-a-number", "tiny-exponent", "size-forged-in-the-title")
+]
+
 FORGED_OCR = [
     pytest.param(lambda: (corrupt_pdf(), "fra"), "corrupt_document", id="corrupt-pdf"),
     pytest.param(lambda: (encrypted_pdf(), "fra"), "encrypted_document", id="password-protected-pdf"),
@@ -451,6 +464,10 @@ FORGED_OCR = [
     pytest.param(lambda: (text_renamed_pdf(), "fra"), "unsupported_type", id="text-file"),
     pytest.param(lambda: (blank_pdf(cc.OCR_MAX_PAGES + 1), "fra"), "too_many_pages", id="too-many-pages"),
     pytest.param(lambda: (huge_page_pdf(), "fra"), "page_too_large", id="huge-pdf-page"),
+    *(
+        pytest.param(partial(lambda h: (h.data, "fra"), h), h.code, id=f"pdf-page-{h.name}")
+        for h in FORGED_PAGES
+    ),
     pytest.param(lambda: (bomb_png(), "fra"), "page_too_large", id="huge-image"),
     pytest.param(lambda: (good_pdf(), "deu"), "unknown_language", id="unknown-language"),
     pytest.param(lambda: (good_pdf(), 123), "unknown_language", id="languages-not-a-string"),

@@ -74,7 +74,30 @@ def _read(image: Image.Image, languages: str) -> str:
         raise BadInput(f"Tesseract could not read a page: {exc.message}", code=errors.OCR_FAILED) from None
 
 
+#: Pixels a rendered side may miss from the size asked for (poppler rounds up), before the
+#: rendering counts as failed; far fewer is poppler's silent fallback (a 1 × 1 image).
+RENDER_TOLERANCE = 2
+
+
+def _check_rendering(page: documents.Page, image: Image.Image) -> None:
+    """The page came out at the size it was asked for (either way round: the page's /Rotate
+    turns it), or it is a failed page, never an empty one."""
+    got, wanted = sorted(image.size), sorted(page.pixels)
+    if all(
+        want - RENDER_TOLERANCE <= side <= want + RENDER_TOLERANCE
+        for side, want in zip(got, wanted, strict=True)
+    ):
+        return
+    raise BadInput(
+        f"Page {page.number} could not be rendered: poppler drew it at {image.width} × {image.height} "
+        f"pixels instead of {page.pixels[0]} × {page.pixels[1]}.",
+        code=errors.CORRUPT_DOCUMENT,
+    )
+
+
 def _render_pdf_page(path: Path, page: documents.Page) -> Image.Image:
+    """The page's crop box (what a viewer shows, and what pdfinfo measured) at exactly the pixel
+    size inspection chose: whatever boxes the document declares, no more pixels than the budget."""
     try:
         images = convert_from_path(
             str(path),
@@ -82,6 +105,8 @@ def _render_pdf_page(path: Path, page: documents.Page) -> Image.Image:
             first_page=page.number,
             last_page=page.number,
             grayscale=True,
+            use_cropbox=True,
+            size=page.pixels,
             timeout=PAGE_TIMEOUT,
         )
     except PDFPopplerTimeoutError:
@@ -95,7 +120,15 @@ def _render_pdf_page(path: Path, page: documents.Page) -> Image.Image:
         ) from None
     if not images:
         raise BadInput(f"Page {page.number} could not be rendered.", code=errors.CORRUPT_DOCUMENT)
-    return images[0]
+    image, *extra = images
+    for other in extra:
+        other.close()
+    try:
+        _check_rendering(page, image)
+    except BadInput:
+        image.close()
+        raise
+    return image
 
 
 def ocr_file(

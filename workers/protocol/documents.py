@@ -8,7 +8,10 @@ worker repeats before it works (a failed job there).
 from __future__ import annotations
 
 import math
+import os
 import re
+import signal
+import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,17 +35,35 @@ MEDIA_TYPES = {
     "jpeg": "image/jpeg",
     "tiff": "image/tiff",
 }
-_PAGE_SIZE = re.compile(r"Page\s+(\d+)\s+size:\s*([\d.]+)\s*x\s*([\d.]+)\s*pts")
+
+#: The smallest page side a PDF may have (ISO 32000-1, annex C: 3 × 3 units); anything smaller
+#: is a broken or hostile box, not a page with text on it.
+MIN_PAGE_POINTS = 3.0
+#: The widest or tallest image Tesseract reads ("Image too large" beyond): a page is read at a
+#: dpi low enough to fit, or refused.
+MAX_PAGE_SIDE_PIXELS = 32767
+#: Seconds pdfinfo may take to list a document's pages.
+PDFINFO_TIMEOUT = 60
+
+# pdfinfo prints "Page    7 size:  595.276 x 841.89 pts (A4)" with printf's %g: an integer, a
+# decimal, an exponent (1e+07, 1e-05), a signed zero (-0), inf or nan (-nan), depending on the
+# numbers in the PDF (poppler 22.12: a 400-digit MediaBox gives inf, inf - inf gives -nan).
+_PAGE_LINE = re.compile(r"Page\s+(\d+)\s+size:(.*)")
+_NUMBER = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|inf(?:inity)?|nan)"
+_PAGE_SIZE = re.compile(rf"\s*({_NUMBER})\s*x\s*({_NUMBER})\s*pts\b.*", re.IGNORECASE)
+_PAGE_COUNT = re.compile(r"Pages:\s*(\d+)\s*")
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page: its size in points (1/72 inch) or pixels, and the dpi it will be read at."""
+    """One page: its size in points (1/72 inch) or pixels, the dpi it will be read at, and the
+    size in pixels it is rendered to (before the page's rotation), within the page budget."""
 
     number: int
     width: float
     height: float
     dpi: int
+    pixels: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -88,25 +109,61 @@ def parse_languages(value: object) -> str:
     return "+".join(dict.fromkeys(wanted))
 
 
-def reading_dpi(width_in: float, height_in: float) -> int:
-    """The dpi a page of this size is rendered at: the configured dpi, lowered to fit the budget."""
-    area = width_in * height_in
-    if area <= 0:
-        raise BadInput("A page has no area.", code=errors.CORRUPT_DOCUMENT)
-    budget_dpi = math.floor(math.sqrt(limits.OCR_MAX_PAGE_PIXELS / area))
-    return min(limits.OCR_DPI, budget_dpi)
+def _mm(points: float) -> str:
+    mm = points / 72 * 25.4
+    return f"{mm:.1e}" if mm >= 1e6 else f"{mm:.0f}" if mm >= 10 else f"{mm:.2g}"
 
 
-def _check_page(number: int, width_in: float, height_in: float) -> int:
-    dpi = reading_dpi(width_in, height_in)
-    if dpi < limits.OCR_MIN_DPI:
+def _too_large(number: int, width_pt: float, height_pt: float) -> BadInput:
+    if math.isfinite(width_pt) and math.isfinite(height_pt):
+        size = f"{_mm(width_pt)} × {_mm(height_pt)} mm"
+    else:
+        size = "its size is infinite"
+    return BadInput(
+        f"Page {number} is too large ({size}): it cannot be read at {limits.OCR_MIN_DPI} dpi "
+        f"within the {limits.OCR_MAX_PAGE_PIXELS / 1e6:.0f}-megapixel page budget.",
+        code=errors.PAGE_TOO_LARGE,
+    )
+
+
+def measure_page(number: int, width_pt: float, height_pt: float) -> Page:
+    """A PDF page of this size in points, with the dpi it is read at and its size in pixels.
+
+    The dpi is the configured one, lowered until the rendered page fits the pixel budget and
+    Tesseract's largest side; a page that does not fit at ``OCR_MIN_DPI`` is refused, and so is
+    a size that is not a number, not positive, or smaller than any real page.
+    """
+    if math.isnan(width_pt) or math.isnan(height_pt):
         raise BadInput(
-            f"Page {number} is too large ({width_in * 2.54:.0f} × {height_in * 2.54:.0f} cm): "
-            f"it cannot be read at {limits.OCR_MIN_DPI} dpi within the "
-            f"{limits.OCR_MAX_PAGE_PIXELS / 1e6:.0f}-megapixel page budget.",
-            code=errors.PAGE_TOO_LARGE,
+            f"Page {number} has no measurable size: the PDF is damaged.", code=errors.CORRUPT_DOCUMENT
         )
-    return dpi
+    if width_pt <= 0 or height_pt <= 0:
+        raise BadInput(f"Page {number} has no area: the PDF is damaged.", code=errors.CORRUPT_DOCUMENT)
+    width_in, height_in = width_pt / 72, height_pt / 72
+    if min(width_pt, height_pt) < MIN_PAGE_POINTS:
+        raise BadInput(
+            f"Page {number} is {_mm(width_pt)} × {_mm(height_pt)} mm, smaller than any page can be "
+            f"(a side of at least {MIN_PAGE_POINTS:g} points, about 1 mm): the PDF is damaged.",
+            code=errors.CORRUPT_DOCUMENT,
+        )
+    if math.isinf(width_in) or math.isinf(height_in):
+        raise _too_large(number, width_pt, height_pt)
+    area = width_in * height_in  # inf past 1e308: the budget dpi is then 0
+    dpi = min(
+        limits.OCR_DPI,
+        math.floor(math.sqrt(limits.OCR_MAX_PAGE_PIXELS / area)),
+        math.floor(MAX_PAGE_SIDE_PIXELS / max(width_in, height_in)),
+    )
+    # Poppler rounds a page's pixels up: lower the dpi until the rounded page fits too.
+    while dpi >= max(limits.OCR_MIN_DPI, 1):
+        width_px, height_px = math.ceil(width_in * dpi), math.ceil(height_in * dpi)
+        if (
+            width_px * height_px <= limits.OCR_MAX_PAGE_PIXELS
+            and max(width_px, height_px) <= MAX_PAGE_SIDE_PIXELS
+        ):
+            return Page(number, width_pt, height_pt, dpi, (width_px, height_px))
+        dpi -= 1
+    raise _too_large(number, width_pt, height_pt)
 
 
 def _check_page_count(count: int) -> None:
@@ -120,42 +177,78 @@ def _check_page_count(count: int) -> None:
         )
 
 
-def inspect_pdf(path: str | Path) -> DocumentInfo:
-    """Page count and page sizes from ``pdfinfo``; refuses what must not be rendered."""
-    from pdf2image import pdfinfo_from_path
-    from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError
-
+def _pdfinfo(path: str | Path, last_page: int) -> str:
+    """pdfinfo's report on pages 1 to ``last_page`` (fewer if the document has fewer)."""
+    command = ["pdfinfo", "-f", "1", "-l", str(last_page), str(path)]
     try:
-        info = pdfinfo_from_path(str(path), timeout=30)
-        count = int(info.get("Pages", 0))
-        _check_page_count(count)
-        sizes = pdfinfo_from_path(str(path), first_page=1, last_page=count, timeout=60)
-    except PDFPageCountError as exc:
-        text = str(exc).lower()
-        if "password" in text or "encrypt" in text:
-            raise BadInput(
-                "The PDF is password-protected: remove the password and submit it again.",
-                code=errors.ENCRYPTED_DOCUMENT,
-            ) from None
-        raise BadInput(
-            "The PDF is damaged or not a PDF: it cannot be opened.", code=errors.CORRUPT_DOCUMENT
-        ) from None
-    except PDFInfoNotInstalledError:
+        # The C locale: sizes printed "595.276", never "595,276".
+        environment = {**os.environ, "LC_ALL": "C"}
+        done = subprocess.run(
+            command, capture_output=True, timeout=PDFINFO_TIMEOUT, check=False, env=environment
+        )
+    except FileNotFoundError:
         raise TransientError(
             "poppler-utils (pdfinfo, pdftoppm) is not installed on this machine.",
             code=errors.ENGINE_UNAVAILABLE,
         ) from None
-    # pdfinfo_from_path keeps only "key: value" lines; page sizes come back as keys.
-    found = {
-        int(m[1]): (float(m[2]), float(m[3]))
-        for key, value in sizes.items()
-        if (m := _PAGE_SIZE.match(f"{key}: {value}"))
-    }
+    except subprocess.TimeoutExpired:
+        raise BadInput(
+            f"The PDF took more than {PDFINFO_TIMEOUT} s to open: it cannot be read.",
+            code=errors.CORRUPT_DOCUMENT,
+        ) from None
+    if done.returncode == -signal.SIGKILL:  # out of memory, most often: a fault of this machine
+        raise TransientError("pdfinfo was killed while opening the PDF.")
+    if done.returncode != 0:
+        text = done.stderr.decode("utf-8", "replace").lower()
+        if "password" in text or "encrypt" in text:
+            raise BadInput(
+                "The PDF is password-protected: remove the password and submit it again.",
+                code=errors.ENCRYPTED_DOCUMENT,
+            )
+        raise BadInput("The PDF is damaged or not a PDF: it cannot be opened.", code=errors.CORRUPT_DOCUMENT)
+    return done.stdout.decode("utf-8", "replace")
+
+
+def _parse_pdfinfo(report: str) -> tuple[int, dict[int, tuple[float, float]]]:
+    """The page count and each reported page's size in points.
+
+    Only what follows the last ``Pages:`` line is read: the document's metadata (its title, its
+    author…) comes before it and may hold lines that look like pdfinfo's own.
+    """
+    lines = report.split("\n")  # pdfinfo ends its lines with \n; a title may hold \r, \f…
+    counts = [index for index, line in enumerate(lines) if _PAGE_COUNT.fullmatch(line)]
+    if not counts:
+        raise BadInput("The PDF is damaged or not a PDF: it cannot be opened.", code=errors.CORRUPT_DOCUMENT)
+    count = int(_PAGE_COUNT.fullmatch(lines[counts[-1]])[1])
+    sizes: dict[int, tuple[float, float]] = {}
+    for line in lines[counts[-1] + 1 :]:
+        if not (page := _PAGE_LINE.fullmatch(line)):
+            continue
+        number = int(page[1])
+        if not (size := _PAGE_SIZE.fullmatch(page[2])):
+            raise BadInput(
+                f"Page {number} has a size that cannot be read ({page[2].strip()[:60]!r}): "
+                "the PDF is damaged.",
+                code=errors.CORRUPT_DOCUMENT,
+            )
+        sizes[number] = (float(size[1]), float(size[2]))
+    return count, sizes
+
+
+def inspect_pdf(path: str | Path) -> DocumentInfo:
+    """Page count and page sizes from ``pdfinfo``; refuses what must not be rendered."""
+    # One run: pdfinfo stops at the last page asked for, so a document of a million pages costs
+    # no more than one just over the limit.
+    count, sizes = _parse_pdfinfo(_pdfinfo(path, limits.OCR_MAX_PAGES + 1))
+    _check_page_count(count)
     pages = []
     for number in range(1, count + 1):
-        width_pt, height_pt = found.get(number, (595.0, 842.0))
-        dpi = _check_page(number, width_pt / 72, height_pt / 72)
-        pages.append(Page(number, width_pt, height_pt, dpi))
+        if number not in sizes:  # never assume a size: that is how a huge page would get through
+            raise BadInput(
+                f"The size of page {number} cannot be read: the PDF is damaged.",
+                code=errors.CORRUPT_DOCUMENT,
+            )
+        pages.append(measure_page(number, *sizes[number]))
     return DocumentInfo("pdf", tuple(pages))
 
 
@@ -177,7 +270,13 @@ def inspect_image(path: str | Path, kind: str) -> DocumentInfo:
                             f"{limits.OCR_MAX_PAGE_PIXELS / 1e6:.0f}-megapixel page budget.",
                             code=errors.PAGE_TOO_LARGE,
                         )
-                    pages.append(Page(index + 1, float(width), float(height), 0))
+                    if max(width, height) > MAX_PAGE_SIDE_PIXELS:
+                        raise BadInput(
+                            f"Page {index + 1} is {width} × {height} pixels: Tesseract reads no "
+                            f"side longer than {MAX_PAGE_SIDE_PIXELS} pixels.",
+                            code=errors.PAGE_TOO_LARGE,
+                        )
+                    pages.append(Page(index + 1, float(width), float(height), 0, (width, height)))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadInput("The image is too large to be read safely.", code=errors.PAGE_TOO_LARGE) from None
     except (OSError, SyntaxError, ValueError, EOFError):
