@@ -172,6 +172,12 @@ RETRY_BACKOFF_MAX_SECONDS = 600
 #: The coordinator then fails its job (``stalled``) instead of leaving it running forever.
 STALLED_AFTER_SECONDS = (MAX_RETRIES + 1) * (task_time_limit + VISIBILITY_TIMEOUT + RETRY_BACKOFF_MAX_SECONDS)
 
+#: How often the coordinator looks for steps whose message vanished (app.watchdog) and for
+#: stalled jobs; a step quiet for less than LOST_GRACE_SECONDS is not looked for (its message
+#: may be between the queue and the in-flight hash, or about to be sent).
+WATCHDOG_SECONDS = int(os.environ.get("GRID_WATCHDOG_SECONDS", "30"))
+LOST_GRACE_SECONDS = int(os.environ.get("GRID_LOST_GRACE", "60"))
+
 task_acks_late = True
 task_reject_on_worker_lost = True
 task_acks_on_failure = True  # a task that failed for good is not re-run
@@ -184,7 +190,10 @@ result_extended = False
 worker_send_task_events = True  # Flower
 task_send_sent_event = True
 broker_connection_retry_on_startup = True
-worker_cancel_long_running_tasks_on_connection_loss = True
+#: A task goes on when the broker blinks: its record is kept on the node until the broker is
+#: back (workers.spool), and its message, if its acknowledgement is lost with the connection,
+#: comes back after the visibility timeout to a node the coordinator tells the step is over.
+worker_cancel_long_running_tasks_on_connection_loss = False
 worker_hijack_root_logger = False
 
 task_serializer = "json"
@@ -204,11 +213,6 @@ result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
 # --- schedule (run by the coordinator's beat only: celery -A app.ledger_worker beat) ----------
 
 beat_schedule = {
-    "sweep-stalled-jobs": {
-        "task": TASK_SWEEP_STALLED,
-        "schedule": 600.0,
-        "options": {"queue": COORDINATOR_QUEUE, "routing_key": COORDINATOR_QUEUE},
-    },
     "settle-ended-periods": {
         "task": TASK_LEDGER_SETTLE_DUE,
         "schedule": crontab(hour=2, minute=15),  # daily; a month is closed on its first night

@@ -1,9 +1,9 @@
 """The coordinator's care of the broker: what volunteers may no longer do for themselves.
 
 A node's broker user (``app.broker_acl``) cannot read the messages in flight, load a script or
-change a queue's routing, so the coordinator does each of these for the grid, in
-``BrokerUpkeep`` (a thread of the ledger worker, every ``unacked_restore_interval`` seconds)
-and when it creates a node's user:
+change a queue's routing, so the coordinator does each of these for the grid: the ledger
+worker's upkeep thread (``app.ledger_worker.Upkeep``) every ``unacked_restore_interval``
+seconds, and ``app.broker_acl`` when it creates a node's user:
 
 - **routing**: the grid's queues are declared (their routing tables written as kombu writes
   them), and any other entry in those tables is removed and logged: only an old or a hostile
@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from typing import Any
 
 import redis
-from celery import bootsteps
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 
 import celeryconfig
-from app import broker_acl
 
 log = logging.getLogger(__name__)
 
@@ -108,40 +105,3 @@ def restore(url: str | None = None) -> None:
         transport_options=celeryconfig.broker_transport_options,
     ) as connection:
         connection.default_channel.qos.restore_visible(num=RESTORE_PER_ROUND, interval=1)
-
-
-class BrokerUpkeep(bootsteps.StartStopStep):
-    """A thread of the ledger worker's main process that keeps the broker as the grid needs it."""
-
-    requires = ("celery.worker.components:Pool",)
-
-    def __init__(self, worker, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.interval = float(celeryconfig.broker_transport_options["unacked_restore_interval"])
-
-    def start(self, worker) -> None:
-        self.url = worker.app.conf.broker_url
-        self.round()
-        self.thread = threading.Thread(target=self.run, name="broker-upkeep", daemon=True)
-        self.thread.start()
-
-    def stop(self, worker) -> None:
-        self.stopping.set()
-        if self.thread is not None:
-            self.thread.join(30)
-
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval):
-            self.round()
-
-    def round(self) -> None:
-        try:
-            with broker_acl.client(self.url) as admin:
-                changed = prepare(admin)
-            if changed["scripts_loaded"]:
-                log.info("loaded %d of kombu's scripts into the broker", changed["scripts_loaded"])
-            restore(self.url)
-        except Exception:  # noqa: BLE001  the broker may be away: try again next round
-            log.exception("broker upkeep failed; trying again in %.0f s", self.interval)

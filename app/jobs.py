@@ -190,12 +190,14 @@ def submit(
     return job
 
 
-def send_step(step: JobStep) -> None:
-    """Send one step to its capability queue, by task name, with its parameters only."""
+def send_step(step: JobStep, attempt: int = 0) -> None:
+    """Send one step to its capability queue, by task name, with its parameters only;
+    ``attempt`` when the coordinator sends it again (app.watchdog)."""
     current_app.extensions["celery"].send_task(
         step.task_name,
         args=step_args(step.job, step),
         task_id=step.task_id,
+        retries=attempt,
         # The queue itself, not its name: the ledger worker, which sends pipelines on, declares
         # only its own queue.
         queue=_QUEUES[step.queue],

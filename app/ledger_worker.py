@@ -5,8 +5,7 @@
 Records on ``ledger`` are entered in batches straight from Redis (``app.ledger.intake``);
 Celery's own task consumer takes only the coordinator's tasks (``coordinator`` queue:
 settlement). It holds the database credentials; volunteers never do. It also keeps the broker
-as the grid needs it (``app.broker_upkeep``): routing, kombu's scripts, and the messages dead
-volunteers left in flight, which nodes may not read.
+as the grid needs it and watches what it dispatched (``app.upkeep``).
 """
 
 import sys
@@ -15,13 +14,13 @@ from celery import signals
 
 import celeryconfig
 from app import broker_acl, create_app
-from app.broker_upkeep import BrokerUpkeep
 from app.ledger.intake import LedgerIntake
+from app.upkeep import Upkeep
 
 flask_app = create_app()
 celery = flask_app.extensions["celery"]
 celery.steps["worker"].add(LedgerIntake)  # batches straight from Redis
-celery.steps["worker"].add(BrokerUpkeep)  # what nodes may not do: routing, scripts, restores
+celery.steps["worker"].add(Upkeep)  # the broker's care; lost and stalled work
 celery.conf.broker_transport_options = {
     **celeryconfig.broker_transport_options,
     **broker_acl.COORDINATOR_UNACKED,  # its tasks in flight out of the volunteers' reach

@@ -475,3 +475,37 @@ def test_executions_held_at_once_beyond_the_registered_concurrency_are_not_paid(
         # One slot gave ten seconds: the rest is the observation's allowance, once.
         assert sum(granted) <= 10_000 + rules.OBSERVATION_ALLOWANCE_MS + 500
     assert all(entry.outcome == "succeeded" for entry in entries)  # the results stand
+
+
+def test_a_redelivery_seen_before_the_window_is_handed_back_then_taken_over_and_paid(ledger):
+    """The chaos run's timeline: the broker delivered attempt 0 to node B some seconds before B
+    fetched its input; B died; the broker redelivered to A one visibility timeout after its
+    delivery, so a little before one after the coordinator's sighting. A is told 409 (its
+    worker hands the message back, unrun), asks again once the window has passed, runs it,
+    and its success is entered; nothing A did is thrown away."""
+    b, a, step = enrol("killed"), enrol("redelivered"), ocr_job()
+    assert ledger.started(start(step, b)) is None
+    _started_ago(step, celeryconfig.VISIBILITY_TIMEOUT - 3)  # B fetched 3 s after delivery
+
+    assert ledger.started(start(step, a)) == "cross_node"  # 409: handed back, not run
+    _started_ago(step, 4)  # the next delivery, after the worker's pause
+
+    assert ledger.started(start(step, a)) is None
+    entry = ledger.completed(completion(step, a))
+    assert entry is not None and entry.node_id == a.id and entry.granted_ms > 0
+    assert db.session.get(JobStep, step.id).state == StepState.SUCCEEDED
+
+
+def test_an_attempt_the_coordinator_gave_up_as_lost_is_over_for_every_node(ledger):
+    node, step = enrol("late"), ocr_job()
+    db.session.add(
+        LedgerEntry(
+            task_id=step.task_id, attempt=0, job_id=step.job_id, step_id=step.id, node="coordinator",
+            capability="ocr", task_name=step.task_name, outcome="lost", wall_ms=0, cpu_ms=0,
+            unit="page", units=0, claimed_ms=0, granted_ms=0, grant_basis="redispatched",
+        )
+    )  # fmt: skip
+    db.session.commit()
+
+    assert ledger.started(start(step, node)) == "attempt_over"  # its old message: let go (410)
+    assert ledger.started(start(step, node, attempt=1)) is None  # the attempt sent again

@@ -18,8 +18,12 @@ URL the grid accepts uses it.
 
 from __future__ import annotations
 
+import logging
+
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
+
+log = logging.getLogger(__name__)
 
 
 class NodeQoS(kombu_redis.QoS):
@@ -31,6 +35,16 @@ class NodeQoS(kombu_redis.QoS):
 
     def restore_by_tag(self, tag, client=None, leftmost: bool = False) -> None:
         self.channel.give_back(tag, self._delivered.get(tag), client, leftmost)
+
+    def restore_unacked(self, client=None) -> None:
+        """Hand back what this worker held, at shutdown. Should the broker be gone (its
+        connection closed under it), the messages stay in flight and the coordinator puts them
+        back after the visibility timeout: never a reason for the worker to crash."""
+        try:
+            super().restore_unacked(client)
+        except Exception as exc:  # noqa: BLE001  kombu fails on a closed connection in many ways
+            log.warning("%d messages left for the coordinator to put back: %s", len(self._delivered), exc)
+            self._delivered.clear()
 
 
 class NodeChannel(kombu_redis.Channel):

@@ -12,6 +12,7 @@ Everything sent here is a claim: the coordinator decides what is granted.
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import socket
@@ -23,11 +24,15 @@ from billiard.exceptions import WorkerLostError
 from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.worker.request import Request
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
 
 import celeryconfig
-from workers import protocol
+from workers import protocol, spool
 from workers.protocol import errors, signing
 from workers.protocol.errors import GridError
+
+log = logging.getLogger(__name__)
 
 NODE_ID_ENV = "GRID_NODE_ID"
 NODE_SECRET_ENV = "GRID_NODE_SECRET"
@@ -95,9 +100,25 @@ def signed(kind: str, **fields) -> dict:
 _LEDGER = celeryconfig.queue(celeryconfig.LEDGER_QUEUE, declare=False)
 
 
+#: Errors with which the broker says it is away (kombu's, redis-py's, the socket's).
+BROKER_AWAY = (KombuOperationalError, RedisError, OSError)
+#: A send waits about a second for the broker before the record is kept on disk instead.
+_RETRY_POLICY = {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.3, "interval_max": 0.5}
+
+
 def send(task_app, kind: str, **fields) -> None:
-    """Sign a ``kind`` record and send it to the coordinator's ledger queue."""
+    """Sign a ``kind`` record and send it to the coordinator's ledger queue; kept on the node's
+    disk if the broker is away (``workers.spool``), and sent once it is back."""
     record = signed(kind, **fields)
+    try:
+        publish(task_app, kind, record)
+    except BROKER_AWAY as exc:
+        spool.keep(kind, record)
+        log.warning("the broker is away (%s): the %s record is kept and sent later", exc, kind)
+
+
+def publish(task_app, kind: str, record: dict) -> None:
+    """Put one signed record on the ledger queue (raises while the broker is away)."""
     task_app.send_task(
         protocol.TASK_OF_KIND[kind],
         args=[record],
@@ -105,6 +126,7 @@ def send(task_app, kind: str, **fields) -> None:
         routing_key=celeryconfig.LEDGER_QUEUE,
         ignore_result=True,
         retry=True,
+        retry_policy=_RETRY_POLICY,
     )
 
 

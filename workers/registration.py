@@ -12,7 +12,7 @@ import time
 from celery import signals
 
 import celeryconfig
-from workers import metering, probe
+from workers import metering, probe, spool
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def _register(sender, **_) -> None:
     )
     _stop.clear()
     threading.Thread(target=_beat, args=(app, worker), name="grid-heartbeat", daemon=True).start()
+    threading.Thread(target=_send_kept, args=(app,), name="grid-spool", daemon=True).start()
 
 
 def _concurrency(consumer) -> int:
@@ -66,6 +67,17 @@ def _beat(app, worker: str) -> None:
             metering.send(app, "heartbeat", worker=worker, **_stamp())
         except Exception:  # noqa: BLE001  the broker is away: the next beat tries again
             log.warning("heartbeat not sent", exc_info=True)
+
+
+def _send_kept(app) -> None:
+    """Send the records kept while the broker was away (``workers.spool``), once it is back."""
+    while not _stop.wait(spool.FLUSH_SECONDS):
+        try:
+            spool.flush(lambda kind, record: metering.publish(app, kind, record))
+        except metering.BROKER_AWAY:
+            pass  # still away: next time
+        except Exception:  # noqa: BLE001  the thread must go on
+            log.exception("kept records not sent")
 
 
 @signals.worker_shutdown.connect

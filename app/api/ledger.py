@@ -36,6 +36,8 @@ def nodes():
             func.coalesce(func.sum(LedgerEntry.claimed_ms), 0),
             func.coalesce(func.sum(LedgerEntry.granted_ms), 0),
         )
+        # The coordinator's own entries (attempts it gave up as lost) belong to no node.
+        .where(LedgerEntry.node_id.is_not(None))
         .group_by(LedgerEntry.node_id, LedgerEntry.capability, LedgerEntry.rate_eur_per_hour)
         .order_by(LedgerEntry.node_id, LedgerEntry.capability)
     ).all()

@@ -37,6 +37,7 @@ _STATUS = {
     "bad_attempt": 409,
     "no_input": 410,
     "step_finished": 410,
+    "attempt_over": 410,
     "job_cancelled": 410,
     "never_dispatched": 404,
     "wrong_task": 404,

@@ -91,7 +91,10 @@ def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None,
 def _check_start(step: JobStep, node_id: str, attempt: int, ctx: Context, now: datetime) -> None:
     """Who may start an execution: the attempt must follow an ended one, and a node may take
     over an attempt another node started only once the broker could have handed it on (the
-    visibility timeout), as it does when a machine dies."""
+    visibility timeout), as it does when a machine dies. An attempt already entered (ended, or
+    given up as lost by the coordinator: app.watchdog) is over: its message is let go."""
+    if (step.task_id, attempt) in ctx.entries:
+        raise Refused("attempt_over", f"attempt {attempt} of task {step.task_id} has ended")
     if attempt > 0:
         previous = ctx.entries.get((step.task_id, attempt - 1))
         if previous is None:  # its retry record may simply not be entered yet: ask again later

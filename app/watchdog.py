@@ -1,0 +1,188 @@
+"""The coordinator watches what it dispatched: a step whose message is nowhere any more is sent
+again, as a new attempt, and a job that can no longer end is failed.
+
+A step's message is always somewhere while the step can still progress: on its queue (waiting
+for a node), in the in-flight hash (a node holds it, runs it, waits for its retry time, or died
+with it and the broker will put it back), or in the ledger (its completion or retry entered).
+It can vanish: a worker's main process killed between taking it off the queue and recording it
+in flight (kombu's Redis transport pops first), a send that failed after the commit that
+decided it, a broker that lost its last second of writes. ``revive`` finds the steps that have
+shown no sign of life for ``cc.LOST_GRACE_SECONDS`` and whose task id is in no queue and not in
+flight, enters their current attempt as ``lost`` (granted nothing, basis ``redispatched``: a
+late record for it is refused) and sends the next attempt, or fails the job (``worker_lost``)
+when no attempt is left. Run by the ledger worker's upkeep (``app.broker_upkeep``), with the
+stalled sweep (``app.jobs.fail_stalled``), wherever the ledger worker runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import redis
+from sqlalchemy import func, select
+
+import celeryconfig as cc
+from app import jobs, lifecycle
+from app.extensions import db
+from app.ledger import periods, rules
+from app.models import ExecutionSighting, Job, JobState, JobStep, LedgerEntry, StepState, utcnow
+from workers.protocol import errors
+
+log = logging.getLogger(__name__)
+
+#: Queues longer than this are not scanned (the scan reads every message): their steps wait.
+MAX_SCANNED_MESSAGES = 50_000
+_CHUNK = 1000
+
+
+def _messages(admin: redis.Redis) -> Iterator[bytes]:
+    """Every volunteer task message in the broker: queued (every priority) or in flight."""
+    for queue in cc.VOLUNTEER_QUEUES:
+        for key in [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]:
+            length = admin.llen(key)
+            if length > MAX_SCANNED_MESSAGES:
+                raise OverflowError(f"queue {key!r} holds {length} messages")
+            for start in range(0, length, _CHUNK):
+                yield from admin.lrange(key, start, start + _CHUNK - 1)
+    for _, raw in admin.hscan_iter("unacked", count=_CHUNK):
+        yield raw
+
+
+def present(admin: redis.Redis) -> set[str]:
+    """The task ids of every volunteer task message the broker holds."""
+    found = set()
+    for raw in _messages(admin):
+        try:
+            message = json.loads(raw)
+            if isinstance(message, list):  # in flight: [message, exchange, routing key]
+                message = message[0]
+            found.add(str(message["headers"]["id"]))
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue  # not a task message (a forged entry): nothing to find there
+    return found
+
+
+def _last_life(step: JobStep) -> datetime:
+    """When the step last showed a sign of life: sent, an input fetched, a record entered."""
+    seen = db.session.scalar(
+        select(func.max(ExecutionSighting.first_seen_at)).where(ExecutionSighting.task_id == step.task_id)
+    )
+    entered = db.session.scalar(
+        select(func.max(LedgerEntry.received_at)).where(LedgerEntry.task_id == step.task_id)
+    )
+    return max(_aware(m) for m in (step.dispatched_at, seen, entered) if m is not None)
+
+
+def current_attempt(step: JobStep) -> int:
+    """The attempt the step's message carries now: the last one started and not ended, else
+    the one after the last ended."""
+    started = db.session.scalar(
+        select(func.max(ExecutionSighting.attempt)).where(ExecutionSighting.task_id == step.task_id)
+    )
+    ended = db.session.scalar(
+        select(func.max(LedgerEntry.attempt)).where(
+            LedgerEntry.task_id == step.task_id, LedgerEntry.attempt >= 0
+        )
+    )
+    if started is not None and (ended is None or started > ended):
+        return started
+    return 0 if ended is None else ended + 1
+
+
+def revive(admin: redis.Redis, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Send again the steps whose messages vanished; ``(task id, what was done)`` for each.
+    Commits each decision before its send."""
+    now = now or utcnow()
+    quiet = now - timedelta(seconds=cc.LOST_GRACE_SECONDS)
+    steps = db.session.scalars(
+        select(JobStep)
+        .join(Job)
+        .where(
+            Job.state.in_((JobState.QUEUED, JobState.RUNNING)),
+            JobStep.state.in_((StepState.QUEUED, StepState.RUNNING, StepState.RETRYING)),
+            JobStep.dispatched_at.is_not(None),
+            JobStep.dispatched_at < quiet,
+        )
+        .order_by(JobStep.id)
+    ).all()
+    candidates = [step.id for step in steps if _last_life(step) < quiet]
+    db.session.rollback()
+    if not candidates:
+        return []
+    try:
+        held = present(admin)
+    except OverflowError as exc:
+        log.warning("not looking for lost messages this round: %s", exc)
+        return []
+    done = []
+    for step_id in candidates:
+        action = _revive_one(step_id, held, quiet)
+        if action is not None:
+            done.append(action)
+    return done
+
+
+def _revive_one(step_id: int, held: set[str], quiet: datetime) -> tuple[str, str] | None:
+    step = db.session.get(JobStep, step_id)
+    db.session.refresh(step.job, with_for_update=True)  # as the ledger and cancel lock it
+    db.session.refresh(step)
+    if (
+        step.task_id in held
+        or step.job.state in JobState.FINAL
+        or step.state in StepState.FINAL
+        or _last_life(step) >= quiet
+    ):
+        db.session.rollback()
+        return None
+    attempt = current_attempt(step)
+    if attempt > cc.MAX_RETRIES:  # every attempt was entered: the ledger decides, not us
+        db.session.rollback()
+        return None
+    received = utcnow()
+    db.session.add(
+        LedgerEntry(
+            task_id=step.task_id,
+            attempt=attempt,
+            job_id=step.job_id,
+            step_id=step.id,
+            node_id=None,
+            node="coordinator",
+            capability=step.queue,
+            task_name=step.task_name,
+            outcome="lost",
+            error_code=errors.WORKER_LOST,
+            wall_ms=0,
+            cpu_ms=0,
+            unit=rules.UNIT_OF_CAPABILITY.get(step.queue, "unit"),
+            units=0,
+            received_at=received,
+            claimed_ms=0,
+            cap_ms=0,
+            granted_ms=0,
+            grant_basis="redispatched",
+            period=periods.open_period_for(received, periods.closed()),
+            reason=f"the message of attempt {attempt} was in no queue and not in flight",
+            created_by="coordinator",
+        )
+    )
+    if attempt + 1 > cc.MAX_RETRIES:
+        lifecycle.fail_job(
+            step.job,
+            errors.WORKER_LOST,
+            f"{step.name}: its work was lost {attempt + 1} times (nodes gone with it).",
+        )
+        db.session.commit()
+        log.warning("task %s lost at its last attempt: job %s failed", step.task_id, step.job_id)
+        return step.task_id, "failed"
+    lifecycle.step_retrying(step, errors.WORKER_LOST, f"attempt {attempt} was lost; sent again")
+    db.session.commit()
+    jobs.send_step(step, attempt=attempt + 1)
+    log.warning("task %s: attempt %d was lost, attempt %d sent", step.task_id, attempt, attempt + 1)
+    return step.task_id, f"sent attempt {attempt + 1}"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

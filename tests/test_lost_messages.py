@@ -1,0 +1,83 @@
+"""Nothing stuck: a step whose message vanished (a worker killed between taking it and
+recording it in flight, a send that failed after its commit) is sent again by the coordinator
+as a new attempt; a message that only waits for a node is left alone; a step lost at every
+attempt fails its job with a reason."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from tests.documents import FRENCH_LINES, text_pdf
+from tests.grid import Client, wait_for
+
+DB = 10
+FAST = {"GRID_LOST_GRACE": "3", "GRID_WATCHDOG_SECONDS": "1"}
+
+
+def _entries(flask_app, job_id: str) -> list[tuple[int, str, str, int]]:
+    from app.extensions import db
+    from app.models import LedgerEntry
+
+    with flask_app.app_context():
+        rows = db.session.scalars(
+            select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.attempt)
+        ).all()
+        return [(e.attempt, e.outcome, e.grant_basis, e.granted_ms) for e in rows]
+
+
+def _lose(admin: redis.Redis, queue: str = "ocr") -> int:
+    """What a worker killed between BRPOP and recording the message in flight does."""
+    return len([admin.rpop(queue) for _ in range(admin.llen(queue))])
+
+
+@pytest.mark.parametrize("fresh_grid", [DB], indirect=True)
+def test_a_vanished_message_is_sent_again_and_a_waiting_one_is_left_alone(fresh_grid, make_token, flask_app):
+    fresh_grid.env.update(FAST)
+    admin = redis.Redis.from_url(fresh_grid.env["GRID_BROKER_URL"])
+    admin.delete("ocr")
+    fresh_grid.ledger_worker()
+    client = Client(fresh_grid.api(), make_token("member@koprogo.test"))
+    waiting = client.submit_document("ocr", text_pdf([FRENCH_LINES[:2]]), languages="fra")
+    time.sleep(6)  # past the grace: its message is still on the queue, nobody serves it yet
+    assert _entries(flask_app, waiting["id"]) == [] and admin.llen("ocr") == 1
+    assert _lose(admin) == 1
+
+    resent = wait_for(lambda: admin.llen("ocr") == 1 and _entries(flask_app, waiting["id"]), 30, "a resend")
+
+    assert resent == [(0, "lost", "redispatched", 0)]
+    assert client.job(waiting["id"])["steps"][0]["state"] == "retrying"
+    fresh_grid.worker("lost-ocr-node", "ocr")
+    done = client.wait(waiting["id"], timeout=90)
+    assert done["state"] == "succeeded", done
+    assert done["steps"][0]["attempts"] == 2
+    attempts = _entries(flask_app, waiting["id"])
+    assert [(a, outcome) for a, outcome, _, _ in attempts] == [(0, "lost"), (1, "succeeded")]
+    assert attempts[1][3] > 0  # the attempt that ran is paid, once
+
+
+@pytest.mark.parametrize("fresh_grid", [DB], indirect=True)
+def test_a_step_lost_at_every_attempt_fails_its_job_with_a_reason(fresh_grid, make_token, flask_app):
+    import celeryconfig
+
+    fresh_grid.env.update(FAST)
+    admin = redis.Redis.from_url(fresh_grid.env["GRID_BROKER_URL"])
+    admin.delete("ocr")
+    fresh_grid.ledger_worker()
+    client = Client(fresh_grid.api(), make_token("member@koprogo.test"))
+    job = client.submit_document("ocr", text_pdf([FRENCH_LINES[:2]]), languages="fra")
+
+    def lost_again() -> str | None:
+        _lose(admin)
+        state = client.job(job["id"])["state"]
+        return state if state in ("failed", "succeeded") else None
+
+    assert wait_for(lost_again, 120, "the job to end", interval=0.5) == "failed"
+    failed = client.job(job["id"])
+    assert failed["error"]["code"] == "worker_lost", failed
+    attempts = _entries(flask_app, job["id"])
+    assert [a for a, *_ in attempts] == list(range(celeryconfig.MAX_RETRIES + 1))
+    assert all(outcome == "lost" and granted == 0 for _, outcome, _, granted in attempts)
