@@ -33,7 +33,8 @@ from workers.protocol import errors
 
 log = logging.getLogger(__name__)
 
-#: Queues longer than this are not scanned (the scan reads every message): their steps wait.
+#: Queues, or an in-flight hash, longer than this are not scanned (the scan reads every
+#: message): their steps wait for the stalled sweep.
 MAX_SCANNED_MESSAGES = 50_000
 _CHUNK = 1000
 
@@ -47,6 +48,9 @@ def _messages(admin: redis.Redis) -> Iterator[bytes]:
                 raise OverflowError(f"queue {key!r} holds {length} messages")
             for start in range(0, length, _CHUNK):
                 yield from admin.lrange(key, start, start + _CHUNK - 1)
+    in_flight = admin.hlen("unacked")
+    if in_flight > MAX_SCANNED_MESSAGES:
+        raise OverflowError(f"{in_flight} messages in flight")
     for _, raw in admin.hscan_iter("unacked", count=_CHUNK):
         yield raw
 
