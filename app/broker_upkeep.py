@@ -93,7 +93,7 @@ class _RestoringChannel(kombu_redis.Channel):
         return allowed
 
 
-class _RestoringTransport(kombu_redis.Transport):
+class RestoringTransport(kombu_redis.Transport):
     Channel = _RestoringChannel
 
 
@@ -101,7 +101,7 @@ def restore(url: str | None = None) -> None:
     """Put back what volunteers left unacknowledged past the visibility timeout."""
     with Connection(
         url or celeryconfig.broker_url,
-        transport=_RestoringTransport,
+        transport=RestoringTransport,
         transport_options=celeryconfig.broker_transport_options,
     ) as connection:
         connection.default_channel.qos.restore_visible(num=RESTORE_PER_ROUND, interval=1)

@@ -139,6 +139,20 @@ def tell_worker(node: Node) -> None:
         start_consuming(node.worker, node.queues or [])
 
 
+def gone_since(node: Node | None, moment: datetime, now: datetime | None = None) -> bool:
+    """Whether the worker the node ran at ``moment`` is gone: it registered again since (it
+    restarted), said it was stopping, was revoked, or has been silent (no signed heartbeat or
+    record) for the offline threshold since then. Only the node's own signed notices, or their
+    absence, decide: no other node can make it look gone."""
+    if node is None or node.revoked_at is not None:
+        return True
+    now = now or utcnow()
+    if any(m is not None and aware(m) > moment for m in (node.registered_at, node.stopped_at)):
+        return True
+    last = max(aware(node.last_seen_at) or moment, moment)
+    return (now - last).total_seconds() > celeryconfig.NODE_OFFLINE_AFTER_SECONDS
+
+
 def state(node: Node, now: datetime | None = None) -> str:
     now = now or utcnow()
     if node.revoked_at is not None:

@@ -78,7 +78,7 @@ class Upkeep(bootsteps.StartStopStep):
             return
         with self.flask_app.app_context():
             try:
-                for task_id, action in watchdog.revive(admin):
+                for task_id, action in watchdog.revive(admin, self.url):
                     log.warning("task %s: %s", task_id, action)
                 stalled = jobs.fail_stalled()
                 db.session.commit()

@@ -39,31 +39,34 @@ MAX_SCANNED_MESSAGES = 50_000
 _CHUNK = 1000
 
 
-def _messages(admin: redis.Redis) -> Iterator[bytes]:
-    """Every volunteer task message in the broker: queued (every priority) or in flight."""
+def _messages(admin: redis.Redis) -> Iterator[tuple[str | None, bytes]]:
+    """Every volunteer task message in the broker: queued (every priority; no tag) or in flight
+    (with its delivery tag)."""
     for queue in cc.VOLUNTEER_QUEUES:
         for key in [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]:
             length = admin.llen(key)
             if length > MAX_SCANNED_MESSAGES:
                 raise OverflowError(f"queue {key!r} holds {length} messages")
             for start in range(0, length, _CHUNK):
-                yield from admin.lrange(key, start, start + _CHUNK - 1)
+                for raw in admin.lrange(key, start, start + _CHUNK - 1):
+                    yield None, raw
     in_flight = admin.hlen("unacked")
     if in_flight > MAX_SCANNED_MESSAGES:
         raise OverflowError(f"{in_flight} messages in flight")
-    for _, raw in admin.hscan_iter("unacked", count=_CHUNK):
-        yield raw
+    for tag, raw in admin.hscan_iter("unacked", count=_CHUNK):
+        yield tag.decode(), raw
 
 
-def present(admin: redis.Redis) -> set[str]:
-    """The task ids of every volunteer task message the broker holds."""
-    found = set()
-    for raw in _messages(admin):
+def present(admin: redis.Redis) -> dict[str, list[str | None]]:
+    """Where every volunteer task message the broker holds is, by task id: ``None`` for a copy
+    on a queue, its delivery tag for one in flight."""
+    found: dict[str, list[str | None]] = {}
+    for tag, raw in _messages(admin):
         try:
             message = json.loads(raw)
             if isinstance(message, list):  # in flight: [message, exchange, routing key]
                 message = message[0]
-            found.add(str(message["headers"]["id"]))
+            found.setdefault(str(message["headers"]["id"]), []).append(tag)
         except (ValueError, KeyError, TypeError, IndexError):
             continue  # not a task message (a forged entry): nothing to find there
     return found
@@ -96,9 +99,10 @@ def current_attempt(step: JobStep) -> int:
     return 0 if ended is None else ended + 1
 
 
-def revive(admin: redis.Redis, now: datetime | None = None) -> list[tuple[str, str]]:
-    """Send again the steps whose messages vanished; ``(task id, what was done)`` for each.
-    Commits each decision before its send."""
+def revive(admin: redis.Redis, url: str | None = None, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Send again the steps whose messages vanished, and put back at once the messages held
+    by nodes that are gone; ``(task id, what was done)`` for each. Commits each decision
+    before its send."""
     now = now or utcnow()
     quiet = now - timedelta(seconds=cc.LOST_GRACE_SECONDS)
     steps = db.session.scalars(
@@ -113,8 +117,9 @@ def revive(admin: redis.Redis, now: datetime | None = None) -> list[tuple[str, s
         .order_by(JobStep.id)
     ).all()
     candidates = [step.id for step in steps if _last_life(step) < quiet]
+    orphans = {step.task_id for step in steps if step.state != StepState.QUEUED and _holders_gone(step, now)}
     db.session.rollback()
-    if not candidates:
+    if not candidates and not orphans:
         return []
     try:
         held = present(admin)
@@ -122,11 +127,46 @@ def revive(admin: redis.Redis, now: datetime | None = None) -> list[tuple[str, s
         log.warning("not looking for lost messages this round: %s", exc)
         return []
     done = []
+    for task_id in sorted(orphans):
+        tags = [tag for tag in held.get(task_id, []) if tag is not None]
+        if tags and None not in held.get(task_id, []):
+            for tag in tags:
+                restore_now(url, tag)
+            done.append((task_id, "put back: the node that held it is gone"))
     for step_id in candidates:
         action = _revive_one(step_id, held, quiet)
         if action is not None:
             done.append(action)
     return done
+
+
+def _holders_gone(step: JobStep, now: datetime) -> bool:
+    """Whether every node seen starting the step's current attempt is gone (registry)."""
+    from app import registry
+    from app.models import Node
+
+    attempt = current_attempt(step)
+    sightings = db.session.scalars(
+        select(ExecutionSighting).where(
+            ExecutionSighting.task_id == step.task_id, ExecutionSighting.attempt == attempt
+        )
+    ).all()
+    return bool(sightings) and all(
+        registry.gone_since(db.session.get(Node, s.node_id), _aware(s.first_seen_at), now) for s in sightings
+    )
+
+
+def restore_now(url: str | None, tag: str) -> None:
+    """Put one message in flight back on its (volunteer) queue now, as kombu's restore does
+    after the visibility timeout."""
+    from kombu import Connection
+
+    from app.broker_upkeep import RestoringTransport
+
+    with Connection(
+        url or cc.broker_url, transport=RestoringTransport, transport_options=cc.broker_transport_options
+    ) as connection:
+        connection.default_channel.qos.restore_by_tag(tag)
 
 
 def _revive_one(step_id: int, held: set[str], quiet: datetime) -> tuple[str, str] | None:

@@ -509,3 +509,19 @@ def test_an_attempt_the_coordinator_gave_up_as_lost_is_over_for_every_node(ledge
 
     assert ledger.started(start(step, node)) == "attempt_over"  # its old message: let go (410)
     assert ledger.started(start(step, node, attempt=1)) is None  # the attempt sent again
+
+
+def test_an_attempt_held_by_a_node_that_restarted_or_fell_silent_may_be_taken_over_at_once(ledger):
+    restarted, silent, rescuer = enrol("restarted"), enrol("silent"), enrol("rescuer")
+    first, second = ocr_job(), ocr_job()
+    assert ledger.started(start(first, restarted)) is None
+    assert ledger.started(start(second, silent)) is None
+    assert ledger.started(start(first, rescuer)) == "cross_node"  # its holder is working
+
+    _register(restarted, 1)  # its worker started again: what it held is gone
+    db.session.get(Node, silent.id).last_seen_at = datetime.now(UTC) - timedelta(hours=1)
+    _started_ago(second, celeryconfig.NODE_OFFLINE_AFTER_SECONDS + 1)  # and silent since
+    db.session.commit()
+
+    assert ledger.started(start(first, rescuer)) is None
+    assert ledger.started(start(second, rescuer)) is None

@@ -81,3 +81,30 @@ def test_a_step_lost_at_every_attempt_fails_its_job_with_a_reason(fresh_grid, ma
     attempts = _entries(flask_app, job["id"])
     assert [a for a, *_ in attempts] == list(range(celeryconfig.MAX_RETRIES + 1))
     assert all(outcome == "lost" and granted == 0 for _, outcome, _, granted in attempts)
+
+
+@pytest.mark.parametrize("fresh_grid", [DB], indirect=True)
+def test_a_node_restarted_after_a_kill_gets_its_task_back_without_waiting_the_visibility_timeout(
+    fresh_grid, make_token, flask_app
+):
+    import signal
+
+    # A long visibility timeout (as in production): without the coordinator's help, the task
+    # would wait five minutes for the broker to hand it on.
+    fresh_grid.env.update({**FAST, "GRID_VISIBILITY_TIMEOUT": "300", "GRID_RESTORE_INTERVAL": "1"})
+    fresh_grid.ledger_worker()
+    node = fresh_grid.worker("restarted-node", "ocr")
+    client = Client(fresh_grid.api(), make_token("member@koprogo.test"))
+    job = client.submit_document("ocr", text_pdf([FRENCH_LINES] * 6), "long.pdf", languages="fra")
+    client.wait_pages(job["id"], 1)
+    node.kill(signal.SIGKILL)  # the whole worker, main process included: its message stays in flight
+    wait_for(lambda: not node.alive(), 10, "the node's worker to die")
+    killed_at = time.monotonic()
+
+    fresh_grid.worker("restarted-node", "ocr")  # systemd starts it again; it registers anew
+    done = client.wait(job["id"], timeout=120)
+
+    assert done["state"] == "succeeded", done
+    assert time.monotonic() - killed_at < 100  # well within the 300 s visibility timeout
+    entries = _entries(flask_app, job["id"])
+    assert [(attempt, outcome) for attempt, outcome, _, _ in entries] == [(0, "succeeded")]

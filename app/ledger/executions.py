@@ -21,7 +21,7 @@ from typing import Any
 from flask import current_app
 
 import celeryconfig
-from app import jobs, lifecycle
+from app import jobs, lifecycle, registry
 from app.extensions import db
 from app.ledger import periods, rules
 from app.ledger.context import Context
@@ -91,8 +91,10 @@ def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None,
 def _check_start(step: JobStep, node_id: str, attempt: int, ctx: Context, now: datetime) -> None:
     """Who may start an execution: the attempt must follow an ended one, and a node may take
     over an attempt another node started only once the broker could have handed it on (the
-    visibility timeout), as it does when a machine dies. An attempt already entered (ended, or
-    given up as lost by the coordinator: app.watchdog) is over: its message is let go."""
+    visibility timeout), as it does when a machine dies, or once that node is gone (restarted,
+    stopped or silent: ``registry.gone_since``; the coordinator then puts its message back).
+    An attempt already entered (ended, or given up as lost by the coordinator: app.watchdog)
+    is over: its message is let go."""
     if (step.task_id, attempt) in ctx.entries:
         raise Refused("attempt_over", f"attempt {attempt} of task {step.task_id} has ended")
     if attempt > 0:
@@ -108,7 +110,9 @@ def _check_start(step: JobStep, node_id: str, attempt: int, ctx: Context, now: d
     seen = ctx.sightings.get((step.task_id, attempt), {})
     if seen and node_id not in seen:
         first = min(seen.values())
-        if (now - first).total_seconds() < celeryconfig.VISIBILITY_TIMEOUT:
+        if (now - first).total_seconds() < celeryconfig.VISIBILITY_TIMEOUT and not all(
+            registry.gone_since(db.session.get(Node, holder), at, now) for holder, at in seen.items()
+        ):
             raise Refused(
                 "cross_node", f"attempt {attempt} of task {step.task_id} is running on another node"
             )
