@@ -339,9 +339,9 @@ def test_a_completion_without_a_start_or_with_an_invented_attempt_is_refused(led
 
 def test_a_retry_is_a_new_attempt_only_after_the_previous_one_ended(ledger):
     node, step = enrol("retrier"), ocr_job()
+    assert ledger.started(start(step, node, attempt=0)) is None
     early = ledger.started(start(step, node, attempt=1))  # attempt 0 has not ended: no retry yet
     assert early == "previous_attempt_pending"  # the worker hands the task back and asks again
-    assert ledger.started(start(step, node, attempt=0)) is None
     ledger.completed(
         completion(
             step,
@@ -525,3 +525,24 @@ def test_an_attempt_held_by_a_node_that_restarted_or_fell_silent_may_be_taken_ov
 
     assert ledger.started(start(first, rescuer)) is None
     assert ledger.started(start(second, rescuer)) is None
+
+
+def test_an_attempt_whose_process_died_before_its_fetch_is_ended_unpaid_and_the_next_one_runs(ledger):
+    """A pool process killed before it fetched its input: the worker reports the attempt lost,
+    the retry carries the next attempt number; nothing waits for an end that cannot come."""
+    node, step = enrol("early-death"), ocr_job()
+    lost = {
+        "outcome": "lost",
+        "final": False,
+        "result": None,
+        "error": {"code": "worker_lost", "message": "x"},
+    }
+
+    entry = ledger.completed(completion(step, node, attempt=0, **lost))
+
+    assert (entry.outcome, entry.granted_ms, entry.grant_basis) == ("lost", 0, "not_started")
+    assert ledger.started(start(step, node, attempt=2)) is None  # attempt 1 died unseen too
+    assert ledger.completed(completion(step, node, attempt=2)).granted_ms > 0
+    assert ledger.completed(completion(step, node, attempt=0)) is None  # attempt 0 is over
+    other, unstarted = enrol("bystander"), ocr_job()
+    assert ledger.completed(completion(unstarted, other, attempt=0)) is None  # a success needs a start

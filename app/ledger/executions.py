@@ -99,11 +99,13 @@ def _check_start(step: JobStep, node_id: str, attempt: int, ctx: Context, now: d
         raise Refused("attempt_over", f"attempt {attempt} of task {step.task_id} has ended")
     if attempt > 0:
         previous = ctx.entries.get((step.task_id, attempt - 1))
-        if previous is None:  # its retry record may simply not be entered yet: ask again later
+        if previous is None and ctx.sightings.get((step.task_id, attempt - 1)):
+            # Started, and its retry record may simply not be entered yet: ask again later.
+            # One nobody started (its process died before the fetch) has nothing to wait for.
             raise Refused(
                 "previous_attempt_pending", f"attempt {attempt - 1} of task {step.task_id} is not entered yet"
             )
-        if previous.outcome not in ("retried", "lost"):
+        if previous is not None and previous.outcome not in ("retried", "lost"):
             raise Refused(
                 "bad_attempt", f"attempt {attempt - 1} of task {step.task_id} has not ended for a retry"
             )
@@ -143,17 +145,20 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         raise Refused(
             "duplicate_execution", f"entry {existing.id} already holds attempt {attempt} of this task"
         )
+    outcome = str(record.get("outcome", "failed"))
+    if outcome not in ("succeeded", "failed", "retried", "lost"):
+        raise Refused("malformed", f"unknown outcome {outcome!r}")
     seen = ctx.sightings.get((step.task_id, attempt), {})
-    if node_id not in seen:  # only a node seen starting an execution may end it
+    # Only a node seen starting an execution may end it; but an attempt nobody started (its
+    # process died before it fetched the input) may be reported ended, unpaid, once the one
+    # before it ended, so that the next attempt can start: nothing was run, nothing is granted.
+    unstarted_may_end = attempt == 0 or (step.task_id, attempt - 1) in ctx.entries
+    if node_id not in seen and (seen or outcome == "succeeded" or not unstarted_may_end):
         reason = "cross_node" if seen else "not_started"
         raise Refused(
             reason, f"node {node_id} was not seen starting attempt {attempt} of task {step.task_id}"
         )
-
     received = utcnow()
-    outcome = str(record.get("outcome", "failed"))
-    if outcome not in ("succeeded", "failed", "retried", "lost"):
-        raise Refused("malformed", f"unknown outcome {outcome!r}")
     capability = step.queue
     claimed_units = rules.units_of(
         capability, record.get("units") if isinstance(record.get("units"), dict) else {}
@@ -170,8 +175,11 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     engine = result.get("engine") if isinstance(result.get("engine"), dict) else {}
     model_bytes = min(as_int(engine.get("model_bytes")), current_app.config["LLM_MODEL_MAX_BYTES"])
     # From the input fetch (the start, as the coordinator itself saw it) to the completion.
+    started = seen.get(node_id)
     observed_ms = (
-        max(0, round((received - seen[node_id]).total_seconds() * 1000)) + rules.OBSERVATION_ALLOWANCE_MS
+        0
+        if started is None
+        else max(0, round((received - started).total_seconds() * 1000)) + rules.OBSERVATION_ALLOWANCE_MS
     )
     claimed_ms = as_ms(record.get("wall_seconds"))
     # No execution outlives the hard time limit: its process is killed there.
@@ -188,11 +196,14 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     node = ctx.nodes.get(node_id) or db.session.get(Node, node_id)
     concurrency = node.concurrency or 1
     busy_until = list(node.busy_until or [])
-    free_ms, slot_start = rules.concurrency_bound(
-        busy_until, concurrency, _epoch_ms(seen[node_id]), _epoch_ms(received)
-    )
-    node.busy_until = rules.occupy(busy_until, concurrency, slot_start, min(claimed_ms, free_ms))
-    if step.task_id in ctx.granted:
+    ended_ms = _epoch_ms(received)  # the start counted back from the observation: no rounding apart
+    begun_ms = ended_ms - max(0, observed_ms - rules.OBSERVATION_ALLOWANCE_MS) if started else ended_ms
+    free_ms, slot_start = rules.concurrency_bound(busy_until, concurrency, begun_ms, ended_ms)
+    if started is not None:
+        node.busy_until = rules.occupy(busy_until, concurrency, slot_start, min(claimed_ms, free_ms))
+    if started is None:
+        decision = rules.Grant(0, "not_started")
+    elif step.task_id in ctx.granted:
         decision = rules.Grant(0, "already_granted")  # a task is paid once, however it ended
     elif step.state in StepState.FINAL and outcome != "succeeded":
         decision = rules.Grant(0, "step_finished")
