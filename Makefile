@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint format system-demo system-test venv clean
+.PHONY: demo test bench chaos lint format system-demo system-test venv clean
 
 demo: system-demo venv
 	$(PY) manage.py demo
@@ -14,6 +14,11 @@ test: system-test venv
 
 bench: system-test venv
 	$(PY) -m bench
+
+# The grid under faults (worker kills, a Redis restart, PostgreSQL away, malformed requests):
+# about fifteen minutes; prints a table and fails if a job is lost or stuck.
+chaos: system-test venv
+	$(PY) -m bench.chaos
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
