@@ -203,13 +203,20 @@ def _kill_workers(grid, workers: dict, plan: Plan, tally: Tally, stop: threading
             continue
         process.kill(signal.SIGKILL)
         tally.kills["whole worker"] += 1
+        process.proc.wait(10)
+        _restart(grid, workers, name)
+
+
+def _restart(grid, workers: dict, name: str) -> None:
+    """Start a node's worker again, as systemd would, until it comes up (its enrolment needs
+    PostgreSQL, which may be away)."""
+    for _ in range(30):
         try:
-            process.proc.wait(10)
             workers[name] = grid.worker(name, "llm,ocr")
-        except Exception as exc:  # noqa: BLE001  the broker may be restarting: try once more
-            _log(f"{name} not restarted at once ({exc}); again in 5 s")
-            time.sleep(5)
-            workers[name] = grid.worker(name, "llm,ocr")
+            return
+        except Exception as exc:  # noqa: BLE001  a server is away: try again
+            _log(f"{name} not restarted ({str(exc)[:120]}); again in 3 s")
+            time.sleep(3)
 
 
 def _restart_redis(redis_server, tally: Tally) -> None:
