@@ -19,7 +19,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, event
+from sqlalchemy.orm import Session
 
 from app.extensions import db
 from app.models import Job, JobInput, JobState, JobStep, StepState, utcnow
@@ -88,9 +89,27 @@ def succeed_job(job: Job, at: datetime) -> None:
     _forget_input(job)
 
 
+_TO_FORGET = "grid_inputs_to_forget"
+
+
 def _forget_input(job: Job) -> None:
-    """The job is over: its document or text is deleted (its steps' results stay)."""
-    db.session.execute(delete(JobInput).where(JobInput.job_id == job.id))
+    """The job is over: its document or text is deleted (its steps' results stay), in one
+    statement for all the jobs a transaction ended, as it commits."""
+    db.session.info.setdefault(_TO_FORGET, set()).add(job.id)
+
+
+@event.listens_for(Session, "before_commit")
+def _delete_forgotten_inputs(session: Session) -> None:
+    ended = session.info.pop(_TO_FORGET, None)
+    if ended:
+        session.execute(
+            delete(JobInput).where(JobInput.job_id.in_(ended)).execution_options(synchronize_session=False)
+        )
+
+
+@event.listens_for(Session, "after_rollback")
+def _keep_inputs_of_rolled_back_ends(session: Session) -> None:
+    session.info.pop(_TO_FORGET, None)
 
 
 def fail_job(job: Job, code: str, message: str) -> None:
