@@ -29,16 +29,28 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # A plain postgresql:// would pick SQLAlchemy's default driver (psycopg 3), not the one we pin.
     app.config["SQLALCHEMY_DATABASE_URI"] = f"postgresql+psycopg2://{rest}"
     # Batched UPDATEs (psycopg2's execute_batch): the ledger moves hundreds of steps at once.
+    # A connection that cannot be made within DATABASE_CONNECT_TIMEOUT (a host that does not
+    # answer) is a 503 database_unavailable, not a request left hanging (app.errors); a timeout
+    # in the URL (?connect_timeout=) wins.
     app.config.setdefault(
-        "SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True, "executemany_mode": "values_plus_batch"}
+        "SQLALCHEMY_ENGINE_OPTIONS",
+        {
+            "pool_pre_ping": True,
+            "executemany_mode": "values_plus_batch",
+            "connect_args": {}
+            if "connect_timeout=" in rest
+            else {"connect_timeout": int(app.config["DATABASE_CONNECT_TIMEOUT"])},
+        },
     )
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "WARNING"))
 
     from app import models  # noqa: F401  (tables known to Alembic)
     from app.api import register as register_api
     from app.celery_app import celery_init_app
-    from app.errors import register_error_handlers
+    from app.errors import register_error_handlers, response_for
     from app.extensions import db, migrate
+    from app.health import bp as health
+    from app.request_body import BoundedBody
 
     db.init_app(app)
     migrate.init_app(
@@ -49,6 +61,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app)
     register_error_handlers(app)
     register_api(app)
+    app.register_blueprint(health)
+    app.wsgi_app = BoundedBody(app.wsgi_app, float(app.config["REQUEST_BODY_TIMEOUT"]))
     if not app.config.get("TESTING_NO_METRICS"):
         PrometheusMetrics(app, group_by="endpoint", defaults_prefix="koprogo_grid")
 
@@ -56,12 +70,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     def commit_session(response):
         # The request boundary commits (a token's last use); views that create commit earlier.
         if response.status_code < 400:
-            db.session.commit()
+            try:
+                db.session.commit()
+            except Exception as exc:  # noqa: BLE001  the database went away at the last moment
+                return app.make_response(response_for(exc))
         return response
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     from app.cli import register as register_cli
 

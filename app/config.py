@@ -34,3 +34,10 @@ class Defaults:
     #: Nodes a participant may enrol through the API (operators are not limited).
     NODES_PER_PARTICIPANT = 5
     JSON_SORT_KEYS = False
+    #: Seconds a client is told to wait (``Retry-After``) when PostgreSQL or Redis is away (503).
+    RETRY_AFTER_SECONDS = 5
+    #: Seconds the API waits for PostgreSQL to accept a connection before it answers 503.
+    DATABASE_CONNECT_TIMEOUT = 5
+    #: Seconds the API waits for the next piece of a request body before it answers 408
+    #: (``app.request_body``): a client that stops sending holds no thread for longer.
+    REQUEST_BODY_TIMEOUT = 30

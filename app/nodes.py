@@ -61,11 +61,33 @@ def node_secret(node: Node) -> str:
     return base64.urlsafe_b64encode(digest.digest()).decode("ascii").rstrip("=")
 
 
+#: The longest email address (RFC 5321's path limit), as ``participants.email`` holds it.
+EMAIL_MAX_CHARS = 254
+
+
+def check_email(email: str) -> str:
+    """The email address as participants are known by (trimmed, lower case), or ValueError."""
+    email = email.strip().lower()
+    if "@" not in email or not email.isprintable() or any(char.isspace() for char in email):
+        raise ValueError(f"{email[:100]!r} is not an email address")
+    if len(email) > EMAIL_MAX_CHARS:
+        raise ValueError(f"an email address is at most {EMAIL_MAX_CHARS} characters, not {len(email)}")
+    return email
+
+
+def check_name(name: str) -> str:
+    """A node name as it may be enrolled, or ValueError (before any lookup: a name that cannot
+    be enrolled cannot name a node either)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError("a node name is 2–63 lower-case letters, digits and dashes, e.g. alice-pi")
+    if name in RESERVED_NAMES:
+        raise ValueError(f"{name!r} names the coordinator's own workers: choose another node name")
+    return name
+
+
 def participant(email: str, name: str | None = None) -> Participant:
     """The participant with this email, created if new (not committed)."""
-    email = email.strip().lower()
-    if "@" not in email:
-        raise ValueError(f"{email!r} is not an email address")
+    email = check_email(email)
     found = db.session.scalar(select(Participant).where(Participant.email == email))
     if found is None:  # created once, whoever asks at the same moment
         new = insert(Participant).values(email=email, name=name)
@@ -81,10 +103,7 @@ def create(name: str, owner_email: str, broker_url: str | None = None, approved:
     broker at ``broker_url`` (default: the configured one). Otherwise it is pending: no broker
     user, and the ledger refuses what it sends, until an operator approves it.
     """
-    if not _NAME.match(name):
-        raise ValueError("a node name is 2–63 lower-case letters, digits and dashes, e.g. alice-pi")
-    if name in RESERVED_NAMES:
-        raise ValueError(f"{name!r} names the coordinator's own workers: choose another node name")
+    check_name(name)
     if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
         raise ValueError(f"a node named {name!r} exists already")
     node = Node(name=name, participant=participant(owner_email))

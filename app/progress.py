@@ -31,9 +31,14 @@ KEY_PREFIX = "grid:progress:"
 FIELDS = ("pages_done", "pages_total", "pieces_done", "pieces_total", "tokens")
 
 
+#: Seconds a progress read or write waits for Redis: progress is best effort, and a broker away
+#: must not slow the job's page down.
+REDIS_TIMEOUT_SECONDS = 1
+
+
 @functools.lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return broker_acl.client()
+    return broker_acl.quick_client(REDIS_TIMEOUT_SECONDS)
 
 
 def report(record: Any) -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from flask import Blueprint, current_app, request, url_for
 from sqlalchemy import func, select
 
 from app import jobs
+from app.api import params
 from app.auth import current_token, require
-from app.errors import ApiError, NotFound
+from app.errors import InvalidParameter, NotFound
 from app.extensions import db
 from app.models import Job, JobState
 
@@ -18,12 +18,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 
 def _params() -> dict[str, Any]:
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ApiError("The JSON body must be an object.", code="invalid_json")
-        return body
-    return request.form.to_dict()
+    return params.fields()
 
 
 def _document() -> jobs.Document | None:
@@ -33,21 +28,14 @@ def _document() -> jobs.Document | None:
     return jobs.Document(data=upload.read(), filename=upload.filename)
 
 
-def _job_id(value: str) -> str | None:
-    """A job id in its stored form, or None: ids are UUIDs, and anything else cannot name a job
-    (nor reach the database: PostgreSQL refuses a NUL byte in a query)."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
-
-
 def _owned(job_id: str) -> Job:
-    stored_id = _job_id(job_id)
+    # Ids are UUIDs: anything else cannot name a job (nor reach the database, which refuses a
+    # NUL byte in a query).
+    stored_id = params.uuid_id(job_id)
     job = db.session.get(Job, stored_id) if stored_id else None
     token = current_token()
     if job is None or (job.owner != token.owner and "admin" not in token.scope_set):
-        raise NotFound(f"No job {job_id} among yours.")
+        raise NotFound(f"No job {job_id:.64} among yours.")
     return job
 
 
@@ -73,33 +61,27 @@ def index():
     """Your jobs, newest first: ?state=&kind=&page=&per_page=."""
     token = current_token()
     query = select(Job)
+    filters = {}
     if "admin" not in token.scope_set or request.args.get("mine"):
         query = query.where(Job.owner == token.owner)
-    elif owner := request.args.get("owner"):
-        if "\x00" in owner:  # PostgreSQL refuses it in a query, and no owner has one
-            raise ApiError("owner must not contain a NUL byte.", code="invalid_parameter")
+    elif owner := params.query_text("owner"):
         query = query.where(Job.owner == owner)
-    state, kind = request.args.get("state"), request.args.get("kind")
+        filters["owner"] = owner
+    state, kind = params.query_text("state"), params.query_text("kind")
     if state:
         if state not in JobState.ALL:
-            raise ApiError(
-                f"Unknown state {state!r}: one of {', '.join(JobState.ALL)}.", code="invalid_parameter"
-            )
+            raise InvalidParameter(f"Unknown state {state!r}: one of {', '.join(JobState.ALL)}.")
         query = query.where(Job.state == state)
+        filters["state"] = state
     if kind:
         if kind not in jobs.KINDS:
-            raise ApiError(
-                f"Unknown kind {kind!r}: one of {', '.join(jobs.KINDS)}.", code="invalid_parameter"
-            )
+            raise InvalidParameter(f"Unknown kind {kind!r}: one of {', '.join(jobs.KINDS)}.")
         query = query.where(Job.kind == kind)
-    page = request.args.get("page", 1, type=int)
-    per_page = request.args.get("per_page", 20, type=int)
-    if not 1 <= page <= 1_000_000 or not 1 <= per_page <= current_app.config["JOBS_PER_PAGE_MAX"]:
-        raise ApiError(
-            "page must be from 1 to 1000000 and per_page from 1 to "
-            f"{current_app.config['JOBS_PER_PAGE_MAX']}.",
-            code="invalid_parameter",
-        )
+        filters["kind"] = kind
+    if request.args.get("mine"):
+        filters["mine"] = "1"
+    page = params.query_int("page", 1, 1, 1_000_000)
+    per_page = params.query_int("per_page", 20, 1, current_app.config["JOBS_PER_PAGE_MAX"])
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
     rows = db.session.scalars(
         query.order_by(Job.created_at.desc(), Job.id).offset((page - 1) * per_page).limit(per_page)
@@ -110,7 +92,8 @@ def index():
         "page": page,
         "per_page": per_page,
         "total": total,
-        "next": url_for("api.jobs.index", **{**request.args, "page": page + 1}) if more else None,
+        # Built from the parameters understood only: a query key is no argument of url_for's.
+        "next": url_for("api.jobs.index", **filters, page=page + 1, per_page=per_page) if more else None,
     }
 
 

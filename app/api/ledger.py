@@ -7,8 +7,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from flask import Blueprint, request
 from sqlalchemy import func, select
 
+from app.api import params
 from app.auth import current_token, require
-from app.errors import ApiError, NotFound
+from app.errors import InvalidParameter, NotFound
 from app.extensions import db
 from app.ledger import periods, rules, settlement
 from app.models import LedgerEntry, Node, Participant, utcnow
@@ -101,7 +102,8 @@ def nodes():
 @require("jobs:read")
 def statement(participant_id: int):
     """A participant's executions in a period, line by line, to reconcile with their nodes."""
-    participant = db.session.get(Participant, participant_id)
+    stored_id = params.integer_id(participant_id)  # a number beyond PostgreSQL's names nobody
+    participant = db.session.get(Participant, stored_id) if stored_id else None
     token = current_token()
     if participant is None or (participant.email != token.owner.lower() and "admin" not in token.scope_set):
         raise NotFound(f"No participant {participant_id} among yours.")
@@ -109,5 +111,5 @@ def statement(participant_id: int):
     try:
         periods.parse(period)
     except ValueError as exc:
-        raise ApiError(str(exc), code="invalid_parameter") from None
+        raise InvalidParameter(str(exc)) from None
     return settlement.statement(participant, period)

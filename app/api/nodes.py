@@ -3,14 +3,20 @@ revoke. Operators see every node, participants their own."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request, url_for
+import logging
+
+from flask import Blueprint, current_app, url_for
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app import nodes, registry
+from app.api import params
 from app.auth import current_token, require
-from app.errors import ApiError, Conflict, NotFound
+from app.errors import Conflict, InvalidParameter, NotFound, Unavailable, broker_away
 from app.extensions import db
 from app.models import Node, Participant
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 
@@ -24,9 +30,10 @@ def _who() -> str:
 
 
 def _visible(node_id: str) -> Node:
-    node = db.session.get(Node, node_id) if len(node_id) <= 36 else None
+    stored_id = params.uuid_id(node_id)  # ids are UUIDs: anything else names no node
+    node = db.session.get(Node, stored_id) if stored_id else None
     if node is None or (not _is_admin() and node.participant.email != current_token().owner.lower()):
-        raise NotFound(f"No node {node_id} among yours.")
+        raise NotFound(f"No node {node_id:.64} among yours.")
     return node
 
 
@@ -45,19 +52,22 @@ def enrol():
     """Enrol a node for yourself (an operator may name another owner): 201 with its id, its
     secret and the worker's configuration, shown this once. A participant's node is pending
     until an operator approves it; an operator's is approved at once."""
-    body = request.get_json(silent=True)
-    body = body if isinstance(body, dict) else request.form.to_dict()
+    body = params.fields()
     token = current_token()
-    owner = str(body.get("owner") if _is_admin() and body.get("owner") else token.owner)
-    name = str(body.get("name") or "")
+    owner = body.get("owner") if _is_admin() and body.get("owner") else token.owner
+    name = body.get("name") or ""
+    if not isinstance(name, str) or not isinstance(owner, str):
+        raise InvalidParameter("A node's name and its owner are text.")
+    try:  # before any lookup: the database refuses some of what a client may send
+        nodes.check_name(name)
+        nodes.check_email(owner)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc)) from None
     if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
         raise Conflict(f"A node named {name!r} exists already.", code="node_exists")
     if not _is_admin():
         limit = current_app.config["NODES_PER_PARTICIPANT"]
-        try:
-            member = nodes.participant(owner)
-        except ValueError as exc:
-            raise ApiError(str(exc), code="invalid_parameter") from None
+        member = nodes.participant(owner)
         # Locked while counting: two enrolments at once cannot both take the last place.
         db.session.execute(select(Participant.id).where(Participant.id == member.id).with_for_update())
         held = db.session.scalar(
@@ -70,9 +80,12 @@ def enrol():
             )
     try:
         node = nodes.create(name, owner, approved=_is_admin())
+        db.session.commit()
     except ValueError as exc:
-        raise ApiError(str(exc), code="invalid_parameter") from None
-    db.session.commit()
+        raise InvalidParameter(str(exc)) from None
+    except IntegrityError:  # another enrolment took the name between our look and our insert
+        db.session.rollback()
+        raise Conflict(f"A node named {name!r} exists already.", code="node_exists") from None
     environment = nodes.worker_environment(node)
     return (
         {
@@ -89,6 +102,22 @@ def enrol():
 @require("jobs:read")
 def show(node_id: str):
     return registry.describe(_visible(node_id))
+
+
+def _tell_worker(node: Node, done: str) -> None:
+    """Once the change is committed, tell the node's worker. The change stands whatever the
+    broker says: while it is away the answer is 503 ``broker_unavailable`` (asking again is
+    harmless: pausing or resuming twice changes nothing), and a worker that registers again is
+    told anyway (``app.registry``)."""
+    try:
+        registry.tell_worker(node)
+    except Exception as exc:
+        if not broker_away(exc):
+            raise
+        raise Unavailable(
+            f"Node {node.name} is {done}, but its worker could not be told: the broker is unreachable. "
+            "Ask again shortly."
+        ) from None
 
 
 def _active(node_id: str) -> Node:
@@ -115,7 +144,7 @@ def pause(node_id: str):
     node = _active(node_id)
     registry.pause(node, _who())
     db.session.commit()
-    registry.tell_worker(node)
+    _tell_worker(node, "paused")
     return registry.describe(node)
 
 
@@ -125,7 +154,7 @@ def resume(node_id: str):
     node = _active(node_id)
     registry.resume(node, _who())
     db.session.commit()
-    registry.tell_worker(node)
+    _tell_worker(node, "resumed")
     return registry.describe(node)
 
 
@@ -135,7 +164,12 @@ def revoke(node_id: str):
     """Revoke the node for good: everything it sends from now on is refused."""
     node = _active(node_id)
     registry.pause(node, _who())
-    nodes.revoke(node)
+    nodes.revoke(node)  # its broker user deleted (else 503, nothing saved): its sessions end
     db.session.commit()
-    registry.tell_worker(node)
+    try:
+        registry.tell_worker(node)
+    except Exception as exc:
+        if not broker_away(exc):
+            raise
+        log.warning("node %s revoked; its worker could not be told: %s", node.name, exc)
     return registry.describe(node)

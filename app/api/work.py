@@ -13,11 +13,10 @@ keys: nodes write no progress in the broker.
 
 from __future__ import annotations
 
-import json
-
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from app import jobs, progress
+from app.api import params
 from app.errors import ApiError
 from app.extensions import db
 from app.ledger import executions
@@ -53,11 +52,12 @@ _STATUS = {
 def _record(task_id: str, what: str) -> dict:
     """The signed record in the body, naming ``task_id`` (a record for another task is kept as
     sent, with the task asked for, so the refusal shows both)."""
-    if (request.content_length or 0) > MAX_BODY_BYTES:
+    body = params.body_at_most(MAX_BODY_BYTES)
+    if body is None:
         raise ApiError(f"A {what} record is under {MAX_BODY_BYTES} bytes.", code="oversized", status=413)
     try:
-        record = json.loads(request.get_data(cache=False)[: MAX_BODY_BYTES + 1])
-    except (ValueError, RecursionError):
+        record = params.parse_json(body)
+    except ValueError:
         raise ApiError(f"The body is not a JSON {what} record.", code="malformed") from None
     if not isinstance(record, dict):
         raise ApiError("The body is not a JSON object.", code="malformed")
