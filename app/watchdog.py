@@ -243,7 +243,11 @@ def _revive_one(step_id: int, held: set[str], quiet: datetime) -> tuple[str, str
         return step.task_id, "failed"
     lifecycle.step_retrying(step, errors.WORKER_LOST, f"attempt {attempt} was lost; sent again")
     db.session.commit()
-    jobs.send_step(step, attempt=attempt + 1)
+    try:
+        jobs.send_step(step, attempt=attempt + 1)
+    except Exception:  # noqa: BLE001  the next round finds it quiet and absent again
+        log.exception("task %s: attempt %d could not be sent", step.task_id, attempt + 1)
+        return step.task_id, f"attempt {attempt + 1} not sent"
     log.warning("task %s: attempt %d was lost, attempt %d sent", step.task_id, attempt, attempt + 1)
     return step.task_id, f"sent attempt {attempt + 1}"
 

@@ -52,6 +52,10 @@ def pytest_configure(config: pytest.Config) -> None:
             "OMP_THREAD_LIMIT": "1",
             # Nodes take as many tasks as they are sent; tests/test_rate_limit.py sets a limit.
             "GRID_NODE_RATE_LIMIT": "0",
+            # Grids of many tests share this database, each on a Redis database of its own: a
+            # watchdog would take the others' jobs for lost. Tests of the watchdog run with a
+            # database of their own (tests/test_lost_messages.py, the chaos suite).
+            "GRID_WATCHDOG_SECONDS": "3600",
         }
     )
     upgrade = manage("db", "upgrade")
