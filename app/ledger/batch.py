@@ -18,9 +18,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from app import registry
+from app.errors import database_away
 from app.extensions import db
 from app.ledger.context import Context
 from app.ledger.executions import on_completed
@@ -84,13 +85,6 @@ def apply_safely(messages: Sequence[tuple[str, Any]]) -> None:
                     raise
                 db.session.rollback()
                 log.critical("a ledger record could be neither entered nor refused: %r", record)
-
-
-def database_away(exc: BaseException) -> bool:
-    """True for the faults that come from the database being unreachable, not from a record."""
-    return isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
 
 
 def _apply(messages: Sequence[tuple[str, Any]]) -> Context:

@@ -25,6 +25,7 @@ from celery import bootsteps
 
 import celeryconfig
 from app import broker_acl
+from app.errors import database_away
 from app.ledger import batch
 from workers import protocol
 
@@ -184,7 +185,7 @@ class LedgerIntake(bootsteps.StartStopStep):
                 backoff = 1.0
                 log.debug("ledger batch of %d entered in %.3f s", len(raw), time.perf_counter() - began)
             except Exception as exc:  # noqa: BLE001  a server is away (or a bug): keep the batch, wait
-                if batch.database_away(exc) or isinstance(exc, redis.RedisError):
+                if database_away(exc) or isinstance(exc, redis.RedisError):
                     log.error("ledger batch not entered, retrying in %.0f s: %s", backoff, exc)
                 else:
                     log.exception("ledger batch not entered, retrying in %.0f s", backoff)
