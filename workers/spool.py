@@ -46,10 +46,6 @@ def _files(where: Path) -> list[Path]:
         return []
 
 
-def pending() -> int:
-    return len(_files(folder()))
-
-
 def keep(kind: str, record: dict[str, Any]) -> bool:
     """Keep a record the broker would not take; False if it had to be dropped."""
     where = folder()
