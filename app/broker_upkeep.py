@@ -97,11 +97,22 @@ class RestoringTransport(kombu_redis.Transport):
     Channel = _RestoringChannel
 
 
-def restore(url: str | None = None) -> None:
-    """Put back what volunteers left unacknowledged past the visibility timeout."""
-    with Connection(
+def _restoring(url: str | None) -> Connection:
+    return Connection(
         url or celeryconfig.broker_url,
         transport=RestoringTransport,
         transport_options=celeryconfig.broker_transport_options,
-    ) as connection:
+    )
+
+
+def restore(url: str | None = None) -> None:
+    """Put back what volunteers left unacknowledged past the visibility timeout."""
+    with _restoring(url) as connection:
         connection.default_channel.qos.restore_visible(num=RESTORE_PER_ROUND, interval=1)
+
+
+def restore_now(url: str | None, tag: str) -> None:
+    """Put one message in flight back on its (volunteer) queue now, as ``restore`` does after
+    the visibility timeout (its node is gone: app.watchdog)."""
+    with _restoring(url) as connection:
+        connection.default_channel.qos.restore_by_tag(tag)

@@ -10,7 +10,7 @@ decided it, a broker that lost its last second of writes. ``revive`` finds the s
 shown no sign of life for ``cc.LOST_GRACE_SECONDS`` and whose task id is in no queue and not in
 flight, enters their current attempt as ``lost`` (granted nothing, basis ``redispatched``: a
 late record for it is refused) and sends the next attempt, or fails the job (``worker_lost``)
-when no attempt is left. Run by the ledger worker's upkeep (``app.broker_upkeep``), with the
+when no attempt is left. Run by the ledger worker's upkeep (``app.upkeep``), with the
 stalled sweep (``app.jobs.fail_stalled``), wherever the ledger worker runs.
 """
 
@@ -19,16 +19,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import redis
 from sqlalchemy import func, select
 
 import celeryconfig as cc
-from app import jobs, lifecycle
+from app import broker_upkeep, jobs, lifecycle, registry
 from app.extensions import db
 from app.ledger import periods, rules
-from app.models import ExecutionSighting, Job, JobState, JobStep, LedgerEntry, StepState, utcnow
+from app.ledger.values import aware
+from app.models import ExecutionSighting, Job, JobState, JobStep, LedgerEntry, Node, StepState, utcnow
 from workers.protocol import errors
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,8 @@ _LIFE = func.greatest(
 
 
 def _last_life(step: JobStep) -> datetime:
-    """When the step last showed a sign of life: sent, an input fetched, a record entered."""
-    seen = db.session.scalar(
-        select(func.max(ExecutionSighting.first_seen_at)).where(ExecutionSighting.task_id == step.task_id)
-    )
-    entered = db.session.scalar(
-        select(func.max(LedgerEntry.received_at)).where(LedgerEntry.task_id == step.task_id)
-    )
-    return max(_aware(m) for m in (step.dispatched_at, seen, entered) if m is not None)
+    """When the step last showed a sign of life (``_LIFE``), read again under its job's lock."""
+    return aware(db.session.scalar(select(_LIFE).where(JobStep.id == step.id)))
 
 
 def current_attempt(step: JobStep) -> int:
@@ -132,7 +127,7 @@ def revive(admin: redis.Redis, url: str | None = None, now: datetime | None = No
         )
         .order_by(JobStep.id)
     ).all()
-    candidates = [step_id for step_id, _, _, life in rows if _aware(life) < quiet]
+    candidates = [step_id for step_id, _, _, life in rows if aware(life) < quiet]
     orphans = {
         task_id
         for step_id, task_id, state, _ in rows
@@ -151,7 +146,7 @@ def revive(admin: redis.Redis, url: str | None = None, now: datetime | None = No
         tags = [tag for tag in held.get(task_id, []) if tag is not None]
         if tags and None not in held.get(task_id, []):
             for tag in tags:
-                restore_now(url, tag)
+                broker_upkeep.restore_now(url, tag)
             done.append((task_id, "put back: the node that held it is gone"))
     for step_id in candidates:
         action = _revive_one(step_id, held, quiet)
@@ -162,9 +157,6 @@ def revive(admin: redis.Redis, url: str | None = None, now: datetime | None = No
 
 def _holders_gone(step: JobStep, now: datetime) -> bool:
     """Whether every node seen starting the step's current attempt is gone (registry)."""
-    from app import registry
-    from app.models import Node
-
     attempt = current_attempt(step)
     sightings = db.session.scalars(
         select(ExecutionSighting).where(
@@ -172,24 +164,11 @@ def _holders_gone(step: JobStep, now: datetime) -> bool:
         )
     ).all()
     return bool(sightings) and all(
-        registry.gone_since(db.session.get(Node, s.node_id), _aware(s.first_seen_at), now) for s in sightings
+        registry.gone_since(db.session.get(Node, s.node_id), aware(s.first_seen_at), now) for s in sightings
     )
 
 
-def restore_now(url: str | None, tag: str) -> None:
-    """Put one message in flight back on its (volunteer) queue now, as kombu's restore does
-    after the visibility timeout."""
-    from kombu import Connection
-
-    from app.broker_upkeep import RestoringTransport
-
-    with Connection(
-        url or cc.broker_url, transport=RestoringTransport, transport_options=cc.broker_transport_options
-    ) as connection:
-        connection.default_channel.qos.restore_by_tag(tag)
-
-
-def _revive_one(step_id: int, held: set[str], quiet: datetime) -> tuple[str, str] | None:
+def _revive_one(step_id: int, held: dict[str, list[str | None]], quiet: datetime) -> tuple[str, str] | None:
     step = db.session.get(JobStep, step_id)
     db.session.refresh(step.job, with_for_update=True)  # as the ledger and cancel lock it
     db.session.refresh(step)
@@ -250,7 +229,3 @@ def _revive_one(step_id: int, held: set[str], quiet: datetime) -> tuple[str, str
         return step.task_id, f"attempt {attempt + 1} not sent"
     log.warning("task %s: attempt %d was lost, attempt %d sent", step.task_id, attempt, attempt + 1)
     return step.task_id, f"sent attempt {attempt + 1}"
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
