@@ -79,6 +79,10 @@ task_routes = {
     "grid.ledger.*": {"queue": LEDGER_QUEUE, "routing_key": LEDGER_QUEUE},
 }
 task_create_missing_queues = False
+#: Priorities of volunteer task messages (kombu's Redis transport serves 0 first, then 3, 6,
+#: 9): a replica, which checks a result its job is waiting for, goes ahead of new steps.
+REPLICA_PRIORITY = 0
+TASK_PRIORITY = 3
 
 # --- limits on work (checked by the API at submission and again by the worker) ---------------
 

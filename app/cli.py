@@ -154,7 +154,8 @@ def format_entry(entry: LedgerEntry) -> str:
         f"{entry.units:>6} {entry.unit}s  claimed {entry.claimed_ms / 1000:.3f}s observed "
         f"{'-' if entry.observed_ms is None else f'{entry.observed_ms / 1000:.3f}s'} cap "
         f"{entry.cap_ms / 1000:.1f}s → granted "
-        f"{entry.granted_ms / 1000:.3f}s ({entry.grant_basis}) at {entry.rate_eur_per_hour} €/h"
+        f"{entry.granted_ms / 1000:.3f}s ({entry.grant_basis}{', held' if entry.held else ''}) "
+        f"at {entry.rate_eur_per_hour} €/h"
     )
 
 

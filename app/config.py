@@ -41,3 +41,24 @@ class Defaults:
     #: Seconds the API waits for the next piece of a request body before it answers 408
     #: (``app.request_body``): a client that stops sending holds no thread for longer.
     REQUEST_BODY_TIMEOUT = 30
+    # Results checked by re-running them on other nodes (app.validation, docs/decisions/0011).
+    #: Off only for a grid of machines that are all the operator's own (one node cannot check
+    #: another): every result is then taken as it comes and paid at once.
+    VALIDATION = True
+    #: Validated results in a row after which a node is trusted (every result re-run before).
+    VALIDATION_PROBATION_RESULTS = 10
+    #: A trusted node's result is re-run with probability max(1 / results in a row, floor).
+    VALIDATION_SPOT_CHECK_FLOOR = 0.05
+    #: Largest normalised character distance at which two OCR texts of a page agree: honest
+    #: runs of other SIMD paths, thread counts and renderers differ by at most 0.0098 on our
+    #: pages; the cheats measured start at 0.096 (docs/decisions/0011).
+    VALIDATION_OCR_MAX_DISTANCE = 0.03
+    #: The same for summaries and translations: 0, the same text (greedy decoding of one model
+    #: file gave byte-identical outputs across thread counts and processes).
+    VALIDATION_LLM_MAX_DISTANCE = 0.0
+    #: Replicas asked for at most per result (two: three results give a majority).
+    VALIDATION_MAX_REPLICAS = 2
+    #: A node with this many invalid results within the window is paused until an operator
+    #: resumes it.
+    SUSPICION_INVALID_RESULTS = 3
+    SUSPICION_WINDOW_HOURS = 24

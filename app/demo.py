@@ -2,10 +2,12 @@
 
 The embedded default: a private Redis and a private PostgreSQL of the demo's own, their data
 and Unix sockets under ``var/`` (no TCP port), started and stopped by the demo
-(docs/decisions/0008). On them it starts the API, one volunteer worker on ``llm,ocr`` (as an
-enrolled node with its own broker user), the ledger worker and Flower as child processes, puts
-the bundled sample document through the pipeline (OCR → summary → translation), prints what
-came out and the ledger, then serves until it is stopped (or exits with DEMO_ONCE=1).
+(docs/decisions/0008). On them it starts the API, two volunteer workers on ``llm,ocr`` of two
+members (each an enrolled node with its own broker user: new nodes' results are each checked by
+the other, docs/decisions/0011), the ledger worker and Flower as child processes, puts the
+bundled sample document through the pipeline (OCR → summary → translation), prints what came
+out, how it was checked and the ledger, then serves until it is stopped (or exits with
+DEMO_ONCE=1).
 
 Stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP, it stops every child and its servers before it
 exits; killed outright, its children are told by the kernel (a parent-death signal) and stop
@@ -39,6 +41,9 @@ from app.servers import PostgresServer, RedisServer, ServerStartError, parent_de
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "proces-verbal-ag.pdf"
+#: The demo's volunteer nodes and their owners: two members, so each node's results can be
+#: checked on a machine that is not its owner's (app.validation).
+VOLUNTEERS = (("demo-volunteer", "volunteer@koprogo.local"), ("demo-neighbour", "neighbour@koprogo.local"))
 BIN = Path(sys.executable).parent
 
 
@@ -279,14 +284,15 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
 
     upgrade(directory=str(ROOT / "migrations"))
     _, token = create_token("demo", "demo@koprogo.local", ["admin"])
-    volunteer = db.session.scalar(select(Node).where(Node.name == "demo-volunteer"))
-    volunteer = volunteer or nodes.create("demo-volunteer", "volunteer@koprogo.local")
-    broker_acl.ensure_user(volunteer)  # the volunteer runs as its own broker user, as in production
+    volunteers = []
+    for name, owner in VOLUNTEERS:
+        volunteer = db.session.scalar(select(Node).where(Node.name == name)) or nodes.create(name, owner)
+        broker_acl.ensure_user(volunteer)  # each runs as its own broker user, as in production
+        volunteers.append(volunteer)
     db.session.commit()
     headers = {"Authorization": f"Bearer {token}"}
     api_port, flower_port = _port(5000), _port(5555)
     api = f"http://127.0.0.1:{api_port}"
-    volunteer_env = {**env, **nodes.worker_environment(volunteer, celeryconfig.broker_url, api)}
 
     celery = str(BIN / "celery")
     children.start(
@@ -303,23 +309,24 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
             "--loglevel=INFO",
         ],
     )
-    children.start(
-        "volunteer",
-        [
-            celery,
-            "-A",
-            "workers",
-            "worker",
-            "-Q",
-            "llm,ocr",
-            "-c",
-            "1",
-            "-n",
-            f"{volunteer.name}@%h",  # a node's worker is named after it
-            "--loglevel=INFO",
-        ],
-        volunteer_env,
-    )
+    for volunteer in volunteers:
+        children.start(
+            volunteer.name,
+            [
+                celery,
+                "-A",
+                "workers",
+                "worker",
+                "-Q",
+                "llm,ocr",
+                "-c",
+                "1",
+                "-n",
+                f"{volunteer.name}@%h",  # a node's worker is named after it
+                "--loglevel=INFO",
+            ],
+            {**env, **nodes.worker_environment(volunteer, celeryconfig.broker_url, api)},
+        )
     children.start(
         "api",
         [
@@ -338,7 +345,8 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
     )
     _wait_for(children, "the API", _api_up(api))
     _wait_for(children, "the ledger worker", _log_has(children, "ledger", " ready."))
-    _wait_for(children, "the volunteer worker", _log_has(children, "volunteer", " ready."))
+    for volunteer in volunteers:
+        _wait_for(children, f"the volunteer {volunteer.name}", _log_has(children, volunteer.name, " ready."))
     click.echo(f"  ready in {time.monotonic() - started:.1f} s")
     click.echo(f"  API     {api}   (token for this demo: {token})")
     click.echo(f"  Flower  http://127.0.0.1:{flower_port}")
@@ -364,6 +372,7 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
         f"Translation ({result['translation_language']}, {result['translation_tokens']} tokens)",
         result["translation"],
     )
+    _section("Checked by another node", _check_lines(job))
     _section("Ledger: one entry per execution", _ledger_lines(job["id"]))
     cost = job["cost"]
     split = ", ".join(f"{name.replace('_', ' ')} {amount} €" for name, amount in cost["split"].items())
@@ -384,6 +393,22 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
     while True:
         children.check()
         time.sleep(1)
+
+
+def _check_lines(job: dict) -> str:
+    lines = []
+    for step in job["steps"]:
+        check = step.get("verification")
+        if not check:
+            lines.append(f"{step['name']:<10} not re-run (a trusted node's result, or checking is off)")
+            continue
+        replicas = ", ".join(f"{r['node']} ({r['verdict']})" for r in check["replicas"])
+        gaps = ", ".join(f"{d['distance']:.4f}" for d in check["distances"])
+        lines.append(
+            f"{step['name']:<10} {check['reason']}: re-run on {replicas}; distance {gaps}; "
+            f"the result from {step['node']} was given"
+        )
+    return "\n".join(lines)
 
 
 def _ledger_lines(job_id: str) -> str:

@@ -43,11 +43,20 @@ class ApiError(Exception):
     status = 400
     code = BAD_REQUEST
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code or self.code
         self.status = status or self.status
+        #: Seconds the client should wait before asking again (``Retry-After``), if it should.
+        self.retry_after = retry_after
 
 
 class InvalidJson(ApiError):
@@ -170,16 +179,18 @@ _STATUS_OF_HTTP = {
 }
 
 
-def _body(code: str, message: str, status: int):
+def _body(code: str, message: str, status: int, retry_after: int | None = None):
     """The JSON answer; every 503 says when to ask again (``Retry-After``)."""
     headers = {}
-    if status == 503:
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    elif status == 503:
         headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
     return jsonify(error={"code": code, "message": message}), status, headers
 
 
 def answer(error: ApiError):
-    return _body(error.code, error.message, error.status)
+    return _body(error.code, error.message, error.status, error.retry_after)
 
 
 def _rollback() -> None:

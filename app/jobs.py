@@ -202,6 +202,8 @@ def send_step(step: JobStep, attempt: int = 0) -> None:
         # only its own queue.
         queue=_QUEUES[step.queue],
         routing_key=step.queue,
+        # A replica checks a result its job waits for: taken before new work (app.validation).
+        priority=cc.REPLICA_PRIORITY if step.is_replica else cc.TASK_PRIORITY,
     )
 
 
@@ -239,7 +241,7 @@ def fail_stalled(now: datetime | None = None) -> list[str]:
     failed = []
     for job in candidates:
         current = next((s for s in job.steps if s.state not in StepState.FINAL), None)
-        task_ids = [current.task_id] if current else []
+        task_ids = [row.task_id for row in (current, *current.replicas)] if current else []
         latest = db.session.scalar(
             select(func.max(ExecutionSighting.first_seen_at)).where(ExecutionSighting.task_id.in_(task_ids))
         )
@@ -248,7 +250,9 @@ def fail_stalled(now: datetime | None = None) -> list[str]:
         )
         moments = [job.created_at, latest, entered]
         if current is not None:
-            moments += [current.dispatched_at, current.started_at]
+            moments += [
+                m for row in (current, *current.replicas) for m in (row.dispatched_at, row.started_at)
+            ]
         last = max(_aware(m) for m in moments if m is not None)
         if last < horizon:
             lifecycle.fail_job(
@@ -279,9 +283,33 @@ def _iso(moment) -> str | None:
     return moment.isoformat() if moment else None
 
 
+def _verification(step: JobStep) -> dict[str, Any] | None:
+    """How the step's result is being, or was, checked by other nodes (None: it was not)."""
+    if step.verdict is None and not step.replicas:
+        return None
+    check = step.check or {}
+    return {
+        "state": "awaiting_replica" if step.state == StepState.VERIFYING else "decided",
+        "reason": check.get("reason"),
+        "replicas": [
+            {
+                "state": replica.state,
+                "node": replica.node,
+                "verdict": replica.verdict,
+                "progress": _progress(replica),
+            }
+            for replica in step.replicas
+        ],
+        "results": check.get("results", []),
+        "distances": check.get("distances", []),
+    }
+
+
 def describe_step(step: JobStep) -> dict[str, Any]:
     result = step.result or {}
     units = {}
+    if step.state == StepState.VERIFYING:
+        result = {}  # not the member's until it is validated
     if step.name == "ocr" and "pages" in result:
         units = {"pages_done": result["pages"], "pages_total": result["pages"]}
     elif "tokens" in result:
@@ -299,6 +327,7 @@ def describe_step(step: JobStep) -> dict[str, Any]:
         "started_at": _iso(step.started_at),
         "finished_at": _iso(step.finished_at),
         "error": {"code": step.error_code, "message": step.error_message} if step.error_code else None,
+        "verification": _verification(step),
     }
 
 

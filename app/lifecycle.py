@@ -1,8 +1,12 @@
 """Every change of a job's or a step's state, in one place.
 
 A job is ``queued``, ``running``, then ``succeeded``, ``failed`` or ``cancelled``; each of its
-steps ``queued``, ``running`` (a node fetched its input), ``retrying``, then ``succeeded``,
-``failed``, ``cancelled`` or ``skipped`` (``app.models.JobState``, ``StepState``). The API and
+steps ``queued``, ``running`` (a node fetched its input), ``retrying``, then ``verifying``
+(its result is in and another node re-runs it, ``app.validation``), then ``succeeded``,
+``failed``, ``cancelled`` or ``skipped`` (``app.models.JobState``, ``StepState``). A replica of
+a step (a row of its own, ``JobStep.replica_of``) goes ``queued``, ``running``, ``retrying``,
+then ``succeeded``, ``failed``, ``cancelled`` or ``skipped`` without moving its job: only the
+step it checks does, once its results are compared. The API and
 ``manage.py`` (``app.jobs``: submit, cancel), the ledger (``app.ledger.executions``: a start,
 an entered completion) and the sweeper of stalled jobs (``app.jobs.fail_stalled``) all move
 jobs and steps through these functions, and nothing else assigns a state.
@@ -31,11 +35,12 @@ def step_dispatched(step: JobStep, at: datetime) -> None:
     step.dispatched_at = at
 
 
-def step_started(step: JobStep, worker: str, attempt: int, at: datetime) -> None:
+def step_started(step: JobStep, worker: str, attempt: int, at: datetime, node_id: str | None = None) -> None:
     """A node began an attempt of the step (the coordinator saw it fetch its input); its job
     runs from the first one."""
     step.state = StepState.RUNNING
     step.node = worker
+    step.node_id = node_id or step.node_id
     step.attempts = max(step.attempts, attempt + 1)
     step.started_at = step.started_at or at
     job = step.job
@@ -44,15 +49,18 @@ def step_started(step: JobStep, worker: str, attempt: int, at: datetime) -> None
         job.started_at = at
 
 
-def step_succeeded(step: JobStep, result: Any, *, at: datetime, wall_ms: int, cpu_ms: int) -> JobStep | None:
-    """The step's result is entered. Returns the step that works on it, marked dispatched, for
-    the caller to send once committed (None if there is none, or it was sent already); the job
-    succeeds with its last step."""
+def step_succeeded(
+    step: JobStep, result: Any, *, at: datetime, wall_ms: int | None = None, cpu_ms: int | None = None
+) -> JobStep | None:
+    """The step's result is entered (or, checked, validated). Returns the step that works on it,
+    marked dispatched, for the caller to send once committed (None if there is none, or it was
+    sent already); the job succeeds with its last step."""
     step.state = StepState.SUCCEEDED
     step.result = result
     step.error_code = step.error_message = None
     step.finished_at = at
-    step.wall_ms, step.cpu_ms = wall_ms, cpu_ms
+    if wall_ms is not None:
+        step.wall_ms, step.cpu_ms = wall_ms, cpu_ms
     job = step.job
     following = [s for s in job.steps if s.position == step.position + 1]
     send = None
@@ -64,6 +72,32 @@ def step_succeeded(step: JobStep, result: Any, *, at: datetime, wall_ms: int, cp
     elif job.state == JobState.QUEUED:
         job.state = JobState.RUNNING
     return send
+
+
+def step_verifying(step: JobStep, result: Any, *, wall_ms: int, cpu_ms: int) -> None:
+    """The step's result is in and is re-run on another node: it is held back from the user
+    (``app.jobs.result_of`` shows succeeded steps only) until the results are compared."""
+    step.state = StepState.VERIFYING
+    step.result = result
+    step.error_code = step.error_message = None
+    step.wall_ms, step.cpu_ms = wall_ms, cpu_ms
+
+
+def replica_succeeded(replica: JobStep, result: Any, *, at: datetime, wall_ms: int, cpu_ms: int) -> None:
+    """A replica's result is entered: it waits to be compared with its step's."""
+    replica.state = StepState.SUCCEEDED
+    replica.result = result
+    replica.error_code = replica.error_message = None
+    replica.finished_at = at
+    replica.wall_ms, replica.cpu_ms = wall_ms, cpu_ms
+
+
+def replica_failed(replica: JobStep, code: str, message: str, *, at: datetime) -> None:
+    """A replica failed for good: its step's job goes on (another replica may be asked for)."""
+    replica.state = StepState.FAILED
+    replica.error_code = code
+    replica.error_message = message
+    replica.finished_at = at
 
 
 def step_failed(step: JobStep, code: str, message: str, *, at: datetime, wall_ms: int, cpu_ms: int) -> None:
@@ -120,15 +154,18 @@ def fail_job(job: Job, code: str, message: str) -> None:
     job.error_message = message
     job.finished_at = utcnow()
     for other in job.steps:
-        if other.state not in StepState.FINAL:
-            other.state = StepState.SKIPPED
+        for row in (other, *other.replicas):
+            if row.state not in StepState.FINAL:
+                row.state = StepState.SKIPPED
     _forget_input(job)
 
 
 def cancel_job(job: Job) -> list[JobStep]:
-    """The submitter cancelled the job: it and its unfinished steps are cancelled. Returns those
-    steps, whose tasks the caller revokes once committed."""
-    pending = [step for step in job.steps if step.state not in StepState.FINAL]
+    """The submitter cancelled the job: it and its unfinished steps (and their replicas) are
+    cancelled. Returns those, whose tasks the caller revokes once committed."""
+    pending = [
+        row for step in job.steps for row in (step, *step.replicas) if row.state not in StepState.FINAL
+    ]
     job.state = JobState.CANCELLED
     job.finished_at = utcnow()
     job.error_code, job.error_message = "cancelled", "Cancelled at the submitter's request."

@@ -69,6 +69,9 @@ class JobState:
 class StepState(JobState):
     RETRYING = "retrying"  # an attempt failed for a transient reason; it will run again
     SKIPPED = "skipped"  # an earlier step failed or the job was cancelled first
+    #: Its result is in, and another node is re-running it: the user gets it once validated
+    #: (app.validation).
+    VERIFYING = "verifying"
     FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, SKIPPED})
 
 
@@ -110,8 +113,13 @@ class Job(db.Model):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    #: The job's steps, in order; replicas of a step (``JobStep.replica_of_id``) are not among
+    #: them but under their step's ``replicas``.
     steps: Mapped[list[JobStep]] = relationship(
-        back_populates="job", order_by="JobStep.position", cascade="all, delete-orphan"
+        back_populates="job",
+        order_by="JobStep.position",
+        cascade="all, delete-orphan",
+        primaryjoin="and_(Job.id == JobStep.job_id, JobStep.replica_of_id.is_(None))",
     )
 
 
@@ -136,8 +144,29 @@ class JobStep(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     wall_ms: Mapped[int | None] = mapped_column(BigInteger)
     cpu_ms: Mapped[int | None] = mapped_column(BigInteger)
+    #: The node whose entered result this row holds (the last one to succeed on it).
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"))
+    #: Set on a replica: the step whose result it re-runs on another node (app.validation).
+    #: A replica has the step's name, task, queue and input, and a task id of its own.
+    replica_of_id: Mapped[int | None] = mapped_column(ForeignKey("job_steps.id"), index=True)
+    #: What the comparison of results decided about the result this row holds: ``pending``
+    #: (replicas running), ``valid``, ``invalid``; None when it was not checked (a trusted
+    #: node's result not drawn for a spot check, or validation off).
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    #: On a checked step: how its results compared (candidates, distances, the decision).
+    check: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     job: Mapped[Job] = relationship(back_populates="steps")
+    replica_of: Mapped[JobStep | None] = relationship(
+        remote_side="JobStep.id", back_populates="replicas", foreign_keys=[replica_of_id]
+    )
+    replicas: Mapped[list[JobStep]] = relationship(
+        back_populates="replica_of", order_by="JobStep.id", foreign_keys=[replica_of_id]
+    )
+
+    @property
+    def is_replica(self) -> bool:
+        return self.replica_of_id is not None
 
 
 class JobInput(db.Model):
@@ -203,6 +232,15 @@ class Node(db.Model):
     #: (app.ledger.rules.concurrency_bound).
     concurrency: Mapped[int | None] = mapped_column(Integer)
     busy_until: Mapped[list[int] | None] = mapped_column(JSON)
+    #: Why it is paused, when the grid paused it (``paused_by`` ``suspicion``: too many invalid
+    #: results, app.validation); shown to its owner and to operators.
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    # Its trust (app.validation): results validated in a row since its last invalid one (it is
+    # trusted from ``VALIDATION_PROBATION_RESULTS`` on), and its totals.
+    validated_streak: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    validated_results: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    invalid_results: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_invalid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     participant: Mapped[Participant] = relationship(back_populates="nodes")
 
@@ -285,6 +323,9 @@ class LedgerEntry(db.Model):
     cap_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     granted_ms: Mapped[int] = mapped_column(BigInteger)
     grant_basis: Mapped[str] = mapped_column(String(48))
+    #: The grant waits for the result to be validated (app.validation): it counts only once a
+    #: ``GrantDecision`` releases it, in the period of that decision.
+    held: Mapped[bool] = mapped_column(default=False, server_default="false")
     rate_eur_per_hour: Mapped[Decimal | None] = mapped_column(Money(12, 6))
     #: The settlement period (YYYY-MM) it counts in: the open one when it was received.
     period: Mapped[str | None] = mapped_column(String(7), index=True)
@@ -293,6 +334,27 @@ class LedgerEntry(db.Model):
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
     reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(254))
+
+
+class GrantDecision(db.Model):
+    """What became of a held grant: ``released`` (its result was validated; it counts in the
+    period open when it was) or ``refused`` (``invalid_result``: its result lost the
+    comparison; ``no_agreement``: no two results agreed). One per held entry; append-only, like
+    the entries."""
+
+    __tablename__ = "grant_decisions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    #: The entry's node, copied for the suspicion count (invalid results per node in a window).
+    node_id: Mapped[str | None] = mapped_column(ForeignKey("nodes.id"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))  # released | refused
+    reason: Mapped[str] = mapped_column(String(32))  # validated | invalid_result | no_agreement | …
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    #: The settlement period the released grant counts in: the open one when it was decided.
+    period: Mapped[str | None] = mapped_column(String(7), index=True)
+
+    entry: Mapped[LedgerEntry] = relationship()
 
 
 class LedgerRejection(db.Model):

@@ -21,11 +21,12 @@ import celeryconfig
 from app import nodes
 from app.errors import PausedByOperator
 from app.extensions import db
-from app.ledger import rules
+from app.ledger import rules, settlement
 from app.ledger.context import Context
 from app.ledger.values import aware
 from app.ledger.verification import Refused, as_evidence, reject, verify_node
 from app.models import LedgerEntry, Node, NodeHeartbeat, utcnow
+from app.validation import settings
 
 log = logging.getLogger(__name__)
 
@@ -110,25 +111,27 @@ def start_consuming(worker: str | None, queues: list[str]) -> None:
         control.add_consumer(queue, destination=[worker])
 
 
-#: Who may pause and resume a node.
-OWNER, OPERATOR = "owner", "operator"
+#: Who may pause and resume a node: its owner, an operator, or the grid itself when the node's
+#: results are found invalid too often (app.validation.checks); only an operator resumes a node
+#: paused by an operator or on suspicion.
+OWNER, OPERATOR, SUSPICION = "owner", "operator", "suspicion"
+_OPERATORS_ONLY = (OPERATOR, SUSPICION)
 
 
 def pause(node: Node, by: str) -> None:
     """Drain the node (not committed; then ``tell_worker``): its worker finishes the current
-    task and takes no more. An operator's pause is kept over an owner's."""
-    if node.paused_at is None or by == OPERATOR:
+    task and takes no more. An operator's or the grid's pause is kept over an owner's."""
+    if node.paused_at is None or by in _OPERATORS_ONLY:
         node.paused_by = by
     node.paused_at = node.paused_at or utcnow()
 
 
 def resume(node: Node, by: str) -> None:
     """Let the node work again (not committed; then ``tell_worker``)."""
-    if node.paused_at is not None and node.paused_by == OPERATOR and by != OPERATOR:
-        raise PausedByOperator(
-            f"Node {node.name} was paused by an operator: ask the cooperative to resume it."
-        )
-    node.paused_at = node.paused_by = None
+    if node.paused_at is not None and node.paused_by in _OPERATORS_ONLY and by != OPERATOR:
+        why = "an operator" if node.paused_by == OPERATOR else "the grid (its results were found invalid)"
+        raise PausedByOperator(f"Node {node.name} was paused by {why}: ask the cooperative to resume it.")
+    node.paused_at = node.paused_by = node.pause_reason = None
 
 
 def tell_worker(node: Node) -> None:
@@ -187,7 +190,7 @@ def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     granted = db.session.execute(
         select(LedgerEntry.capability, func.coalesce(func.sum(LedgerEntry.granted_ms), 0))
-        .where(LedgerEntry.node_id == node.id)
+        .where(LedgerEntry.node_id == node.id, settlement.counted())
         .group_by(LedgerEntry.capability)
     ).all()
     probe = node.probe or {}
@@ -207,6 +210,13 @@ def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
         "last_seen_at": _iso(node.last_seen_at),
         "paused_at": _iso(node.paused_at),
         "paused_by": node.paused_by,
+        "pause_reason": node.pause_reason,
+        "trust": settings.trust_of(
+            node.validated_streak or 0,
+            node.validated_results or 0,
+            node.invalid_results or 0,
+            node.last_invalid_at,
+        ),
         "approved_at": _iso(node.approved_at),
         "revoked_at": _iso(node.revoked_at),
         "uptime_percent": {name: uptime(node, window, now) for name, window in WINDOWS.items()},

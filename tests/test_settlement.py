@@ -728,9 +728,14 @@ def test_postgresql_refuses_to_change_or_remove_a_ledger_entry(flask_app, statem
 
     with flask_app.app_context():
         db.session.execute(text("SET LOCAL lock_timeout = '20s'"))
-        with pytest.raises(DBAPIError, match="append-only") as refused:
+        with pytest.raises(DBAPIError) as refused:
             db.session.execute(text(statement), {"id": entry_id})
-        assert "record a reversing entry instead" in str(refused.value)
+        if statement == "TRUNCATE ledger_entries":
+            # Decisions on held grants refer to entries: PostgreSQL refuses before the trigger.
+            assert "grant_decisions" in str(refused.value)
+        else:
+            assert "append-only" in str(refused.value)
+            assert "record a reversing entry instead" in str(refused.value)
         db.session.rollback()
 
     with flask_app.app_context():

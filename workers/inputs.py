@@ -58,7 +58,7 @@ def fetch(task_id: str, task_name: str, attempt: int, worker: str) -> tuple[str,
             log.warning("task %s is not ours to run (%s): %s", task_id, exc.code, _reason(exc))
             raise Ignore() from None
         log.warning("task %s handed back: the coordinator said %s (%s)", task_id, exc.code, _reason(exc))
-        raise _hand_back() from None
+        raise _hand_back(_retry_after(exc)) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         log.error("the coordinator could not be reached for the input of task %s: %s", task_id, exc)
         raise _hand_back() from None
@@ -76,7 +76,15 @@ def _reason(exc: urllib.error.HTTPError) -> str:
         return "?"
 
 
-def _hand_back() -> Reject:
+def _retry_after(exc: urllib.error.HTTPError) -> float:
+    """The pause the coordinator asked for (``Retry-After`` in seconds), within reason."""
+    try:
+        return min(max(float(exc.headers.get("Retry-After", RETRY_SECONDS)), 0.2), 60.0)
+    except (TypeError, ValueError):
+        return RETRY_SECONDS
+
+
+def _hand_back(seconds: float = RETRY_SECONDS) -> Reject:
     """What gives the message back to the broker, unrun, after a pause: no attempt is spent."""
-    time.sleep(RETRY_SECONDS)
+    time.sleep(seconds)
     return Reject("the input could not be fetched", requeue=True)

@@ -7,6 +7,8 @@ start-up (``workers.preflight``), so the probe and the worker never disagree.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -47,6 +49,45 @@ def tesseract() -> dict[str, Any]:
     return {"version": version, "languages": languages}
 
 
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "koprogo-grid" / "model-digests.json"
+
+
+def model_digest(path: Path) -> str | None:
+    """SHA-256 of the model file: a result of an LLM step is checked on a node that registered
+    the same one (app.validation). Kept in the user's cache by path, size and modification
+    time, so a multi-gigabyte file is read once, not at every start."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = _cache_file()
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    value = digest.hexdigest()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        known = known if isinstance(known, dict) else {}
+        known[key] = value
+        cache.write_text(json.dumps(known))
+    except OSError:
+        pass  # no cache: hashed again at the next start
+    return value
+
+
 def model() -> dict[str, Any] | None:
     """The configured GGUF model, its size and whether it fits in this machine's RAM."""
     from workers.engines import llama
@@ -61,6 +102,7 @@ def model() -> dict[str, Any] | None:
         "path": str(path),
         "exists": size is not None,
         "bytes": size,
+        "sha256": model_digest(path) if size is not None else None,
         "fits_in_ram": size is not None and size <= budget,
     }
 

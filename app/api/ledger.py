@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from flask import Blueprint, request
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from app.api import params
 from app.auth import current_token, require
@@ -35,7 +35,9 @@ def nodes():
             func.count(),
             func.coalesce(func.sum(LedgerEntry.units), 0),
             func.coalesce(func.sum(LedgerEntry.claimed_ms), 0),
-            func.coalesce(func.sum(LedgerEntry.granted_ms), 0),
+            # Grants held until their results are validated, or refused, count for nothing yet.
+            func.coalesce(func.sum(case((settlement.counted(), LedgerEntry.granted_ms), else_=0)), 0),
+            func.coalesce(func.sum(case((settlement.counted(), 0), else_=LedgerEntry.granted_ms)), 0),
         )
         # The coordinator's own entries (attempts it gave up as lost) belong to no node.
         .where(LedgerEntry.node_id.is_not(None))
@@ -44,7 +46,7 @@ def nodes():
     ).all()
     names = {node.id: node for node in db.session.scalars(select(Node))}
     out: dict[str | None, dict] = {}
-    for node_id, capability, rate, executions, units, claimed_ms, granted_ms in rows:
+    for node_id, capability, rate, executions, units, claimed_ms, granted_ms, held_ms in rows:
         node = names.get(node_id)
         entry = out.setdefault(
             node_id,
@@ -65,6 +67,7 @@ def nodes():
                 "units": 0,
                 "claimed_ms": 0,
                 "granted_ms": 0,
+                "held_ms": 0,
                 "reward": Decimal(0),
                 "rates_eur_per_hour": [],
             },
@@ -73,6 +76,7 @@ def nodes():
         line["units"] += int(units)
         line["claimed_ms"] += int(claimed_ms)
         line["granted_ms"] += int(granted_ms)
+        line["held_ms"] += int(held_ms)
         line["reward"] += rules.reward(int(granted_ms), rate or Decimal(0))
         line["rates_eur_per_hour"].append(str(rate))
     result = []
@@ -88,6 +92,7 @@ def nodes():
                     "unit": line["unit"],
                     "claimed_hours": _shown(rules.hours(line["claimed_ms"])),
                     "granted_hours": _shown(rules.hours(line["granted_ms"])),
+                    "held_or_refused_hours": _shown(rules.hours(line["held_ms"])),
                     "rates_eur_per_hour": sorted(set(line["rates_eur_per_hour"])),
                     "reward_eur": _shown(line["reward"]),
                 }

@@ -34,6 +34,11 @@ _STATUS = {
     "cross_node": 409,
     "not_started": 409,
     "bad_attempt": 409,
+    # A replica checks a result: not on the node that produced it, nor (while another is online)
+    # on one of the same participant, nor with another model file (app.validation.checks).
+    "same_node": 409,
+    "same_owner": 409,
+    "other_model": 409,
     "no_input": 410,
     "step_finished": 410,
     "attempt_over": 410,
@@ -47,6 +52,10 @@ _STATUS = {
     "stale": 403,
     "oversized": 413,
 }
+#: Seconds a node waits before handing back a replica it may not run: soon enough that the
+#: replica is not delayed long when this node is the only one free, not so soon that it spins.
+_REPLICA_RETRY_AFTER = 1
+_REPLICA_REFUSALS = ("same_node", "same_owner", "other_model")
 
 
 def _record(task_id: str, what: str) -> dict:
@@ -73,7 +82,10 @@ def fetch_input(task_id: str):
     if refused is not None:
         db.session.commit()  # the refusal, as evidence
         raise ApiError(
-            refused.detail or refused.reason, code=refused.reason, status=_STATUS.get(refused.reason, 400)
+            refused.detail or refused.reason,
+            code=refused.reason,
+            status=_STATUS.get(refused.reason, 400),
+            retry_after=_REPLICA_RETRY_AFTER if refused.reason in _REPLICA_REFUSALS else None,
         )
     found = jobs.input_of(step)
     if found is None:  # a job queued before inputs were kept (an upgrade): it cannot run

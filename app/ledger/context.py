@@ -44,6 +44,8 @@ class Context:
     heartbeats: dict[str, set[int]] = field(default_factory=dict)
     #: What to do once the batch is committed (broker commands to nodes).
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: Results found invalid in this batch, per node (app.validation.checks).
+    invalid_verdicts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, records: Iterable[Any] = ()) -> Context:
@@ -64,9 +66,16 @@ class Context:
 
     def lock_nodes(self) -> None:
         """Lock the batch's nodes, in id order, after its jobs (as every batch does): a node's
-        execution slots (``Node.busy_until``) are read and written by one batch at a time."""
-        if self.names:
-            query = select(Node).where(Node.id.in_(list(self.names))).order_by(Node.id).with_for_update()
+        execution slots (``Node.busy_until``) and trust are read and written by one batch at a
+        time. The nodes whose results a replica in the batch checks are among them: its verdict
+        moves their trust too (app.validation.checks)."""
+        ids = set(self.names)
+        for step in self.steps.values():
+            if step is not None and step.replica_of_id is not None:
+                original = step.replica_of
+                ids |= {row.node_id for row in (original, *original.replicas) if row.node_id}
+        if ids:
+            query = select(Node).where(Node.id.in_(list(ids))).order_by(Node.id).with_for_update()
             for node in db.session.scalars(query.execution_options(populate_existing=True)):
                 self.nodes[node.id] = node
 

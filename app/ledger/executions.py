@@ -28,6 +28,7 @@ from app.ledger.context import Context
 from app.ledger.values import as_int, as_ms, as_text, as_time
 from app.ledger.verification import Refused, reject, verify_execution, verify_node
 from app.models import ExecutionSighting, Job, JobState, JobStep, LedgerEntry, Node, StepState, utcnow
+from app.validation import checks
 from workers import protocol
 
 #: Refusals of a start that are not kept as evidence: nobody signed the record (anyone may knock
@@ -62,6 +63,8 @@ def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None,
         if step.state in StepState.FINAL or step.job.state in JobState.FINAL:
             raise Refused("step_finished", f"task {step.task_id} is {step.state}, its job {step.job.state}")
         _check_start(step, node_id, attempt, ctx, now)
+        if step.is_replica:
+            checks.check_start(step, node_id, now)
     except protocol.Invalid as invalid:
         refused = Refused(invalid.reason, invalid.detail)
     except Refused as caught:
@@ -84,7 +87,7 @@ def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None,
                 first_seen_at=now,
             )
         )
-    lifecycle.step_started(step, str(record.get("node", ""))[:200], attempt, now)
+    lifecycle.step_started(step, str(record.get("node", ""))[:200], attempt, now, node_id)
     return step, None
 
 
@@ -266,23 +269,23 @@ def _advance(step: JobStep, entry: LedgerEntry, record: dict[str, Any], ctx: Con
     job: Job = step.job
     if job.state in JobState.FINAL or step.state in StepState.FINAL:
         return  # a late duplicate of a finished step
+    if step.state == StepState.VERIFYING:
+        return  # its result is in and being checked: a late record of another attempt
     error = record.get("error") if isinstance(record.get("error"), dict) else {}
     step.node = entry.node
+    step.node_id = entry.node_id
     step.attempts = max(step.attempts, entry.attempt + 1)
     if entry.outcome == "succeeded":
-        following = lifecycle.step_succeeded(
-            step, record.get("result"), at=entry.received_at, wall_ms=entry.wall_ms, cpu_ms=entry.cpu_ms
-        )
-        if following is not None:  # it works on this entered result: sent once the batch is committed
-            ctx.after_commit.append(lambda: jobs.send_step(following))
+        # Accepted, or held until another node's result agrees (app.validation.checks).
+        checks.on_result(step, entry, record.get("result"), ctx)
     elif record.get("final"):
+        code = str(error.get("code") or "internal_error")[:64]
+        message = as_text(error.get("message") or "", 4000) or ""
+        if step.is_replica:
+            checks.on_replica_failed(step, code, message, entry.received_at, ctx)
+            return
         lifecycle.step_failed(
-            step,
-            str(error.get("code") or "internal_error")[:64],
-            as_text(error.get("message") or "", 4000) or "",
-            at=entry.received_at,
-            wall_ms=entry.wall_ms,
-            cpu_ms=entry.cpu_ms,
+            step, code, message, at=entry.received_at, wall_ms=entry.wall_ms, cpu_ms=entry.cpu_ms
         )
     else:  # retried or lost: it will run again
         lifecycle.step_retrying(

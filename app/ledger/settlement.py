@@ -1,5 +1,10 @@
 """Close a period into rewards, pay them, export them, and show participants their statement.
 
+An entry's grant counts in the period it was received in, unless it was entered *held* (its
+result awaited another node's, app.validation): then it counts once released, in the period of
+that decision (``GrantDecision``), and never if it was refused. A grant still held when its
+period closes so moves on to a later one.
+
 Settling locks the ledger against new entries for the moment it sums (PostgreSQL), so an entry
 is either in the period it was received in or, once that period is closed, in the next open
 one; a closed period never changes and settling it again changes nothing.
@@ -14,12 +19,51 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.ledger import periods, rules
-from app.models import Job, LedgerEntry, LedgerPeriod, Participant, Reward, RewardLine, utcnow
+from app.models import GrantDecision, Job, LedgerEntry, LedgerPeriod, Participant, Reward, RewardLine, utcnow
+
+RELEASED = "released"
+
+
+def counted() -> ColumnElement[bool]:
+    """Entries whose grant counts: entered unheld, or held and since released."""
+    released = (
+        select(GrantDecision.id)
+        .where(GrantDecision.entry_id == LedgerEntry.id, GrantDecision.decision == RELEASED)
+        .exists()
+    )
+    return or_(LedgerEntry.held.is_(False), released)
+
+
+def _payable_groups(period: str) -> list[tuple]:
+    """(node, capability, rate, granted ms, entries) of the grants that count in ``period``:
+    unheld entries received in it, and held ones released in it."""
+    columns = (LedgerEntry.node_id, LedgerEntry.capability, LedgerEntry.rate_eur_per_hour)
+    unheld = db.session.execute(
+        select(*columns, func.sum(LedgerEntry.granted_ms), func.count())
+        .where(LedgerEntry.period == period, LedgerEntry.node_id.is_not(None), LedgerEntry.held.is_(False))
+        .group_by(*columns)
+    ).all()
+    released = db.session.execute(
+        select(*columns, func.sum(LedgerEntry.granted_ms), func.count())
+        .join(GrantDecision, GrantDecision.entry_id == LedgerEntry.id)
+        .where(
+            GrantDecision.period == period,
+            GrantDecision.decision == RELEASED,
+            LedgerEntry.node_id.is_not(None),
+        )
+        .group_by(*columns)
+    ).all()
+    merged: dict[tuple, list[int]] = {}
+    for node_id, capability, rate, granted, count in [*unheld, *released]:
+        sums = merged.setdefault((node_id, capability, rate), [0, 0])
+        sums[0] += int(granted)
+        sums[1] += int(count)
+    return [(*key, granted, count) for key, (granted, count) in merged.items()]
 
 
 class SettlementError(ValueError):
@@ -43,17 +87,7 @@ def settle(period: str, now: datetime | None = None) -> LedgerPeriod:
     # Entries being written finish first; new ones wait until this commits and then, seeing the
     # period closed, go to the next one.
     db.session.execute(text("LOCK TABLE ledger_entries IN SHARE MODE"))
-    grouped = db.session.execute(
-        select(
-            LedgerEntry.node_id,
-            LedgerEntry.capability,
-            LedgerEntry.rate_eur_per_hour,
-            func.sum(LedgerEntry.granted_ms),
-            func.count(),
-        )
-        .where(LedgerEntry.period == period, LedgerEntry.node_id.is_not(None))
-        .group_by(LedgerEntry.node_id, LedgerEntry.capability, LedgerEntry.rate_eur_per_hour)
-    ).all()
+    grouped = _payable_groups(period)
     lines = [
         rules.Line(node_id, capability, int(granted), rate if rate is not None else Decimal(0))
         for node_id, capability, rate, granted, _ in grouped
@@ -103,12 +137,12 @@ def settle_due(now: datetime | None = None) -> list[str]:
     """Settle every ended period that has entries and is not closed (the beat schedule's job)."""
     now = now or utcnow()
     current = periods.of(now)
-    pending = db.session.scalars(
-        select(LedgerEntry.period).where(LedgerEntry.period < current).distinct().order_by(LedgerEntry.period)
-    ).all()
+    pending = set(
+        db.session.scalars(select(LedgerEntry.period).where(LedgerEntry.period < current).distinct())
+    ) | set(db.session.scalars(select(GrantDecision.period).where(GrantDecision.period < current).distinct()))
     closed = periods.closed()
     settled = []
-    for period in pending:
+    for period in sorted(p for p in pending if p):
         if period and period not in closed:
             settle(period, now)
             settled.append(period)
@@ -193,17 +227,31 @@ def statement(participant: Participant, period: str) -> dict[str, Any]:
     claimed, observed, cap and granted time, rate and euros; and the settled reward if any."""
     start, end = periods.bounds(period)
     node_ids = [node.id for node in participant.nodes]
+    released_here = select(GrantDecision.entry_id).where(
+        GrantDecision.period == period, GrantDecision.decision == RELEASED
+    )
     entries = db.session.scalars(
         select(LedgerEntry)
-        .where(LedgerEntry.period == period, LedgerEntry.node_id.in_(node_ids))
+        .where(
+            LedgerEntry.node_id.in_(node_ids),
+            or_(LedgerEntry.period == period, LedgerEntry.id.in_(released_here)),
+        )
         .order_by(LedgerEntry.received_at, LedgerEntry.id)
     ).all()
+    decisions = {
+        d.entry_id: d
+        for d in db.session.scalars(
+            select(GrantDecision).where(GrantDecision.entry_id.in_([e.id for e in entries if e.held]))
+        )
+    }
     names = {node.id: node.name for node in participant.nodes}
     lines = []
     exact = Decimal(0)
     for entry in entries:
+        status, counts = _grant_status(entry, decisions.get(entry.id), period)
         euros = rules.reward(entry.granted_ms, entry.rate_eur_per_hour or Decimal(0))
-        exact += euros
+        if counts:
+            exact += euros
         lines.append(
             {
                 "entry_id": entry.id,
@@ -222,10 +270,11 @@ def statement(participant: Participant, period: str) -> dict[str, Any]:
                 "cap_seconds": entry.cap_ms / 1000,
                 "granted_seconds": entry.granted_ms / 1000,
                 "grant_basis": entry.grant_basis,
+                "grant_status": status,
                 "rate_eur_per_hour": str(entry.rate_eur_per_hour)
                 if entry.rate_eur_per_hour is not None
                 else None,
-                "amount_eur": str(euros),
+                "amount_eur": str(euros if counts else Decimal(0)),
                 "reverses_entry": entry.reverses_id,
                 "reason": entry.reason,
             }
@@ -256,9 +305,26 @@ def statement(participant: Participant, period: str) -> dict[str, Any]:
     }
 
 
+def _grant_status(entry: LedgerEntry, decision: GrantDecision | None, period: str) -> tuple[str, bool]:
+    """What became of an entry's grant, seen from ``period``, and whether it counts there:
+    ``counted`` (unheld), ``held`` (its result awaits another node's), ``released`` (validated:
+    counted in the period of the release, shown as ``released in YYYY-MM`` elsewhere) or
+    ``refused: reason``."""
+    if not entry.held:
+        return "counted", entry.period == period
+    if decision is None:
+        return "held", False
+    if decision.decision != RELEASED:
+        return f"refused: {decision.reason}", False
+    if decision.period == period:
+        return "released", True
+    return f"released in {decision.period}", False
+
+
 def job_cost(job: Job) -> dict[str, Any]:
-    """What a job cost in granted compute, and how that revenue is split (seed ADR-0001)."""
-    entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job.id)).all()
+    """What a job cost in granted compute, and how that revenue is split (seed ADR-0001):
+    grants held or refused (results not validated, app.validation) cost nothing."""
+    entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job.id, counted())).all()
     exact = sum((rules.reward(e.granted_ms, e.rate_eur_per_hour or Decimal(0)) for e in entries), Decimal(0))
     shares = {name: Decimal(str(share)) for name, share in current_app.config["REVENUE_SPLIT"].items()}
     total = rules.to_cents(exact)
@@ -280,6 +346,14 @@ def reverse(entry_id: int, reason: str, by: str) -> LedgerEntry:
         raise SettlementError(f"no ledger entry {entry_id}")
     if original.reverses_id is not None:
         raise SettlementError(f"entry {entry_id} is itself a reversal")
+    if original.held and not db.session.scalar(
+        select(GrantDecision.id).where(
+            GrantDecision.entry_id == original.id, GrantDecision.decision == RELEASED
+        )
+    ):
+        raise SettlementError(
+            f"entry {entry_id} is held (its result awaits validation) or was refused: nothing to reverse"
+        )
     if not reason.strip() or not by.strip():
         raise SettlementError("a reversal needs a reason and the name of who makes it")
     lock_ledger_for_entries()

@@ -1,0 +1,321 @@
+"""Results checked before they reach the member or are paid: replicas, verdicts, held grants,
+node trust and suspicion (docs/decisions/0011).
+
+When the ledger enters a step's result (``app.ledger.executions``), this module decides, by the
+node's trust (``app.validation.policy``), whether another node re-runs the step first. If so:
+
+- the step waits in ``verifying`` with its result held back from the member, the execution's
+  grant is entered *held* (``LedgerEntry.held``), and a replica of the step (a ``JobStep`` row
+  with a task id of its own, ``replica_of`` the step) is sent to the step's queue ahead of new
+  work (``celeryconfig.REPLICA_PRIORITY``);
+- only a node other than the ones that produced the step's results may start the replica, and
+  one of another participant whenever one is online to take it, running the same model file
+  for an LLM step (``check_start``);
+- the replica's result is compared with the step's: agreeing, both are valid, their grants are
+  released (``GrantDecision``) and the member gets the result; disagreeing, a third result
+  decides, and a result that loses is ``invalid``, its grant refused (``invalid_result``);
+- every verdict moves its node's trust: a valid result adds to its streak, an invalid one resets
+  it, and a node with too many invalid results in a window is paused (``paused_by``
+  ``suspicion``) until an operator resumes it.
+
+A trusted node's result not drawn for a check is accepted as it is and paid at once. The caller
+(the ledger's batch) holds the locks on the step's job and on the nodes concerned
+(``app.ledger.context``) and commits.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+import celeryconfig
+from app import jobs, lifecycle, registry
+from app.extensions import db
+from app.ledger import periods
+from app.ledger.context import Context
+from app.ledger.values import aware
+from app.ledger.verification import Refused
+from app.models import GrantDecision, LedgerEntry, Node, StepState
+from app.models import JobStep as Step
+from app.validation import policy, settings
+
+#: Verdicts a result can be given (``JobStep.verdict``).
+PENDING, VALID, INVALID = "pending", "valid", "invalid"
+#: Why a held grant was refused.
+INVALID_RESULT = "invalid_result"
+NO_AGREEMENT = "no_agreement"
+
+_draw = secrets.SystemRandom()
+
+
+# --- a result comes in -----------------------------------------------------------------------
+
+
+def on_result(step: Step, entry: LedgerEntry, result: Any, ctx: Context) -> None:
+    """A succeeded execution of ``step`` (or of a replica) was entered as ``entry``."""
+    if step.is_replica:
+        _on_replica(step, entry, result, ctx)
+        return
+    node = _node(entry.node_id, ctx)
+    rules = settings.current()
+    streak = (node.validated_streak or 0) if node is not None else 0
+    if not settings.enabled() or node is None or not policy.needs_check(streak, rules, _draw.random()):
+        _accept(step, result, entry.received_at, ctx, wall_ms=entry.wall_ms, cpu_ms=entry.cpu_ms)
+        return
+    entry.held = True
+    lifecycle.step_verifying(step, result, wall_ms=entry.wall_ms, cpu_ms=entry.cpu_ms)
+    step.verdict = PENDING
+    step.check = {
+        "reason": "probation" if not policy.trusted(streak, rules) else "spot_check",
+        "probability": round(policy.check_probability(streak, rules), 4),
+        "results": [],
+    }
+    _ask_replica(step, ctx, entry.received_at)
+
+
+def on_replica_failed(replica: Step, code: str, message: str, at: datetime, ctx: Context) -> None:
+    """A replica failed for good (the input did not suit its node, its engine failed): it gives
+    no result, and the step's results are weighed again without it."""
+    lifecycle.replica_failed(replica, code, message, at=at)
+    original = replica.replica_of
+    if original.state == StepState.VERIFYING:
+        _decide(original, ctx, at)
+
+
+def _accept(step: Step, result: Any, at: datetime, ctx: Context, **measured: int | None) -> None:
+    following = lifecycle.step_succeeded(step, result, at=at, **measured)
+    if following is not None:  # it works on this result: sent once the batch is committed
+        ctx.after_commit.append(lambda: jobs.send_step(following))
+
+
+def _on_replica(replica: Step, entry: LedgerEntry, result: Any, ctx: Context) -> None:
+    entry.held = True
+    lifecycle.replica_succeeded(
+        replica, result, at=entry.received_at, wall_ms=entry.wall_ms, cpu_ms=entry.cpu_ms
+    )
+    replica.verdict = PENDING
+    original = replica.replica_of
+    if original.state == StepState.VERIFYING:
+        _decide(original, ctx, entry.received_at)
+        return
+    # The step was decided without it, or its job ended meanwhile (failed, stalled): judged
+    # against what the member got, or not judged at all.
+    if original.state == StepState.SUCCEEDED:
+        valid = policy.compare(original.name, original.result, result, settings.current())[0]
+        _judge(replica, valid, entry.received_at, ctx, reason=None if valid else INVALID_RESULT)
+    else:
+        replica.verdict = None
+        _refuse_grant(replica, "step_ended", entry.received_at, ctx)
+
+
+def _ask_replica(original: Step, ctx: Context, at: datetime) -> None:
+    replica = Step(
+        job_id=original.job_id,
+        position=original.position,
+        name=original.name,
+        task_name=original.task_name,
+        queue=original.queue,
+        state=StepState.QUEUED,
+    )
+    replica.replica_of = original
+    db.session.add(replica)
+    lifecycle.step_dispatched(replica, at)
+    ctx.after_commit.append(lambda: jobs.send_step(replica))
+
+
+# --- results compared ------------------------------------------------------------------------
+
+
+def _results(original: Step) -> list[Step]:
+    """The step's rows that hold a result still to be judged: the step's own, then its
+    succeeded replicas' in the order they were asked for."""
+    return [original] + [
+        r for r in original.replicas if r.state == StepState.SUCCEEDED and r.verdict == PENDING
+    ]
+
+
+def _decide(original: Step, ctx: Context, at: datetime) -> None:
+    rules = settings.current()
+    rows = _results(original)
+    decision = policy.decide(
+        [row.result for row in rows], lambda a, b: policy.compare(original.name, a, b, rules), rules
+    )
+    asked = len(original.replicas)
+    running = any(r.state not in StepState.FINAL for r in original.replicas)
+    check = dict(original.check or {})
+    check["distances"] = [
+        {"between": [rows[i].task_id, rows[j].task_id], "distance": round(gap, 6)}
+        for (i, j), gap in sorted(decision.distances.items())
+    ]
+    original.check = check
+    if decision.outcome == policy.AGREED:
+        canonical = rows[decision.canonical]
+        check["results"] = [
+            {"task_id": row.task_id, "node": row.node, "verdict": VALID if i in decision.valid else INVALID}
+            for i, row in enumerate(rows)
+        ]
+        check["canonical"] = canonical.task_id
+        for i, row in enumerate(rows):
+            valid = i in decision.valid
+            _judge(row, valid, at, ctx, reason=None if valid else INVALID_RESULT)
+        original.node, original.node_id = canonical.node, canonical.node_id
+        _accept(original, canonical.result, at, ctx)
+        return
+    if running:
+        return  # a replica asked for is still running: wait for it
+    if asked < rules.max_replicas:
+        _ask_replica(original, ctx, at)
+        return
+    # No two results agree, and no more replicas are asked for: nothing is given as the
+    # step's result, and nothing held is paid.
+    check["results"] = [{"task_id": row.task_id, "node": row.node, "verdict": None} for row in rows]
+    for row in rows:
+        row.verdict = None
+        _refuse_grant(row, NO_AGREEMENT, at, ctx)
+    lifecycle.step_failed(
+        original,
+        NO_AGREEMENT,
+        f"No two of {len(rows)} results of this step agreed (nodes disagree); it cannot be validated.",
+        at=at,
+        wall_ms=original.wall_ms or 0,
+        cpu_ms=original.cpu_ms or 0,
+    )
+
+
+def _judge(row: Step, valid: bool, at: datetime, ctx: Context, reason: str | None) -> None:
+    """Give a result its verdict: its grant released or refused, its node's trust moved."""
+    row.verdict = VALID if valid else INVALID
+    entry = _entry_of(row, ctx)
+    if entry is not None and entry.held:
+        _decide_grant(entry, "released" if valid else "refused", "validated" if valid else reason, at, ctx)
+    node = _node(row.node_id, ctx)
+    if node is None:
+        return
+    trust = policy.after_verdict(
+        policy.Trust(node.validated_streak or 0, node.validated_results or 0, node.invalid_results or 0),
+        valid,
+    )
+    node.validated_streak, node.validated_results, node.invalid_results = (
+        trust.streak,
+        trust.validated,
+        trust.invalid,
+    )
+    if not valid:
+        node.last_invalid_at = at
+        ctx.invalid_verdicts[node.id] = ctx.invalid_verdicts.get(node.id, 0) + 1
+        _suspect(node, at, ctx)
+
+
+def _refuse_grant(row: Step, reason: str, at: datetime, ctx: Context) -> None:
+    entry = _entry_of(row, ctx)
+    if entry is not None and entry.held:
+        _decide_grant(entry, "refused", reason, at, ctx)
+
+
+def _decide_grant(entry: LedgerEntry, decision: str, reason: str, at: datetime, ctx: Context) -> None:
+    if entry.id is not None and db.session.scalar(
+        select(GrantDecision.id).where(GrantDecision.entry_id == entry.id)
+    ):
+        return  # decided already
+    grant = GrantDecision(
+        node_id=entry.node_id,
+        decision=decision,
+        reason=reason,
+        decided_at=at,
+        period=periods.open_period_for(at, ctx.closed),
+    )
+    grant.entry = entry
+    db.session.add(grant)
+
+
+def _entry_of(row: Step, ctx: Context) -> LedgerEntry | None:
+    """The entry of the execution whose result ``row`` holds (its succeeded attempt)."""
+    for (task_id, _), entry in ctx.entries.items():
+        if task_id == row.task_id and entry.outcome == "succeeded":
+            return entry
+    entry = db.session.scalar(
+        select(LedgerEntry).where(
+            LedgerEntry.task_id == row.task_id, LedgerEntry.outcome == "succeeded", LedgerEntry.attempt >= 0
+        )
+    )
+    if entry is not None:
+        ctx.remember(entry)
+    return entry
+
+
+def _node(node_id: str | None, ctx: Context) -> Node | None:
+    if node_id is None:
+        return None
+    return ctx.nodes.get(node_id) or db.session.get(Node, node_id, with_for_update=True)
+
+
+def _suspect(node: Node, at: datetime, ctx: Context) -> None:
+    """Pause a node whose invalid results in the window reach the threshold."""
+    rules = settings.current()
+    since = at - rules.suspicion_window
+    stored = db.session.scalar(
+        select(func.count(GrantDecision.id)).where(
+            GrantDecision.node_id == node.id,
+            GrantDecision.reason == INVALID_RESULT,
+            GrantDecision.decided_at >= since,
+        )
+    )
+    count = (stored or 0) + ctx.invalid_verdicts.get(node.id, 0)
+    if not policy.suspicious(count, rules) or node.paused_by == registry.SUSPICION:
+        return
+    registry.pause(node, registry.SUSPICION)
+    node.pause_reason = (
+        f"{count} results found invalid by other nodes within {rules.suspicion_window} "
+        f"(last at {at:%Y-%m-%d %H:%M} UTC): paused until an operator resumes it."
+    )
+    ctx.after_commit.append(lambda: registry.tell_worker(node))
+
+
+# --- who may run a replica -------------------------------------------------------------------
+
+
+def check_start(replica: Step, node_id: str, now: datetime) -> None:
+    """Refuse a replica's start to a node that produced one of its step's results, to a node
+    of the same participant as one of them while a node of another participant is online to
+    take it, and (LLM) to a node registered with another model file."""
+    original = replica.replica_of
+    producers = {row.node_id for row in (original, *original.replicas) if row.node_id and row is not replica}
+    if node_id in producers:
+        raise Refused("same_node", f"node {node_id} produced a result this replica checks")
+    node = db.session.get(Node, node_id)
+    others = [db.session.get(Node, producer) for producer in producers]
+    owners = {other.participant_id for other in others if other is not None}
+    first = db.session.get(Node, original.node_id) if original.node_id else None
+    model = _model_of(first) if replica.queue == celeryconfig.LLM_QUEUE else None
+    if model is not None and _model_of(node) != model:
+        raise Refused("other_model", "the step's result came from another model file")
+    if node.participant_id in owners and _other_owner_online(replica.queue, owners, model, now):
+        raise Refused("same_owner", "a node of another participant is online to check this result")
+
+
+def _model_of(node: Node | None) -> str | None:
+    model = (node.probe or {}).get("model") if node is not None else None
+    return model.get("sha256") if isinstance(model, dict) else None
+
+
+def _other_owner_online(queue: str, owners: Iterable[int], model: str | None, now: datetime) -> bool:
+    candidates = db.session.scalars(
+        select(Node).where(
+            Node.participant_id.not_in(list(owners)),
+            Node.approved_at.is_not(None),
+            Node.revoked_at.is_(None),
+            Node.paused_at.is_(None),
+            Node.stopped_at.is_(None),
+            Node.last_seen_at.is_not(None),
+        )
+    )
+    return any(
+        queue in (node.queues or [])
+        and (now - aware(node.last_seen_at)).total_seconds() <= celeryconfig.NODE_OFFLINE_AFTER_SECONDS
+        and (model is None or _model_of(node) == model)
+        for node in candidates
+    )

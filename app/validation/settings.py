@@ -1,0 +1,40 @@
+"""The validation policy as configured (``GRID_VALIDATION*``, ``GRID_SUSPICION_*``: app.config)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+
+from app.validation import policy
+
+
+def enabled() -> bool:
+    return bool(current_app.config["VALIDATION"])
+
+
+def current() -> policy.Policy:
+    config = current_app.config
+    return policy.Policy(
+        probation_results=int(config["VALIDATION_PROBATION_RESULTS"]),
+        spot_check_floor=float(config["VALIDATION_SPOT_CHECK_FLOOR"]),
+        ocr_max_distance=float(config["VALIDATION_OCR_MAX_DISTANCE"]),
+        llm_max_distance=float(config["VALIDATION_LLM_MAX_DISTANCE"]),
+        max_replicas=int(config["VALIDATION_MAX_REPLICAS"]),
+        suspicion_invalid_results=int(config["SUSPICION_INVALID_RESULTS"]),
+        suspicion_window=timedelta(hours=float(config["SUSPICION_WINDOW_HOURS"])),
+    )
+
+
+def trust_of(streak: int, validated: int, invalid: int, last_invalid_at: Any) -> dict[str, Any]:
+    """A node's trust as the registry shows it."""
+    rules = current()
+    return {
+        "level": "trusted" if policy.trusted(streak, rules) else "probation",
+        "validated_in_a_row": streak,
+        "validated": validated,
+        "invalid": invalid,
+        "last_invalid_at": last_invalid_at.isoformat() if last_invalid_at else None,
+        "check_probability": round(policy.check_probability(streak, rules), 4) if enabled() else 0.0,
+    }
