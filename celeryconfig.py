@@ -83,6 +83,16 @@ task_create_missing_queues = False
 #: 9): a replica, which checks a result its job is waiting for, goes ahead of new steps.
 REPLICA_PRIORITY = 0
 TASK_PRIORITY = 3
+#: kombu's Redis transport keeps a queue's messages of priority p > 0 in a list of their own,
+#: named ``queue + PRIORITY_SEP + p`` (``ocr\x06\x163``).
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def queue_lists(name: str) -> list[str]:
+    """The Redis lists that hold queue ``name``'s messages, highest priority first."""
+    return [name, *(f"{name}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS[1:])]
+
 
 # --- limits on work (checked by the API at submission and again by the worker) ---------------
 

@@ -52,7 +52,7 @@ from app.errors import Unavailable
 from app.models import Node
 
 #: kombu's separator in the names of a queue's priority lists (``ocr\x06\x163``).
-SEP = "\x06\x16"
+SEP = celeryconfig.PRIORITY_SEP
 USER_PREFIX = "node-"
 
 

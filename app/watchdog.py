@@ -44,7 +44,7 @@ def _messages(admin: redis.Redis) -> Iterator[tuple[str | None, bytes]]:
     """Every volunteer task message in the broker: queued (every priority; no tag) or in flight
     (with its delivery tag)."""
     for queue in cc.VOLUNTEER_QUEUES:
-        for key in [queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))]:
+        for key in cc.queue_lists(queue):
             length = admin.llen(key)
             if length > MAX_SCANNED_MESSAGES:
                 raise OverflowError(f"queue {key!r} holds {length} messages")

@@ -22,6 +22,7 @@ import requests
 from flask import Flask
 from sqlalchemy import select
 
+import celeryconfig
 from tests.grid import Client, Grid, enrolment
 
 QUEUED_JOBS = 100
@@ -97,8 +98,9 @@ def run(flask_app: Flask, log_dir: Path, token: str) -> list[str]:
             for _ in range(QUEUED_JOBS)
         ]
         after = broker.info("memory")["used_memory"]
-        queued = broker.llen("ocr")
-        message_bytes = sum(len(m) for m in broker.lrange("ocr", 0, -1)) / max(1, queued)
+        lists = celeryconfig.queue_lists("ocr")
+        queued = sum(broker.llen(key) for key in lists)
+        message_bytes = sum(len(m) for key in lists for m in broker.lrange(key, 0, -1)) / max(1, queued)
         text_jobs = [
             client.submit_text("summarise", text="La réunion a voté le budget. " * 60, language="fr")["id"]
             for _ in range(FETCHES)

@@ -14,6 +14,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+import celeryconfig
 from tests.documents import FRENCH_LINES, text_pdf
 from tests.grid import ROOT, Client, wait_for
 
@@ -76,22 +77,28 @@ def _entries(flask_app, job_id: str) -> list[tuple[int, str, str, int]]:
 
 def _lose(admin: redis.Redis, queue: str = "ocr") -> int:
     """What a worker killed between BRPOP and recording the message in flight does."""
-    return len([admin.rpop(queue) for _ in range(admin.llen(queue))])
+    return sum(
+        len([admin.rpop(key) for _ in range(admin.llen(key))]) for key in celeryconfig.queue_lists(queue)
+    )
+
+
+def _queued(admin: redis.Redis, queue: str = "ocr") -> int:
+    return sum(admin.llen(key) for key in celeryconfig.queue_lists(queue))
 
 
 @pytest.mark.parametrize("fresh_grid", [DB], indirect=True)
 def test_a_vanished_message_is_sent_again_and_a_waiting_one_is_left_alone(fresh_grid, own_database):
     flask_app = own_database
     admin = redis.Redis.from_url(fresh_grid.env["GRID_BROKER_URL"])
-    admin.delete("ocr")
+    admin.delete(*celeryconfig.queue_lists("ocr"))
     fresh_grid.ledger_worker()
     client = Client(fresh_grid.api(), _token(fresh_grid))
     waiting = client.submit_document("ocr", text_pdf([FRENCH_LINES[:2]]), languages="fra")
     time.sleep(6)  # past the grace: its message is still on the queue, nobody serves it yet
-    assert _entries(flask_app, waiting["id"]) == [] and admin.llen("ocr") == 1
+    assert _entries(flask_app, waiting["id"]) == [] and _queued(admin) == 1
     assert _lose(admin) == 1
 
-    resent = wait_for(lambda: admin.llen("ocr") == 1 and _entries(flask_app, waiting["id"]), 30, "a resend")
+    resent = wait_for(lambda: _queued(admin) == 1 and _entries(flask_app, waiting["id"]), 30, "a resend")
 
     assert resent == [(0, "lost", "redispatched", 0)]
     assert client.job(waiting["id"])["steps"][0]["state"] == "retrying"
@@ -110,7 +117,7 @@ def test_a_step_lost_at_every_attempt_fails_its_job_with_a_reason(fresh_grid, ow
 
     flask_app = own_database
     admin = redis.Redis.from_url(fresh_grid.env["GRID_BROKER_URL"])
-    admin.delete("ocr")
+    admin.delete(*celeryconfig.queue_lists("ocr"))
     fresh_grid.ledger_worker()
     client = Client(fresh_grid.api(), _token(fresh_grid))
     job = client.submit_document("ocr", text_pdf([FRENCH_LINES[:2]]), languages="fra")

@@ -38,8 +38,6 @@ BATCH_BYTES = 32 * 1024 * 1024
 ALIVE_SECONDS = 60
 #: How long an empty queue is waited on before the loop looks at its stop flag again.
 WAIT_SECONDS = 1
-#: kombu stores a queue's messages of priority 3, 6 and 9 in lists of their own.
-_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 IN_FLIGHT_PREFIX = "grid:ledger:in-flight:"
 #: What an oversized message is replaced with as it is taken (its size follows): it is refused
 #: without ever being read into the ledger worker.
@@ -95,7 +93,7 @@ class RedisIntake:
         self.redis = broker_acl.client(url)
         # kombu keeps priorities 3, 6, 9 in lists of their own; records are sent at the
         # default priority (the plain list), the others are read so nothing sits there forever.
-        self.queue_keys = [f"{queue}{suffix}" for suffix in _PRIORITY_SUFFIXES]
+        self.queue_keys = celeryconfig.queue_lists(queue)
         self.queue = queue
         self.in_flight = f"{IN_FLIGHT_PREFIX}{worker_name}"
         self.alive = f"{ALIVE_PREFIX}{worker_name}"
