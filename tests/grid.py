@@ -166,15 +166,18 @@ class Grid:
         concurrency: int = 1,
         env: dict[str, str] | None = None,
         wait: bool = True,
+        owner: str = "volunteer@koprogo.test",
+        app: str = "workers",
     ) -> GridProcess:
-        """A volunteer worker process, as a member would run it, enrolled as node ``name``."""
-        env = {**enrolment(name), **(env or {})}
+        """A volunteer worker process, as a member would run it, enrolled as node ``name`` of
+        ``owner`` (``app``: another Celery app module, such as a tampered worker's)."""
+        env = {**enrolment(name, owner), **(env or {})}
         process = self._spawn(
             name,
             [
                 CELERY,
                 "-A",
-                "workers",
+                app,
                 "worker",
                 "-Q",
                 queues,

@@ -36,7 +36,9 @@ def _node(prefix: str = "node", email: str | None = None):
     return nodes.create(name, email or f"{name}@koprogo.test")
 
 
-def _entry(node, period: str, capability: str, granted_ms: int, rate: str, *, job=None, step=None):
+def _entry(
+    node, period: str, capability: str, granted_ms: int, rate: str, *, job=None, step=None, held: bool = False
+):
     """A ledger entry as the ledger would enter it, counted in ``period``; added and flushed."""
     from app.extensions import db
     from app.ledger import rules
@@ -64,6 +66,7 @@ def _entry(node, period: str, capability: str, granted_ms: int, rate: str, *, jo
         rate_eur_per_hour=Decimal(rate),
         period=period,
         signature=uuid.uuid4().hex,
+        held=held,
     )
     db.session.add(entry)
     db.session.flush()

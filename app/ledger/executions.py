@@ -228,6 +228,12 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         rate: Decimal | None = rules.rate_at(ctx.rates, capability, received)
     except LookupError:
         rate = None
+    # A result that is checked has its grant entered held, until the check decides it
+    # (app.validation.checks); a late record of a finished step is not checked.
+    moves_step = step.state not in StepState.FINAL and step.state != StepState.VERIFYING
+    held = (
+        outcome == "succeeded" and moves_step and job.state not in JobState.FINAL and checks.hold(step, node)
+    )
     entry = LedgerEntry(
         task_id=step.task_id,
         attempt=attempt,
@@ -254,6 +260,7 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         rate_eur_per_hour=rate,
         period=periods.open_period_for(received, ctx.closed),
         signature=str(record["signature"])[:128],
+        held=held,
     )
     db.session.add(entry)  # a concurrent worker's row makes the commit fail: see batch.apply()
     ctx.remember(entry)

@@ -55,18 +55,29 @@ _draw = secrets.SystemRandom()
 # --- a result comes in -----------------------------------------------------------------------
 
 
+def hold(step: Step, node: Node | None) -> bool:
+    """Whether a succeeded execution of ``step`` by ``node``, about to be entered, is checked:
+    its grant is then entered held (entries are written once). A replica's always is; a step's
+    is while its node is on probation, and at random once it is trusted."""
+    if step.is_replica:
+        return True
+    if not settings.enabled() or node is None:
+        return False
+    return policy.needs_check(node.validated_streak or 0, settings.current(), _draw.random())
+
+
 def on_result(step: Step, entry: LedgerEntry, result: Any, ctx: Context) -> None:
-    """A succeeded execution of ``step`` (or of a replica) was entered as ``entry``."""
+    """A succeeded execution of ``step`` (or of a replica) was entered as ``entry``, held if
+    ``hold`` said it is checked."""
     if step.is_replica:
         _on_replica(step, entry, result, ctx)
         return
-    node = _node(entry.node_id, ctx)
-    rules = settings.current()
-    streak = (node.validated_streak or 0) if node is not None else 0
-    if not settings.enabled() or node is None or not policy.needs_check(streak, rules, _draw.random()):
+    if not entry.held:
         _accept(step, result, entry.received_at, ctx, wall_ms=entry.wall_ms, cpu_ms=entry.cpu_ms)
         return
-    entry.held = True
+    node = _node(entry.node_id, ctx)
+    streak = (node.validated_streak or 0) if node is not None else 0
+    rules = settings.current()
     lifecycle.step_verifying(step, result, wall_ms=entry.wall_ms, cpu_ms=entry.cpu_ms)
     step.verdict = PENDING
     step.check = {
@@ -93,7 +104,6 @@ def _accept(step: Step, result: Any, at: datetime, ctx: Context, **measured: int
 
 
 def _on_replica(replica: Step, entry: LedgerEntry, result: Any, ctx: Context) -> None:
-    entry.held = True
     lifecycle.replica_succeeded(
         replica, result, at=entry.received_at, wall_ms=entry.wall_ms, cpu_ms=entry.cpu_ms
     )
@@ -105,7 +115,10 @@ def _on_replica(replica: Step, entry: LedgerEntry, result: Any, ctx: Context) ->
     # The step was decided without it, or its job ended meanwhile (failed, stalled): judged
     # against what the member got, or not judged at all.
     if original.state == StepState.SUCCEEDED:
-        valid = policy.compare(original.name, original.result, result, settings.current())[0]
+        rules = settings.current()
+        valid = policy.result_distance(original.name, original.result, result) <= rules.noise_distance(
+            original.name
+        )
         _judge(replica, valid, entry.received_at, ctx, reason=None if valid else INVALID_RESULT)
     else:
         replica.verdict = None
@@ -141,9 +154,7 @@ def _results(original: Step) -> list[Step]:
 def _decide(original: Step, ctx: Context, at: datetime) -> None:
     rules = settings.current()
     rows = _results(original)
-    decision = policy.decide(
-        [row.result for row in rows], lambda a, b: policy.compare(original.name, a, b, rules), rules
-    )
+    decision = policy.decide_step(original.name, [row.result for row in rows], rules)
     asked = len(original.replicas)
     running = any(r.state not in StepState.FINAL for r in original.replicas)
     check = dict(original.check or {})

@@ -29,9 +29,14 @@ class Policy:
     spot_check_floor: float = 0.05
     #: Two OCR texts agree when their normalised character distance is at most this.
     ocr_max_distance: float = 0.02
+    #: Once no more replicas are asked for, two OCR texts this close still agree: what honest
+    #: machines with another renderer or resolution produce on a noisy scan, short of a cheat.
+    ocr_noise_distance: float = 0.45
     #: Two LLM texts agree when their normalised character distance is at most this (0: the
     #: same text once whitespace is normalised).
     llm_max_distance: float = 0.0
+    #: The LLM's counterpart of ``ocr_noise_distance``.
+    llm_noise_distance: float = 0.5
     #: Replicas of one result at most: with two, three results give a majority of two.
     max_replicas: int = 2
     #: A node with this many invalid results within ``suspicion_window`` is paused.
@@ -40,6 +45,11 @@ class Policy:
 
     def max_distance(self, step: str) -> float:
         return self.ocr_max_distance if step == "ocr" else self.llm_max_distance
+
+    def noise_distance(self, step: str) -> float:
+        return max(
+            self.max_distance(step), self.ocr_noise_distance if step == "ocr" else self.llm_noise_distance
+        )
 
 
 # --- trust ---------------------------------------------------------------------------------
@@ -110,13 +120,12 @@ def distance(a: str, b: str) -> float:
     return edits / length if length else 0.0
 
 
-def compare(step: str, a: Any, b: Any, policy: Policy) -> tuple[bool, float]:
-    """Whether two results of the same step agree, and their distance. Beside the text, what
-    the step was asked to produce must match (the language of a summary or translation)."""
+def result_distance(step: str, a: Any, b: Any) -> float:
+    """How far apart two results of the same step are: their texts' distance; 1 when what the
+    step was asked to produce differs (the language of a summary or translation)."""
     if isinstance(a, dict) and isinstance(b, dict) and a.get("language") != b.get("language"):
-        return False, 1.0
-    gap = distance(text_of(step, a), text_of(step, b))
-    return gap <= policy.max_distance(step), gap
+        return 1.0
+    return distance(text_of(step, a), text_of(step, b))
 
 
 # --- decision ------------------------------------------------------------------------------
@@ -138,29 +147,48 @@ class Decision:
 
 
 def decide(
-    results: Sequence[Any], agree: Callable[[Any, Any], tuple[bool, float]], policy: Policy
+    results: Sequence[Any], gap: Callable[[Any, Any], float], strict: float, noise: float, max_replicas: int
 ) -> Decision:
     """What a step's results decide: the original's first, then its replicas' in order.
 
-    The earliest pair that agrees wins: its first member is the canonical result, every result
-    that agrees with it is valid, and every other one invalid. With no agreeing pair, another
-    replica is asked for while ``max_replicas`` allows, and beyond that nothing is decided.
+    The earliest pair within ``strict`` of each other wins: its first member is the canonical
+    result, every result as close to it is valid, every other one invalid. With no such pair,
+    another replica is asked for while ``max_replicas`` allows; once it does not, pairs within
+    ``noise`` (honest machines' differences on hard pages) are looked for the same way, and
+    beyond that nothing is decided.
     """
     distances: dict[tuple[int, int], float] = {}
-    verdicts: dict[tuple[int, int], bool] = {}
 
-    def agrees(i: int, j: int) -> bool:
-        if (i, j) not in verdicts:
-            verdicts[(i, j)], distances[(i, j)] = agree(results[i], results[j])
-        return verdicts[(i, j)]
+    def between(i: int, j: int) -> float:
+        key = (min(i, j), max(i, j))
+        if key not in distances:
+            distances[key] = gap(results[key[0]], results[key[1]])
+        return distances[key]
 
     count = len(results)
-    for j in range(1, count):
-        for i in range(j):
-            if agrees(i, j):
-                valid = {i, j} | {k for k in range(count) if k not in (i, j) and agrees(i, k)}
-                invalid = frozenset(range(count)) - valid
-                return Decision(AGREED, i, frozenset(valid), invalid, distances)
-    if count - 1 < policy.max_replicas:
+
+    def agreed(threshold: float) -> Decision | None:
+        for j in range(1, count):
+            for i in range(j):
+                if between(i, j) <= threshold:
+                    valid = frozenset(k for k in range(count) if k == i or between(i, k) <= threshold)
+                    return Decision(AGREED, i, valid, frozenset(range(count)) - valid, distances)
+        return None
+
+    found = agreed(strict)
+    if found is not None:
+        return found
+    if count - 1 < max_replicas:
         return Decision(NEED_REPLICA, distances=distances)
-    return Decision(NO_AGREEMENT, distances=distances)
+    return agreed(noise) or Decision(NO_AGREEMENT, distances=distances)
+
+
+def decide_step(step: str, results: Sequence[Any], policy: Policy) -> Decision:
+    """``decide`` with the step's distance and the policy's thresholds."""
+    return decide(
+        results,
+        lambda a, b: result_distance(step, a, b),
+        policy.max_distance(step),
+        policy.noise_distance(step),
+        policy.max_replicas,
+    )

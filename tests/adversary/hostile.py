@@ -196,8 +196,10 @@ def main(argv: list[str]) -> int:
             client.lpush(LEDGER, raw)
             print(f"pushed {name} ({len(raw)} bytes)", flush=True)
         return 0
-    if argv[0] == "pop":
-        raw = client.rpop(argv[1])
+    if argv[0] == "pop":  # highest priority first, as kombu's consumers do
+        import celeryconfig
+
+        raw = next(filter(None, (client.rpop(key) for key in celeryconfig.queue_lists(argv[1]))), None)
         print(raw.decode() if raw else "")
         return 0
     if argv[0] == "fetch":
