@@ -137,6 +137,16 @@ def submit_command(
         click.echo(f"--- {key}\n{value}")
 
 
+@ledger.command("validation")
+def ledger_validation() -> None:
+    """Results checked by replicas: what they found and what they cost beside useful compute."""
+    import json
+
+    from app.validation import stats
+
+    click.echo(json.dumps(stats.summary(), indent=2))
+
+
 @ledger.command("show")
 @click.option("--limit", default=20, show_default=True)
 def ledger_show(limit: int) -> None:
@@ -234,10 +244,14 @@ def nodes_list() -> None:
 
     for node in db.session.scalars(select(Node).order_by(Node.created_at)):
         uptime = registry.uptime(node, registry.WINDOWS["24h"])
+        trust = registry.describe(node)["trust"]
         click.echo(
             f"{node.id}  {node.name:<24} {node.participant.email:<30} {registry.state(node):<8} "
-            f"{uptime:6.2f} % up (24 h)  {','.join(node.queues or []) or '-'}"
+            f"{uptime:6.2f} % up (24 h)  {','.join(node.queues or []) or '-':<8} "
+            f"{trust['level']} ({trust['validated_in_a_row']} valid in a row, {trust['invalid']} invalid)"
         )
+        if node.pause_reason:
+            click.echo(f"    paused by {node.paused_by}: {node.pause_reason}")
 
 
 @nodes_group.command("revoke")

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.documents import FRENCH_LINES, cer, text_image
-from tests.grid import Client
+from tests.grid import Client, manage
 
 DB = 15
 #: Small numbers so a test sees every stage in a few dozen results.
@@ -114,6 +114,12 @@ def test_a_tampered_worker_is_never_believed_never_paid_and_ends_paused(fresh_gr
     owner = Client(fresh_grid.api_url, make_token("mallory@koprogo.test", ("jobs:read", "nodes:write")))
     refused = owner.post(f"/api/v1/nodes/{liar_node.id}/resume")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "paused_by_operator"
+    listed = manage("nodes", "list")
+    assert liar in listed.stdout and "paused by suspicion: " in listed.stdout
+    resumed = manage("nodes", "resume", liar)
+    assert resumed.returncode == 0, resumed.stderr
+    cleared = _node(flask_app, liar)
+    assert cleared.paused_at is None and cleared.pause_reason is None and cleared.validated_streak == 0
 
 
 @pytest.mark.parametrize("fresh_grid", [DB], indirect=True)
@@ -149,3 +155,7 @@ def test_new_honest_nodes_earn_trust_and_are_then_only_spot_checked(fresh_grid, 
     unchecked = [job for job in jobs if not job["steps"][0]["verification"]]
     assert all(job["cost"]["exact_eur"] != "0" for job in unchecked)
     assert all(job["steps"][0]["verification"]["reason"] == "spot_check" for job in checked[3:])
+    # Operators see what checking cost beside the compute it checked.
+    stats = admin.get("/api/v1/ledger/validation").json()
+    assert stats["replicas_run"] >= len(checked) and stats["original_results"]["valid"] >= len(checked)
+    assert stats["grants"]["released"] >= 2 * len(checked) and 0 < stats["checking_overhead"]

@@ -118,3 +118,12 @@ def statement(participant_id: int):
     except ValueError as exc:
         raise InvalidParameter(str(exc)) from None
     return settlement.statement(participant, period)
+
+
+@bp.get("/ledger/validation")
+@require("admin")
+def validation():
+    """Results checked by replicas, what they found, and their cost beside the useful compute."""
+    from app.validation import stats
+
+    return stats.summary()

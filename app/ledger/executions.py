@@ -32,8 +32,8 @@ from app.validation import checks
 from workers import protocol
 
 #: Refusals of a start that are not kept as evidence: nobody signed the record (anyone may knock
-#: at the input endpoint, and storing each knock would let them fill the table), or the start
-#: is only early (the worker asks again).
+#: at the input endpoint, and storing each knock would let them fill the table), the start is
+#: only early (the worker asks again), or the node is not the one to run it.
 _UNSTORED = frozenset(
     {
         "malformed",
@@ -43,6 +43,11 @@ _UNSTORED = frozenset(
         "unknown_node",
         "bad_signature",
         "previous_attempt_pending",
+        # A replica offered to a node that may not check it: the worker hands it back, and it
+        # may be offered again a second later; nothing to keep.
+        "same_node",
+        "same_owner",
+        "other_model",
     }
 )
 
