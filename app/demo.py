@@ -415,13 +415,22 @@ def _ledger_lines(job_id: str) -> str:
     from sqlalchemy import select
 
     from app.cli import format_entry
-    from app.models import LedgerEntry
+    from app.models import GrantDecision, LedgerEntry
 
     db.session.expire_all()
     rows = db.session.scalars(
         select(LedgerEntry).where(LedgerEntry.job_id == job_id).order_by(LedgerEntry.id)
+    ).all()
+    decided = dict(
+        db.session.execute(
+            select(GrantDecision.entry_id, GrantDecision.decision).where(
+                GrantDecision.entry_id.in_([row.id for row in rows])
+            )
+        ).all()
     )
-    return "\n".join(format_entry(row) for row in rows)
+    return "\n".join(
+        format_entry(row) + (f" → {decided.get(row.id, 'still held')}" if row.held else "") for row in rows
+    )
 
 
 def _reward_lines(nodes: list[dict]) -> str:
