@@ -28,8 +28,10 @@ import celeryconfig as cc
 from app import broker_upkeep, jobs, lifecycle, registry
 from app.extensions import db
 from app.ledger import periods, rules
+from app.ledger.context import Context
 from app.ledger.values import aware
 from app.models import ExecutionSighting, Job, JobState, JobStep, LedgerEntry, Node, StepState, utcnow
+from app.validation import checks
 from workers.protocol import errors
 
 log = logging.getLogger(__name__)
@@ -211,6 +213,22 @@ def _revive_one(step_id: int, held: dict[str, list[str | None]], quiet: datetime
             created_by="coordinator",
         )
     )
+    if attempt + 1 > cc.MAX_RETRIES and step.is_replica:
+        # A check that could not be run: its step's results are weighed without it (another
+        # replica, or a decision on those in hand); the job goes on.
+        ctx = Context.load()
+        checks.on_replica_failed(
+            step,
+            errors.WORKER_LOST,
+            f"its work was lost {attempt + 1} times (nodes gone with it).",
+            received,
+            ctx,
+        )
+        db.session.commit()
+        for action in ctx.after_commit:
+            action()
+        log.warning("replica %s lost at its last attempt: its step is decided without it", step.task_id)
+        return step.task_id, "replica given up"
     if attempt + 1 > cc.MAX_RETRIES:
         lifecycle.fail_job(
             step.job,

@@ -82,47 +82,82 @@ def test_a_replica_goes_to_another_node_of_another_member_when_one_is_online(che
     assert db.session.get(JobStep, replica.id).verdict == "valid"
 
 
-def test_with_no_other_member_online_a_node_of_the_same_member_checks_it(checking):
-    # An LLM step on a model file only these two nodes have: no other member's node can run it.
-    model = uuid.uuid4().hex
-    alice = _owner()
-    producer = _member_node(alice, queues=("llm",), model=model)
-    sibling = _member_node(alice, queues=("llm",), model=model)
-    stranger = _member_node(_owner(), queues=("llm",), model=uuid.uuid4().hex)
+def _summary_step() -> JobStep:
+    from app.models import JobInput
+
     job = Job(kind="summarise", owner="member@koprogo.test", params={"language": "fr", "max_words": 50})
     step = JobStep(position=0, name="summarise", task_name=celeryconfig.TASK_SUMMARISE, queue="llm")
     job.steps.append(step)
     db.session.add(job)
-    from app.models import JobInput
-
     db.session.flush()
     db.session.add(JobInput(job_id=job.id, kind="text", data="Le budget est voté.".encode()))
     db.session.commit()
+    return step
 
-    summary = {"summary": "Budget voté.", "language": "fr", "tokens": 20}
-    llm = {
-        "capability": "llm",
-        "units": {"prompt_tokens": 12, "completion_tokens": 8},
-        "task_name": step.task_name,
-    }
+
+def _summarise(node: Node, task: JobStep) -> str | None:
     from app.ledger import executions
     from app.ledger.context import Context
 
-    def run(node: Node, task: JobStep) -> str | None:
-        _, refused = executions.on_started(start(task, node))
-        db.session.commit()
-        if refused:
-            return refused.reason
-        record = completion(task, node, result=summary, **llm)
-        executions.on_completed(record, Context.load())
-        db.session.commit()
-        return None
+    _, refused = executions.on_started(start(task, node))
+    db.session.commit()
+    if refused:
+        return refused.reason
+    record = completion(
+        task,
+        node,
+        result={"summary": "Budget voté.", "language": "fr", "tokens": 20},
+        capability="llm",
+        units={"prompt_tokens": 12, "completion_tokens": 8},
+        task_name=task.task_name,
+    )
+    executions.on_completed(record, Context.load())
+    db.session.commit()
+    return None
 
-    assert run(producer, step) is None
+
+def test_an_llm_replica_goes_to_another_member_s_node_with_the_same_model_file(checking):
+    model = uuid.uuid4().hex  # a model file only these nodes have
+    alice = _owner()
+    producer = _member_node(alice, queues=("llm",), model=model)
+    sibling = _member_node(alice, queues=("llm",), model=model)
+    stranger = _member_node(_owner(), queues=("llm",), model=uuid.uuid4().hex)
+    matching = _member_node(_owner(), queues=("llm",), model=model)
+    step = _summary_step()
+    assert _summarise(producer, step) is None
     replica = _replica(step)
-    assert run(stranger, replica) == "other_model"  # its summaries would not compare
-    assert run(sibling, replica) is None  # nobody else can: the owner's other machine does
+
+    assert _summarise(sibling, replica) == "same_owner"
+    assert _summarise(stranger, replica) == "other_model"  # its summaries would not compare
+    assert _summarise(matching, replica) is None
     assert db.session.get(JobStep, step.id).state == StepState.SUCCEEDED
+
+
+def test_a_model_file_a_member_claims_alone_keeps_no_other_member_away(checking):
+    # Two nodes of one member registering a model file nobody else has cannot check each other:
+    # another member's node checks them, whatever model it registered.
+    claimed, mallory = uuid.uuid4().hex, _owner()
+    producer = _member_node(mallory, queues=("llm",), model=claimed)
+    accomplice = _member_node(mallory, queues=("llm",), model=claimed)
+    honest = _member_node(_owner(), queues=("llm",), model=uuid.uuid4().hex)
+    step = _summary_step()
+    assert _summarise(producer, step) is None
+    replica = _replica(step)
+
+    assert _summarise(accomplice, replica) == "same_owner"
+    assert _summarise(honest, replica) is None
+
+
+def test_a_paused_node_and_a_step_under_check_take_no_new_start(checking):
+    node, other = _member_node(_owner()), _member_node(_owner())
+    step = ocr_job()
+    assert _run(step, node) is None
+    assert db.session.get(JobStep, step.id).state == StepState.VERIFYING
+    assert _run(step, other, attempt=1) == "step_finished"  # not reopened under the check
+    replica = _replica(step)
+    other.paused_at, other.paused_by = datetime.now(UTC), "owner"
+    db.session.commit()
+    assert _run(replica, other) == "node_paused"
 
 
 def _checks_expected(results: int, start_streak: int, floor: float) -> list[float]:

@@ -113,8 +113,9 @@ def test_results_in_another_language_never_agree():
 
 
 def _decide(values: list[float], *, strict: float = 0.0, noise: float = 0.0, max_replicas: int = 2):
-    """Results as numbers: their distance is how far apart the numbers are."""
-    return policy.decide(values, lambda a, b: abs(a - b), strict, noise, max_replicas)
+    """Results as numbers: their distance is how far apart the numbers are; another replica
+    can be asked for while fewer than ``max_replicas`` were."""
+    return policy.decide(values, lambda a, b: abs(a - b), strict, noise, len(values) - 1 < max_replicas)
 
 
 def test_two_agreeing_results_are_both_valid_and_the_original_is_given():
@@ -136,6 +137,8 @@ def test_noise_level_agreement_counts_only_once_no_more_replicas_are_asked_for()
     assert _decide([1.0, 1.2], strict=0.1, noise=0.3).outcome == NEED_REPLICA
     late = _decide([1.0, 1.2, 5.0], strict=0.1, noise=0.3)
     assert late.outcome == AGREED and late.valid == {0, 1} and late.invalid == {2}
+    closest = _decide([1.0, 1.25, 1.2], strict=0.01, noise=0.3)  # the closest pair decides
+    assert closest.canonical == 1 and closest.valid == {0, 1, 2}
     assert _decide([1.0, 3.0, 5.0], strict=0.1, noise=0.3).outcome == NO_AGREEMENT
 
 
@@ -166,3 +169,33 @@ def test_a_majority_of_honest_equal_results_always_wins(values):
         return
     decision = _decide([float(v) for v in values])
     assert decision.outcome == AGREED and values[decision.canonical] == honest
+
+
+def test_a_forged_page_is_caught_whatever_the_length_of_the_document():
+    honest = "\f".join(
+        f"Page {n}: les copropriétaires approuvent le point {n} à l'unanimité." for n in range(50)
+    )
+    pages = honest.split("\f")
+    pages[49] = "Page 49: le président reçoit une prime exceptionnelle de 12 000 euros."
+    assert policy.distance(honest, "\f".join(pages)) > RULES.ocr_noise_distance
+
+
+def test_a_huge_text_is_not_compared_and_never_agrees():
+    page = "Procès-verbal de l'assemblée générale. " * 20
+    huge = "\ufdfa" * (policy.MAX_PAGE_CHARS // 10)  # folds into eighteen characters each
+    assert policy.distance(page, huge) == 1.0
+    assert policy.distance(huge, huge) == 1.0
+    assert policy.distance("x" * (policy.MAX_PAGE_CHARS + 1), "x" * (policy.MAX_PAGE_CHARS + 1)) == 1.0
+
+
+def test_two_results_of_one_member_never_agree_alone():
+    mallory, alice = "mallory", "alice"
+    # The original (alice's) is outvoted only by results of two members, never by one member's two.
+    framed = policy.decide(
+        [1.0, 2.0, 2.0], lambda a, b: abs(a - b), 0.0, 0.0, False, [alice, mallory, mallory]
+    )
+    assert framed.outcome == NO_AGREEMENT
+    honest = policy.decide([1.0, 2.0, 1.0], lambda a, b: abs(a - b), 0.0, 0.0, False, [alice, mallory, "bob"])
+    assert honest.outcome == AGREED and honest.valid == {0, 2} and honest.invalid == {1}
+    alone = policy.decide([1.0, 1.0], lambda a, b: abs(a - b), 0.0, 0.0, False, [alice, alice])
+    assert alone.outcome == AGREED  # every result one member's: nobody else could check

@@ -51,6 +51,7 @@ _STATUS = {
     "wrong_worker_name": 403,
     "stale": 403,
     "oversized": 413,
+    "node_paused": 403,
 }
 #: Seconds a node waits before handing back a replica it may not run: soon enough that the
 #: replica is not delayed long when this node is the only one free, not so soon that it spins.

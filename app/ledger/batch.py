@@ -41,22 +41,22 @@ def apply(messages: Sequence[tuple[str, Any]]) -> None:
     try:
         ctx = _apply(messages)
         db.session.commit()
-        for action in ctx.after_commit:
-            try:
-                action()
-            except Exception:  # noqa: BLE001  a broker command is best effort; the state is saved
-                log.exception("a command to a node failed after the ledger batch")
     except IntegrityError:
         db.session.rollback()
         if len(messages) > 1:
             for message in messages:
                 apply([message])
             return
-        _apply(messages)  # once more, now seeing the row that won
+        ctx = _apply(messages)  # once more, now seeing the row that won
         db.session.commit()
     except Exception:
         db.session.rollback()
         raise
+    for action in ctx.after_commit:
+        try:
+            action()
+        except Exception:  # noqa: BLE001  a broker command is best effort; the state is saved
+            log.exception("a command to a node failed after the ledger batch")
 
 
 def apply_safely(messages: Sequence[tuple[str, Any]]) -> None:

@@ -127,7 +127,9 @@ class Context:
     def remember(self, entry: LedgerEntry) -> None:
         if entry.attempt >= 0:  # reversals sit outside the executions' (task, attempt) space
             self.entries[(entry.task_id, entry.attempt)] = entry
-        if entry.granted_ms > 0 and entry.reverses_id is None:
+        # A task is paid once: its first grant, or its first success (granted or not: a second
+        # success of another attempt is no new work).
+        if entry.reverses_id is None and (entry.granted_ms > 0 or entry.outcome == "succeeded"):
             self.granted.add(entry.task_id)
 
 

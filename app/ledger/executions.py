@@ -48,6 +48,7 @@ _UNSTORED = frozenset(
         "same_node",
         "same_owner",
         "other_model",
+        "node_paused",
     }
 )
 
@@ -65,8 +66,13 @@ def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None,
         sent = as_time(record["started_at"])
         if abs((now - sent).total_seconds()) > celeryconfig.CLOCK_SKEW_SECONDS:
             raise Refused("stale", f"a start dated {record['started_at']}: check the node's clock")
-        if step.state in StepState.FINAL or step.job.state in JobState.FINAL:
+        # A step whose result is being checked is over for its nodes too: no attempt of it may
+        # start again (it would reopen the step under the check).
+        if step.state in (*StepState.FINAL, StepState.VERIFYING) or step.job.state in JobState.FINAL:
             raise Refused("step_finished", f"task {step.task_id} is {step.state}, its job {step.job.state}")
+        node = ctx.nodes.get(node_id) or db.session.get(Node, node_id)
+        if node.paused_at is not None:  # its worker was told to stop taking work
+            raise Refused("node_paused", f"node {node.name} is paused ({node.paused_by})")
         _check_start(step, node_id, attempt, ctx, now)
         if step.is_replica:
             checks.check_start(step, node_id, now)
@@ -215,6 +221,8 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
         decision = rules.Grant(0, "already_granted")  # a task is paid once, however it ended
     elif step.state in StepState.FINAL and outcome != "succeeded":
         decision = rules.Grant(0, "step_finished")
+    elif step.is_replica and outcome != "succeeded":  # a check that gave no result
+        decision = rules.Grant(0, "replica_not_completed")
     elif job.state == JobState.FAILED:  # failed, or stalled, before this execution ended
         decision = rules.Grant(0, "job_failed")
     else:

@@ -154,9 +154,22 @@ def _results(original: Step) -> list[Step]:
 def _decide(original: Step, ctx: Context, at: datetime) -> None:
     rules = settings.current()
     rows = _results(original)
-    decision = policy.decide_step(original.name, [row.result for row in rows], rules)
     asked = len(original.replicas)
     running = any(r.state not in StepState.FINAL for r in original.replicas)
+    producers = _producers(original)
+    # Another replica can be asked for while the budget allows and a node that produced none of
+    # the results is online to run it; otherwise the results in hand decide now.
+    more_possible = running or (
+        asked < rules.max_replicas and bool(_online(original.queue, at, excluding=producers))
+    )
+    decision = policy.decide_step(
+        original.name,
+        [row.result for row in rows],
+        rules,
+        more_possible=more_possible,
+        owners=[_owner_of(row.node_id) for row in rows],
+        max_chars=_max_chars(original),
+    )
     check = dict(original.check or {})
     check["distances"] = [
         {"between": [rows[i].task_id, rows[j].task_id], "distance": round(gap, 6)}
@@ -176,10 +189,9 @@ def _decide(original: Step, ctx: Context, at: datetime) -> None:
         original.node, original.node_id = canonical.node, canonical.node_id
         _accept(original, canonical.result, at, ctx)
         return
-    if running:
-        return  # a replica asked for is still running: wait for it
-    if asked < rules.max_replicas:
-        _ask_replica(original, ctx, at)
+    if decision.outcome == policy.NEED_REPLICA:
+        if not running:  # else: the replica asked for is still running; wait for it
+            _ask_replica(original, ctx, at)
         return
     # No two results agree, and no more replicas are asked for: nothing is given as the
     # step's result, and nothing held is paid.
@@ -289,34 +301,30 @@ def _suspect(node: Node, at: datetime, ctx: Context) -> None:
 # --- who may run a replica -------------------------------------------------------------------
 
 
-def check_start(replica: Step, node_id: str, now: datetime) -> None:
-    """Refuse a replica's start to a node that produced one of its step's results, to a node
-    of the same participant as one of them while a node of another participant is online to
-    take it, and (LLM) to a node registered with another model file."""
-    original = replica.replica_of
-    producers = {row.node_id for row in (original, *original.replicas) if row.node_id and row is not replica}
-    if node_id in producers:
-        raise Refused("same_node", f"node {node_id} produced a result this replica checks")
-    node = db.session.get(Node, node_id)
-    others = [db.session.get(Node, producer) for producer in producers]
-    owners = {other.participant_id for other in others if other is not None}
-    first = db.session.get(Node, original.node_id) if original.node_id else None
-    model = _model_of(first) if replica.queue == celeryconfig.LLM_QUEUE else None
-    if model is not None and _model_of(node) != model:
-        raise Refused("other_model", "the step's result came from another model file")
-    if node.participant_id in owners and _other_owner_online(replica.queue, owners, model, now):
-        raise Refused("same_owner", "a node of another participant is online to check this result")
+def _producers(original: Step, but: Step | None = None) -> set[str]:
+    """The nodes that produced, or are running, the step's results (``but`` one row)."""
+    return {row.node_id for row in (original, *original.replicas) if row.node_id and row is not but}
 
 
-def _model_of(node: Node | None) -> str | None:
-    model = (node.probe or {}).get("model") if node is not None else None
-    return model.get("sha256") if isinstance(model, dict) else None
+def _owner_of(node_id: str | None) -> int | None:
+    node = db.session.get(Node, node_id) if node_id else None
+    return node.participant_id if node is not None else None
 
 
-def _other_owner_online(queue: str, owners: Iterable[int], model: str | None, now: datetime) -> bool:
-    candidates = db.session.scalars(
+def _max_chars(original: Step) -> int:
+    """The longest text a result of this step may hold and still be compared: a page's worth
+    per page for OCR; for a summary or translation, four times its input and a margin."""
+    if original.name == "ocr":
+        return policy.MAX_PAGE_CHARS
+    sent = jobs.input_of(original)
+    return 4 * len(sent[1] if sent else b"") + policy.MAX_PAGE_CHARS
+
+
+def _online(queue: str, now: datetime, excluding: Iterable[str] = ()) -> list[Node]:
+    """Approved, unpaused nodes seen within the offline threshold that registered ``queue``."""
+    excluded = set(excluding)
+    found = db.session.scalars(
         select(Node).where(
-            Node.participant_id.not_in(list(owners)),
             Node.approved_at.is_not(None),
             Node.revoked_at.is_(None),
             Node.paused_at.is_(None),
@@ -324,9 +332,40 @@ def _other_owner_online(queue: str, owners: Iterable[int], model: str | None, no
             Node.last_seen_at.is_not(None),
         )
     )
-    return any(
-        queue in (node.queues or [])
+    return [
+        node
+        for node in found
+        if node.id not in excluded
+        and queue in (node.queues or [])
         and (now - aware(node.last_seen_at)).total_seconds() <= celeryconfig.NODE_OFFLINE_AFTER_SECONDS
-        and (model is None or _model_of(node) == model)
-        for node in candidates
-    )
+    ]
+
+
+def check_start(replica: Step, node_id: str, now: datetime) -> None:
+    """Who may run a replica: never a node that produced one of its step's results; not a
+    node of the same member as one of them while another member's node is online to take it;
+    and for an LLM step, not a node registered with another model file while another member's
+    node with the step's model file is online. A model file a node merely claims can so steer
+    a replica among other members' nodes, never to its own member's."""
+    original = replica.replica_of
+    producers = _producers(original, but=replica)
+    if node_id in producers:
+        raise Refused("same_node", f"node {node_id} produced a result this replica checks")
+    node = db.session.get(Node, node_id)
+    owners = {_owner_of(producer) for producer in producers}
+    others = [
+        n
+        for n in _online(replica.queue, now, excluding=producers | {node_id})
+        if n.participant_id not in owners
+    ]
+    if node.participant_id in owners and others:
+        raise Refused("same_owner", "a node of another member is online to check this result")
+    if replica.queue == celeryconfig.LLM_QUEUE:
+        model = _model_of(db.session.get(Node, original.node_id) if original.node_id else None)
+        if model is not None and _model_of(node) != model and any(_model_of(n) == model for n in others):
+            raise Refused("other_model", "the step's result came from another model file")
+
+
+def _model_of(node: Node | None) -> str | None:
+    model = (node.probe or {}).get("model") if node is not None else None
+    return model.get("sha256") if isinstance(model, dict) else None

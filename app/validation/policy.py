@@ -94,10 +94,22 @@ def suspicious(invalid_in_window: int, policy: Policy) -> bool:
 # --- agreement -----------------------------------------------------------------------------
 
 
-def normalise(text: str) -> str:
+#: The most characters a page of OCR text may hold (a dense A3 page holds about 12,000): a
+#: longer one is not a page's text, and is not compared (it would cost the ledger seconds).
+MAX_PAGE_CHARS = 20_000
+#: A page's edits are counted over at least this many characters, so one stray character on a
+#: nearly blank page does not make two honest readings disagree.
+MIN_PAGE_CHARS = 20
+
+
+def normalise(text: str, limit: int = MAX_PAGE_CHARS) -> str | None:
     """What is compared: Unicode compatibility forms folded, every run of whitespace one
-    space, no space at the ends (honest engines differ in line breaks and spacing)."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
+    space, no space at the ends (honest engines differ in line breaks and spacing). None when
+    the text is longer than ``limit`` characters, before or after folding."""
+    if len(text) > limit:
+        return None
+    folded = " ".join(unicodedata.normalize("NFKC", text).split())
+    return folded if len(folded) <= limit else None
 
 
 def text_of(step: str, result: Any) -> str:
@@ -105,27 +117,37 @@ def text_of(step: str, result: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def distance(a: str, b: str) -> float:
+def distance(a: str, b: str, limit: float = 1.0, max_chars: int = MAX_PAGE_CHARS) -> float:
     """Normalised character distance of two texts, page by page (pages are cut by form feeds):
-    the edits that turn one into the other over the longer one's length, summed over pages.
-    0 for the same text, 1 for nothing in common; texts with different page counts are 1."""
+    the largest, over pages, of the edits that turn one page into the other over the longer
+    one's length. 0 for the same text, 1 for nothing in common; texts with different page
+    counts, or a page over ``max_chars``, are 1. Distances above ``limit`` are not computed
+    exactly (a value above ``limit`` is returned): only the thresholds matter, and bounding the
+    work keeps a crafted text from holding the ledger."""
     pages_a, pages_b = a.split(PAGE_BREAK), b.split(PAGE_BREAK)
     if len(pages_a) != len(pages_b):
         return 1.0
-    edits = length = 0
+    worst = 0.0
     for page_a, page_b in zip(pages_a, pages_b, strict=True):
-        page_a, page_b = normalise(page_a), normalise(page_b)
-        edits += Levenshtein.distance(page_a, page_b)
-        length += max(len(page_a), len(page_b))
-    return edits / length if length else 0.0
+        folded_a, folded_b = normalise(page_a, max_chars), normalise(page_b, max_chars)
+        if folded_a is None or folded_b is None:
+            return 1.0
+        length = max(len(folded_a), len(folded_b), MIN_PAGE_CHARS)
+        cutoff = min(length, int(limit * length) + 1)
+        edits = Levenshtein.distance(folded_a, folded_b, score_cutoff=cutoff)
+        worst = max(worst, min(1.0, edits / length))
+        if worst > limit:
+            return worst
+    return worst
 
 
-def result_distance(step: str, a: Any, b: Any) -> float:
+def result_distance(step: str, a: Any, b: Any, limit: float = 1.0, max_chars: int = MAX_PAGE_CHARS) -> float:
     """How far apart two results of the same step are: their texts' distance; 1 when what the
-    step was asked to produce differs (the language of a summary or translation)."""
-    if isinstance(a, dict) and isinstance(b, dict) and a.get("language") != b.get("language"):
+    step was asked to produce differs (the language of a summary or translation), or when one
+    is not a result at all."""
+    if not (isinstance(a, dict) and isinstance(b, dict)) or a.get("language") != b.get("language"):
         return 1.0
-    return distance(text_of(step, a), text_of(step, b))
+    return distance(text_of(step, a), text_of(step, b), limit, max_chars)
 
 
 # --- decision ------------------------------------------------------------------------------
@@ -147,16 +169,25 @@ class Decision:
 
 
 def decide(
-    results: Sequence[Any], gap: Callable[[Any, Any], float], strict: float, noise: float, max_replicas: int
+    results: Sequence[Any],
+    gap: Callable[[Any, Any], float],
+    strict: float,
+    noise: float,
+    more_possible: bool,
+    owners: Sequence[Any] | None = None,
 ) -> Decision:
     """What a step's results decide: the original's first, then its replicas' in order.
 
-    The earliest pair within ``strict`` of each other wins: its first member is the canonical
-    result, every result as close to it is valid, every other one invalid. With no such pair,
-    another replica is asked for while ``max_replicas`` allows; once it does not, pairs within
-    ``noise`` (honest machines' differences on hard pages) are looked for the same way, and
-    beyond that nothing is decided.
+    Two results of one owner (``owners``, one per result) never make an agreeing pair on their
+    own, unless every result is that owner's. The earliest pair within ``strict`` of each
+    other wins: its first member is the canonical result, every result as close to it is valid,
+    every other one invalid. With no such pair, another replica is asked for while one
+    ``more_possible`` can be; once none can, the closest pair within ``noise`` (honest
+    machines' differences on hard pages) decides the same way, and beyond that nothing does.
     """
+    count = len(results)
+    owners = list(owners) if owners is not None else list(range(count))
+    one_owner = len(set(owners)) <= 1
     distances: dict[tuple[int, int], float] = {}
 
     def between(i: int, j: int) -> float:
@@ -165,30 +196,39 @@ def decide(
             distances[key] = gap(results[key[0]], results[key[1]])
         return distances[key]
 
-    count = len(results)
+    pairs = [(i, j) for j in range(1, count) for i in range(j) if one_owner or owners[i] != owners[j]]
 
-    def agreed(threshold: float) -> Decision | None:
-        for j in range(1, count):
-            for i in range(j):
-                if between(i, j) <= threshold:
-                    valid = frozenset(k for k in range(count) if k == i or between(i, k) <= threshold)
-                    return Decision(AGREED, i, valid, frozenset(range(count)) - valid, distances)
-        return None
+    def agreed(i: int, threshold: float) -> Decision:
+        valid = frozenset(k for k in range(count) if k == i or between(i, k) <= threshold)
+        return Decision(AGREED, i, valid, frozenset(range(count)) - valid, distances)
 
-    found = agreed(strict)
-    if found is not None:
-        return found
-    if count - 1 < max_replicas:
+    for i, j in pairs:
+        if between(i, j) <= strict:
+            return agreed(i, strict)
+    if more_possible:
         return Decision(NEED_REPLICA, distances=distances)
-    return agreed(noise) or Decision(NO_AGREEMENT, distances=distances)
+    close = [(between(i, j), i, j) for i, j in pairs if between(i, j) <= noise]
+    if close:
+        return agreed(min(close)[1], noise)
+    return Decision(NO_AGREEMENT, distances=distances)
 
 
-def decide_step(step: str, results: Sequence[Any], policy: Policy) -> Decision:
+def decide_step(
+    step: str,
+    results: Sequence[Any],
+    policy: Policy,
+    *,
+    more_possible: bool,
+    owners: Sequence[Any] | None = None,
+    max_chars: int = MAX_PAGE_CHARS,
+) -> Decision:
     """``decide`` with the step's distance and the policy's thresholds."""
+    noise = policy.noise_distance(step)
     return decide(
         results,
-        lambda a, b: result_distance(step, a, b),
+        lambda a, b: result_distance(step, a, b, noise, max_chars),
         policy.max_distance(step),
-        policy.noise_distance(step),
-        policy.max_replicas,
+        noise,
+        more_possible,
+        owners,
     )
