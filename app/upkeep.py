@@ -22,6 +22,7 @@ from celery import bootsteps
 import celeryconfig
 from app import broker_acl, broker_upkeep, jobs, watchdog
 from app.extensions import db
+from app.validation import checks
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ class Upkeep(bootsteps.StartStopStep):
                 db.session.commit()
                 if stalled:
                     log.warning("failed %d stalled jobs: %s", len(stalled), ", ".join(stalled))
+                refused = checks.refuse_stranded()
+                db.session.commit()
+                if refused:
+                    log.info(
+                        "%d held grants of ended jobs refused (their results were never validated)", refused
+                    )
             finally:
                 db.session.rollback()
                 db.session.remove()

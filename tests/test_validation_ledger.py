@@ -16,7 +16,7 @@ import celeryconfig
 from app import nodes
 from app.extensions import db
 from app.ledger import settlement
-from app.models import GrantDecision, Job, JobStep, Node, Reward, StepState
+from app.models import GrantDecision, Job, JobStep, LedgerEntry, Node, Reward, StepState
 from tests.test_ledger_verification import completion, ocr_job, start
 from tests.test_settlement import _entry
 
@@ -240,3 +240,43 @@ def test_settlement_pays_released_grants_in_the_period_they_were_released_in(che
     assert settlement.statement(node.participant, "2004-04")["total_eur"] == "0.30"
     with pytest.raises(settlement.SettlementError, match="held"):
         settlement.reverse(waiting.id, "wrong", "treasurer@koprogo.test")
+
+
+def test_a_failed_replica_is_unpaid_and_another_one_checks_the_result(checking):
+    node, flaky, checker = _member_node(_owner()), _member_node(_owner()), _member_node(_owner())
+    step = ocr_job()
+    assert _run(step, node) is None
+    first = _replica(step)
+    from app.ledger import executions
+    from app.ledger.context import Context
+
+    executions.on_started(start(first, flaky))
+    db.session.commit()
+    broken = completion(first, flaky, outcome="failed", error={"code": "ocr_failed", "message": "no"})
+    entry = executions.on_completed(broken, Context.load())
+    db.session.commit()
+
+    assert (entry.granted_ms, entry.grant_basis) == (0, "replica_not_completed")
+    assert db.session.get(Job, step.job_id).state == "running"  # the job goes on
+    second = db.session.scalars(
+        select(JobStep).where(JobStep.replica_of_id == step.id, JobStep.id != first.id)
+    ).one()
+    assert _run(second, checker) is None
+    assert db.session.get(JobStep, step.id).state == StepState.SUCCEEDED
+
+
+def test_held_grants_of_a_cancelled_job_are_refused_not_left_held(checking):
+    from app import lifecycle
+    from app.validation import checks
+
+    node = _member_node(_owner())
+    step = ocr_job()
+    assert _run(step, node) is None
+    lifecycle.cancel_job(db.session.get(Job, step.job_id))
+    db.session.commit()
+
+    assert checks.refuse_stranded() >= 1
+    db.session.commit()
+    entry = db.session.scalars(select(LedgerEntry).where(LedgerEntry.task_id == step.task_id)).one()
+    decision = db.session.scalars(select(GrantDecision).where(GrantDecision.entry_id == entry.id)).one()
+    assert entry.held and (decision.decision, decision.reason) == ("refused", "job_ended")

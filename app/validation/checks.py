@@ -35,11 +35,11 @@ from sqlalchemy import func, select
 import celeryconfig
 from app import jobs, lifecycle, registry
 from app.extensions import db
-from app.ledger import periods
+from app.ledger import periods, settlement
 from app.ledger.context import Context
 from app.ledger.values import aware
 from app.ledger.verification import Refused
-from app.models import GrantDecision, LedgerEntry, Node, StepState
+from app.models import GrantDecision, Job, JobState, LedgerEntry, Node, StepState, utcnow
 from app.models import JobStep as Step
 from app.validation import policy, settings
 
@@ -214,7 +214,9 @@ def _judge(row: Step, valid: bool, at: datetime, ctx: Context, reason: str | Non
     row.verdict = VALID if valid else INVALID
     entry = _entry_of(row, ctx)
     if entry is not None and entry.held:
-        _decide_grant(entry, "released" if valid else "refused", "validated" if valid else reason, at, ctx)
+        _decide_grant(
+            entry, "released" if valid else "refused", "validated" if valid else reason, at, ctx.closed
+        )
     node = _node(row.node_id, ctx)
     if node is None:
         return
@@ -236,10 +238,10 @@ def _judge(row: Step, valid: bool, at: datetime, ctx: Context, reason: str | Non
 def _refuse_grant(row: Step, reason: str, at: datetime, ctx: Context) -> None:
     entry = _entry_of(row, ctx)
     if entry is not None and entry.held:
-        _decide_grant(entry, "refused", reason, at, ctx)
+        _decide_grant(entry, "refused", reason, at, ctx.closed)
 
 
-def _decide_grant(entry: LedgerEntry, decision: str, reason: str, at: datetime, ctx: Context) -> None:
+def _decide_grant(entry: LedgerEntry, decision: str, reason: str, at: datetime, closed: set[str]) -> None:
     if entry.id is not None and db.session.scalar(
         select(GrantDecision.id).where(GrantDecision.entry_id == entry.id)
     ):
@@ -249,7 +251,7 @@ def _decide_grant(entry: LedgerEntry, decision: str, reason: str, at: datetime, 
         decision=decision,
         reason=reason,
         decided_at=at,
-        period=periods.open_period_for(at, ctx.closed),
+        period=periods.open_period_for(at, closed),
     )
     grant.entry = entry
     db.session.add(grant)
@@ -296,6 +298,27 @@ def _suspect(node: Node, at: datetime, ctx: Context) -> None:
         f"(last at {at:%Y-%m-%d %H:%M} UTC): paused until an operator resumes it."
     )
     ctx.after_commit.append(lambda: registry.tell_worker(node))
+
+
+def refuse_stranded(limit: int = 1000) -> int:
+    """Held grants of jobs that failed or were cancelled before their results were compared:
+    no check will decide them any more. They are refused (``job_ended``), so a statement shows
+    them decided rather than held for ever. Returns how many; the caller commits."""
+    settlement.lock_ledger_for_entries()
+    stranded = db.session.scalars(
+        select(LedgerEntry)
+        .join(Job, Job.id == LedgerEntry.job_id)
+        .where(
+            LedgerEntry.held.is_(True),
+            Job.state.in_((JobState.FAILED, JobState.CANCELLED)),
+            ~select(GrantDecision.id).where(GrantDecision.entry_id == LedgerEntry.id).exists(),
+        )
+        .limit(limit)
+    ).all()
+    closed, now = periods.closed(), utcnow()
+    for entry in stranded:
+        _decide_grant(entry, "refused", "job_ended", now, closed)
+    return len(stranded)
 
 
 # --- who may run a replica -------------------------------------------------------------------
