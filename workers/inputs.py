@@ -32,6 +32,20 @@ _NOT_OURS = (404, 410)
 #: How long to wait before handing back a task whose input could not be fetched (the
 #: coordinator is away): the broker gives it out again.
 RETRY_SECONDS = 5
+#: Refusals with which the coordinator says a replica (a re-run that checks another node's
+#: result) is not this node's to run: another node must take it (``NotOurs``).
+REPLICA_REFUSALS = ("same_node", "same_owner", "other_model")
+
+
+class NotOurs(Exception):
+    """The coordinator wants this replica run by another node (``GridTask.pass_on``)."""
+
+    def __init__(self, reason: str, seconds: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.seconds = seconds
+
+
 _TIMEOUT = 60
 
 
@@ -54,14 +68,17 @@ def fetch(task_id: str, task_name: str, attempt: int, worker: str) -> tuple[str,
             data = response.read(celeryconfig.MAX_DOCUMENT_BYTES + 1)
             return response.headers.get("X-Grid-Input", "document"), data
     except urllib.error.HTTPError as exc:
+        reason = _reason(exc)
         if exc.code in _NOT_OURS:
-            log.warning("task %s is not ours to run (%s): %s", task_id, exc.code, _reason(exc))
+            log.warning("task %s is not ours to run (%s): %s", task_id, exc.code, reason)
             raise Ignore() from None
-        log.warning("task %s handed back: the coordinator said %s (%s)", task_id, exc.code, _reason(exc))
-        raise _hand_back(_retry_after(exc)) from None
+        if exc.code == 409 and reason in REPLICA_REFUSALS:
+            raise NotOurs(reason, _retry_after(exc)) from None
+        log.warning("task %s handed back: the coordinator said %s (%s)", task_id, exc.code, reason)
+        raise hand_back(_retry_after(exc)) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         log.error("the coordinator could not be reached for the input of task %s: %s", task_id, exc)
-        raise _hand_back() from None
+        raise hand_back() from None
 
 
 def work_url(task_id: str, what: str) -> str:
@@ -84,7 +101,7 @@ def _retry_after(exc: urllib.error.HTTPError) -> float:
         return RETRY_SECONDS
 
 
-def _hand_back(seconds: float = RETRY_SECONDS) -> Reject:
+def hand_back(seconds: float = RETRY_SECONDS) -> Reject:
     """What gives the message back to the broker, unrun, after a pause: no attempt is spent."""
     time.sleep(seconds)
     return Reject("the input could not be fetched", requeue=True)

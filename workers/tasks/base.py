@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 from celery import Task
+from celery.exceptions import Ignore
 
 import celeryconfig
 from workers import inputs, metering, progress
 from workers.protocol.errors import TransientError
+
+_jitter = random.Random()
 
 
 class GridTask(Task):
@@ -29,7 +35,36 @@ class GridTask(Task):
     def fetch_input(self) -> tuple[str, bytes]:
         """This attempt's input, from the coordinator (``workers.inputs``)."""
         request = self.request
-        return inputs.fetch(request.id, self.name, request.retries, metering.worker_name(request.hostname))
+        try:
+            return inputs.fetch(
+                request.id, self.name, request.retries, metering.worker_name(request.hostname)
+            )
+        except inputs.NotOurs as refused:
+            raise self.pass_on(refused) from None
+
+    def pass_on(self, refused: inputs.NotOurs) -> Exception:
+        """Give a replica this node may not run to the others: put a copy of its message back on
+        its queue, keep the one in hand a moment (so this worker takes nothing meanwhile, and
+        another one may take the copy), then let it go.
+
+        Handing the very message back at once would not do: with two nodes each holding a
+        replica only the other may run, each would take its own back at once, for ever. The
+        pause is random so that, of two such nodes, one soon takes the other's copy."""
+        request = self.request
+        try:
+            self.app.send_task(
+                self.name,
+                args=request.args,
+                kwargs=request.kwargs,
+                task_id=request.id,
+                retries=request.retries,
+                priority=celeryconfig.REPLICA_PRIORITY,
+                queue=self.app.amqp.queues[celeryconfig.CAPABILITY_OF_TASK[self.name]],
+            )
+        except Exception:  # noqa: BLE001  the broker is away: hand the message itself back
+            return inputs.hand_back(refused.seconds)
+        time.sleep(_jitter.uniform(0.5, 2.0) * max(refused.seconds, 0.5))
+        return Ignore()
 
     def progress(self, **info: int) -> None:
         """Tell the coordinator how far this task has gone (pages done, tokens so far)."""
