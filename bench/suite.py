@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from bench import ledger
+from bench import ledger, validation
 from tests.documents import FRENCH_LINES, cer, text_pdf
 from tests.grid import CELERY, ROOT, Client, Grid, GridProcess, wait_for
 
@@ -477,6 +477,9 @@ def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) ->
             ledger_lines += inputs.run(
                 flask_app, log_dir, _tokens(flask_app, ["inputs@bench.local"])["inputs@bench.local"]
             )
+        if "validation" in parts or "grid" in parts:  # python -m bench validation: this one alone
+            token = _tokens(flask_app, ["validation@bench.local"])["validation@bench.local"]
+            ledger_lines += validation.run(flask_app, log_dir, token)
     except (BenchError, AssertionError, subprocess.CalledProcessError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         if grid is not None:
