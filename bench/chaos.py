@@ -38,8 +38,12 @@ LIMITS = {
     "GRID_HEARTBEAT_SECONDS": "5",
     "GRID_RETRY_BACKOFF": "1",
     "GRID_NODE_RATE_LIMIT": "0",
+    # Results are checked as in production: the two nodes are two members', and each re-runs
+    # the other's results under the same faults (docs/decisions/0011).
+    "GRID_VALIDATION": "true",
 }
-NODES = ("chaos-a", "chaos-b")
+#: The nodes and their owners.
+NODES = {"chaos-a": "alice@koprogo.test", "chaos-b": "bob@koprogo.test"}
 
 
 @dataclass
@@ -133,7 +137,7 @@ def run(workdir: Path, plan: Plan, redis_server, postgres) -> int:
     try:
         grid.ledger_worker()
         api = grid.api()
-        workers = {name: grid.worker(name, "llm,ocr") for name in NODES}
+        workers = {name: grid.worker(name, "llm,ocr", owner=owner) for name, owner in NODES.items()}
         client = Client(api, token)
         job_ids = _submit_all(client, plan, tally)
         _log(f"{len(job_ids)} jobs submitted; faults begin")
@@ -191,7 +195,7 @@ def _kill_workers(grid, workers: dict, plan: Plan, tally: Tally, stop: threading
     deadline = time.monotonic() + plan.kill_seconds
     while time.monotonic() < deadline and not stop.is_set():
         stop.wait(rng.uniform(3, 7))
-        name = rng.choice(NODES)
+        name = rng.choice(list(NODES))
         process = workers[name]
         children = _pool_children(process.proc.pid) if process.alive() else []
         if children and rng.random() < 0.7:
@@ -212,7 +216,7 @@ def _restart(grid, workers: dict, name: str) -> None:
     PostgreSQL, which may be away)."""
     for _ in range(30):
         try:
-            workers[name] = grid.worker(name, "llm,ocr")
+            workers[name] = grid.worker(name, "llm,ocr", owner=NODES[name])
             return
         except Exception as exc:  # noqa: BLE001  a server is away: try again
             _log(f"{name} not restarted ({str(exc)[:120]}); again in 3 s")

@@ -102,7 +102,8 @@ def model() -> dict[str, Any] | None:
         "path": str(path),
         "exists": size is not None,
         "bytes": size,
-        "sha256": model_digest(path) if size is not None else None,
+        # A model too big for this machine is not served: not worth reading through.
+        "sha256": model_digest(path) if size is not None and size <= budget else None,
         "fits_in_ram": size is not None and size <= budget,
     }
 
