@@ -17,7 +17,7 @@ entries of the jobs' own steps (``JobStep.replica_of_id IS NULL``) and extra tha
 replicas' entries (joined on ``LedgerEntry.step_id``), every outcome counted; the ratio of
 ``granted_ms`` is printed beside it. Latency is the job's ``created_at`` → ``finished_at``.
 Each phase also prints its duration beside its compute over the two nodes, and how many times
-a replica was handed back by a node that may not run it (read from the volunteers' logs).
+a replica was passed on by a node that may not run it (read from the volunteers' logs).
 
 Run alone: ``python -m bench.validation`` (servers and environment from ``bench.__main__``).
 """
@@ -244,10 +244,11 @@ def _pct(value: float) -> str:
 @dataclass(frozen=True)
 class Phase:
     """What one phase's jobs saw beyond compute: how long they took, and their replicas'
-    hand-backs. A replica offered to a node that may not run it (``same_node``, ``same_owner``,
-    ``other_model``) is refused with ``Retry-After: 1``: the node waits that second, holding the
-    message, then hands it back to the broker. The coordinator no longer stores these refusals
-    (app.ledger.executions ``_UNSTORED``), so they are read from the volunteers' logs."""
+    pass-ons. A replica offered to a node that may not run it (``same_node``, ``same_owner``,
+    ``other_model``) is refused with ``Retry-After: 1``: the node puts a copy back on the queue
+    and holds the original 0.5–2 s before letting it go (workers/tasks/base.py). The coordinator
+    does not store these refusals (app.ledger.executions ``_UNSTORED``), so they are read from
+    the volunteers' logs."""
 
     jobs: list[dict]
     seconds: float
@@ -263,15 +264,17 @@ class Phase:
 
     def handed_back(self) -> str:
         if not self.handbacks:
-            return "no replica handed back"
+            return "no replica passed on"
         return (
-            f"{sum(self.handbacks.values())} replica hand-backs (≈ 1 s of idle node each) over "
+            f"{sum(self.handbacks.values())} replicas passed on (0.5–2 s of a node each) over "
             f"{len(self.handbacks)} replicas, up to {max(self.handbacks.values())} for one"
         )
 
 
+#: A node refused a replica passes it on (workers/tasks/base.py); older workers handed it back.
 _HANDBACK = re.compile(
-    r"task (\S+) handed back: the coordinator said 409 \((same_node|same_owner|other_model)\)"
+    r"task (\S+) (?:handed back: the coordinator said 409|passed on to another node) "
+    r"\((same_node|same_owner|other_model)\)"
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
@@ -12,6 +13,7 @@ import celeryconfig
 from workers import inputs, metering, progress
 from workers.protocol.errors import TransientError
 
+log = logging.getLogger(__name__)
 _jitter = random.Random()
 
 
@@ -51,6 +53,7 @@ class GridTask(Task):
         replica only the other may run, each would take its own back at once, for ever. The
         pause is random so that, of two such nodes, one soon takes the other's copy."""
         request = self.request
+        log.info("task %s passed on to another node (%s)", request.id, refused.reason)
         try:
             self.app.send_task(
                 self.name,
