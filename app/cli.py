@@ -98,6 +98,11 @@ def _wait(job: Job, out) -> Job:
 @click.option("--kind", type=click.Choice(jobs.KINDS), default="pipeline", show_default=True)
 @click.option("--text", help="Text for summarise and translate jobs (instead of FILE).")
 @click.option("--languages", default=None, help="OCR languages, e.g. fra+eng (default).")
+@click.option(
+    "--force-ocr",
+    is_flag=True,
+    help="Read every page with Tesseract, even a PDF page with a usable text layer.",
+)
 @click.option("--language", default="fr", show_default=True, help="Summary language: fr, en, nl.")
 @click.option("--max-words", default=150, show_default=True)
 @click.option("--target", default=None, help="Translation target for translate jobs.")
@@ -107,7 +112,7 @@ def _wait(job: Job, out) -> Job:
     "--wait/--no-wait", default=False, help="Follow the job with a progress bar and print its result."
 )
 def submit_command(
-    file, kind, text, languages, language, max_words, target, translate_to, owner, wait
+    file, kind, text, languages, force_ocr, language, max_words, target, translate_to, owner, wait
 ) -> None:
     """Submit a document or a text as a job, as the API would."""
     from workers.protocol.errors import GridError
@@ -115,6 +120,7 @@ def submit_command(
     params = {
         "text": text,
         "languages": languages,
+        "force_ocr": force_ocr,
         "language": language,
         "max_words": max_words,
         "target": target,
@@ -134,6 +140,8 @@ def submit_command(
         error = body["error"] or {}
         raise click.ClickException(f"job {job.state}: {error.get('code')}: {error.get('message')}")
     for key, value in (body["result"] or {}).items():
+        if key == "page_readings" and value:
+            value = ", ".join(f"page {r['page']}: {r['method']}" for r in value)
         click.echo(f"--- {key}\n{value}")
 
 

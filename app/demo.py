@@ -366,7 +366,11 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
     if job["state"] != "succeeded":
         raise click.ClickException(f"the job {job['state']}: {job['error']}")
     result = job["result"]
-    _section(f"OCR text ({result['pages']} pages)", result["text"].replace("\f", "\n--- page break ---\n"))
+    read = ", ".join(sorted({r["method"].replace("_", " ") for r in result.get("page_readings") or []}))
+    _section(
+        f"Text ({result['pages']} pages, read by {read or 'ocr'})",
+        result["text"].replace("\f", "\n--- page break ---\n"),
+    )
     _section(f"Summary ({result['summary_language']}, {result['summary_tokens']} tokens)", result["summary"])
     _section(
         f"Translation ({result['translation_language']}, {result['translation_tokens']} tokens)",

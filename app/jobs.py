@@ -92,6 +92,8 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
     job_input = None
     if kind in DOCUMENT_KINDS:
         clean["languages"] = documents.parse_languages(params.get("languages"))
+        # Read every page with Tesseract, even one whose own text layer is usable.
+        clean["force_ocr"] = documents.parse_flag(params.get("force_ocr"), "force_ocr")
         info = _inspect(document)
         job_input = JobInput(kind="document", data=document.data)
         steps.append("ocr")
@@ -115,6 +117,14 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
         if clean["translate_to"]:
             steps.append("translate")
     return clean, steps, job_input
+
+
+def step_kwargs(job: Job, step: JobStep) -> dict[str, Any]:
+    """Options a step's task takes by name, only when set (a worker of an earlier version,
+    which does not know them, then still runs every other step)."""
+    if step.name == "ocr" and job.params.get("force_ocr"):
+        return {"force_ocr": True}
+    return {}
 
 
 def step_args(job: Job, step: JobStep) -> tuple:
@@ -196,6 +206,7 @@ def send_step(step: JobStep, attempt: int = 0) -> None:
     current_app.extensions["celery"].send_task(
         step.task_name,
         args=step_args(step.job, step),
+        kwargs=step_kwargs(step.job, step),
         task_id=step.task_id,
         retries=attempt,
         # The queue itself, not its name: the ledger worker, which sends pipelines on, declares
@@ -340,6 +351,7 @@ def result_of(job: Job) -> dict[str, Any] | None:
         if step.name == "ocr":
             out["text"] = step.result.get("text")
             out["pages"] = step.result.get("pages")
+            out["page_readings"] = step.result.get("page_readings")
         elif step.name == "summarise":
             out["summary"] = step.result.get("summary")
             out["summary_language"] = step.result.get("language")

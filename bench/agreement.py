@@ -208,7 +208,7 @@ def ocr(page: Page, variant: Variant) -> str:
     if variant.engine:
         from workers.engines.tesseract import PAGE_BREAK, ocr_file
 
-        return ocr_file(page.pdf, page.lang)["text"].split(PAGE_BREAK)[page.number - 1]
+        return ocr_file(page.pdf, page.lang, force_ocr=True)["text"].split(PAGE_BREAK)[page.number - 1]
     import pytesseract
     from pdf2image import convert_from_path
 

@@ -176,7 +176,9 @@ def _submit_all(client, plan: Plan, tally: Tally) -> list[str]:
             response = client.post("/api/v1/jobs/summarise", json={"text": long_text, "language": "fr"})
         else:
             response = client.post(
-                "/api/v1/jobs/ocr", files={"file": ("minutes.pdf", pdf)}, data={"languages": "fra+eng"}
+                "/api/v1/jobs/ocr",
+                files={"file": ("minutes.pdf", pdf)},
+                data={"languages": "fra+eng", "force_ocr": "true"},
             )
         tally.answer("submit", response.status_code)
         if response.status_code == 202:

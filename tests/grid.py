@@ -269,6 +269,10 @@ class Client:
         return self.session.post(self.base_url + path, timeout=30, **kwargs)
 
     def submit_document(self, kind: str, data: bytes, filename: str = "document.pdf", **fields: Any) -> dict:
+        """Submit a document. The suite's generated PDFs (tests/documents.py) stand in for scans,
+        though they carry a text layer: unless a test says otherwise (``force_ocr="false"``),
+        their pages are read by Tesseract, as a scan's would be."""
+        fields.setdefault("force_ocr", "true")
         response = self.post(f"/api/v1/jobs/{kind}", files={"file": (filename, data)}, data=fields)
         assert response.status_code == 202, response.text
         return response.json()

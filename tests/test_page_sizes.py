@@ -23,6 +23,13 @@ from workers.engines import tesseract
 from workers.protocol import documents, errors
 from workers.protocol.errors import BadInput
 
+
+def _ocr(*args, **kwargs):
+    """Read with Tesseract: the generated PDFs here stand in for scans, though they carry a
+    text layer (read from it by default: tests/test_ocr_engine.py, "text layer")."""
+    return tesseract.ocr_file(*args, force_ocr=True, **kwargs)
+
+
 HOSTILE = [pytest.param(h, id=h.name) for h in page_pdfs.HOSTILE]
 
 
@@ -56,7 +63,7 @@ def test_a_hostile_page_size_is_refused_by_inspection_and_by_the_engine(tmp_path
     assert inspected.code == hostile.code, inspected.message
     assert inspected.message.startswith("Page "), inspected.message
 
-    read = _refused(tesseract.ocr_file, path, "eng")  # the worker inspects before it renders
+    read = _refused(_ocr, path, "eng")  # the worker inspects before it renders
     assert (read.code, read.message) == (inspected.code, inspected.message)
 
 
@@ -192,7 +199,7 @@ def test_a_page_turned_by_rotate_is_rendered_turned_and_read(tmp_path):
     with tesseract._render_pdf_page(path, page) as image:
         assert image.size == page.pixels[::-1]  # poppler turns it
 
-    result = tesseract.ocr_file(path, "eng")
+    result = _ocr(path, "eng")
     assert cer("\n".join(ENGLISH_LINES[:4]), result["text"]) <= 0.02, result["text"]
 
 
@@ -203,7 +210,7 @@ def test_a_banner_wider_than_tesseract_reads_at_300_dpi_is_read_at_a_lower_dpi(t
     assert limits.OCR_MIN_DPI <= page.dpi < limits.OCR_DPI
     assert max(page.pixels) <= documents.MAX_PAGE_SIDE_PIXELS
 
-    result = tesseract.ocr_file(path, "eng")
+    result = _ocr(path, "eng")
     assert result["text"] == page_pdfs.BANNER_TEXT
 
 
@@ -212,7 +219,7 @@ def test_a_business_card_with_a_box_written_backwards_is_read(tmp_path):
 
     (page,) = documents.inspect(path).pages
     assert (page.width, page.height, page.dpi) == (241, 156, limits.OCR_DPI)
-    assert tesseract.ocr_file(path, "eng")["text"] == page_pdfs.CARD_TEXT
+    assert _ocr(path, "eng")["text"] == page_pdfs.CARD_TEXT
 
 
 def test_the_crop_box_is_rendered_not_a_huge_media_box_behind_it(tmp_path):
@@ -222,7 +229,7 @@ def test_the_crop_box_is_rendered_not_a_huge_media_box_behind_it(tmp_path):
     assert (page.width, page.height) == (595, 842)
     with tesseract._render_pdf_page(path, page) as image:
         assert image.size == page.pixels  # A4's pixels, not the 10,000 pt media box's
-    assert cer("\n".join(ENGLISH_LINES[:4]), tesseract.ocr_file(path, "eng")["text"]) <= 0.02
+    assert cer("\n".join(ENGLISH_LINES[:4]), _ocr(path, "eng")["text"]) <= 0.02
 
 
 # --- on the worker: a page poppler cannot draw is a failed page ---------------------------------
@@ -262,7 +269,7 @@ def test_a_rendering_of_the_wrong_size_fails_the_job_instead_of_succeeding_empty
     monkeypatch.setattr(tesseract, "convert_from_path", lambda *args, **kwargs: [Image.new("L", size, 255)])
     seen = []
 
-    refused = _refused(tesseract.ocr_file, path, "eng", lambda done, total: seen.append(done))
+    refused = _refused(_ocr, path, "eng", lambda done, total: seen.append(done))
 
     assert refused.code == errors.CORRUPT_DOCUMENT
     assert refused.message.startswith("Page 1 could not be rendered"), refused.message
@@ -280,7 +287,7 @@ def test_a_rendering_within_a_pixel_or_two_of_the_size_asked_for_is_read(tmp_pat
         return [image.crop((0, 0, image.width - 1, image.height + 1))]
 
     monkeypatch.setattr(tesseract, "convert_from_path", rounded)
-    assert cer("\n".join(ENGLISH_LINES[:2]), tesseract.ocr_file(path, "eng")["text"]) <= 0.02
+    assert cer("\n".join(ENGLISH_LINES[:2]), _ocr(path, "eng")["text"]) <= 0.02
 
 
 # --- through the API: the same checks accept the unusual but sound pages -----------------------

@@ -70,3 +70,28 @@ def test_ocr_job_reads_english_with_the_english_pack(client):
     job = client.wait(job["id"])
     assert job["state"] == "succeeded", job
     assert cer("\n".join(ENGLISH_LINES), job["result"]["text"]) <= 0.02
+
+
+def test_a_born_digital_pdf_is_read_from_its_text_layer_unless_ocr_is_forced(client):
+    pdf = text_pdf([FRENCH_LINES, ENGLISH_LINES])
+
+    layer = client.wait(
+        client.submit_document("ocr", pdf, "facture.pdf", languages="fra+eng", force_ocr="false")["id"]
+    )
+    forced = client.wait(
+        client.submit_document("ocr", pdf, "facture.pdf", languages="fra+eng", force_ocr="true")["id"]
+    )
+
+    assert layer["state"] == forced["state"] == "succeeded"
+    assert [r["method"] for r in layer["result"]["page_readings"]] == ["text_layer", "text_layer"]
+    assert layer["result"]["text"].split("\f") == ["\n".join(FRENCH_LINES), "\n".join(ENGLISH_LINES)]
+    assert layer["params"]["force_ocr"] is False and forced["params"]["force_ocr"] is True
+    assert [r["method"] for r in forced["result"]["page_readings"]] == ["ocr", "ocr"]
+    assert all(r["confidence"] >= 80 for r in forced["result"]["page_readings"])
+
+
+def test_force_ocr_takes_yes_or_no_only(client):
+    response = client.post(
+        "/api/v1/jobs/ocr", files={"file": ("a.pdf", text_pdf([FRENCH_LINES]))}, data={"force_ocr": "perhaps"}
+    )
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_parameter"

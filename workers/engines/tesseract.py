@@ -1,8 +1,12 @@
-"""Text from PDF and image pages with Tesseract, one page at a time.
+"""Text from PDF and image pages, one page at a time: a PDF page's own text layer when it has
+a usable one (``workers.engines.textlayer``), else Tesseract.
 
 Pages are rendered by poppler one by one in grayscale (FACTS.md: rendering a whole document at
 once took gigabytes; grayscale brings pytesseract to the CLI's speed), and Tesseract runs with
-``OMP_THREAD_LIMIT=1`` (several times faster on small machines).
+``OMP_THREAD_LIMIT=1`` (several times faster on small machines). Each page's reading gives its
+text and Tesseract's mean word confidence; a page read with little confidence is checked for
+orientation (Tesseract's OSD) and read again upright when it was turned, so an upright page
+costs one reading only.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import pytesseract
 from pdf2image import convert_from_path
 from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
 from PIL import Image, ImageSequence
+from pytesseract import Output
 
+from workers.engines import textlayer
 from workers.protocol import documents, errors
 from workers.protocol.errors import BadInput, GridError, TransientError
 
@@ -53,10 +59,22 @@ def _one_thread() -> Iterator[None]:
             os.environ["OMP_THREAD_LIMIT"] = before
 
 
-def _read(image: Image.Image, languages: str) -> str:
+#: Below this mean word confidence (0–100), a page is checked for orientation: an upright page
+#: of print reads at 80–95, a page on its side or upside down at 30 or less.
+ROTATE_BELOW_CONFIDENCE = 50
+#: OSD's own confidence in the orientation it found, below which the page is left as it is.
+MIN_ORIENTATION_CONFIDENCE = 2.0
+
+
+def _read(image: Image.Image, languages: str) -> tuple[str, float | None]:
+    """The page's text and Tesseract's mean word confidence (None without a word), from one
+    run of Tesseract that writes both (txt and tsv)."""
     try:
         with _one_thread():
-            return pytesseract.image_to_string(image, lang=languages, timeout=PAGE_TIMEOUT)
+            text, tsv = pytesseract.run_and_get_multiple_output(
+                image, extensions=["txt", "tsv"], lang=languages, timeout=PAGE_TIMEOUT
+            )
+        return text, _mean_confidence(tsv)
     except pytesseract.TesseractNotFoundError:
         raise TransientError(
             "Tesseract is not installed on this worker.", code=errors.ENGINE_UNAVAILABLE
@@ -72,6 +90,51 @@ def _read(image: Image.Image, languages: str) -> str:
                 f"Tesseract was killed (signal {-exc.status}).", code=errors.OCR_FAILED
             ) from None
         raise BadInput(f"Tesseract could not read a page: {exc.message}", code=errors.OCR_FAILED) from None
+
+
+def _mean_confidence(tsv: str) -> float | None:
+    scores = []
+    for line in tsv.splitlines()[1:]:
+        fields = line.split("\t")
+        if len(fields) == 12 and fields[0] == "5" and fields[11].strip():
+            try:
+                score = float(fields[10])
+            except ValueError:
+                continue
+            if score >= 0:
+                scores.append(score)
+    return round(sum(scores) / len(scores), 1) if scores else None
+
+
+def _orientation(image: Image.Image) -> int:
+    """Degrees to turn the page clockwise to stand it upright, by Tesseract's OSD (0 when it
+    cannot tell: too little text, no ``osd`` pack)."""
+    if "osd" not in installed_languages():
+        return 0
+    try:
+        with _one_thread():
+            found = pytesseract.image_to_osd(image, output_type=Output.DICT, timeout=PAGE_TIMEOUT)
+    except (pytesseract.TesseractError, RuntimeError):
+        return 0
+    if float(found.get("orientation_conf", 0)) < MIN_ORIENTATION_CONFIDENCE:
+        return 0
+    return int(found.get("rotate", 0)) % 360
+
+
+def _read_upright(image: Image.Image, languages: str) -> tuple[str, float | None, int]:
+    """Read the page; if it reads poorly and OSD finds it turned, read it turned upright and
+    keep the better reading. Returns its text, confidence and the turn applied (degrees)."""
+    text, confidence = _read(image, languages)
+    if confidence is not None and confidence >= ROTATE_BELOW_CONFIDENCE:
+        return text, confidence, 0
+    turn = _orientation(image)
+    if not turn:
+        return text, confidence, 0
+    with image.rotate(-turn, expand=True) as upright:  # PIL turns counter-clockwise
+        again, again_confidence = _read(upright, languages)
+    if (again_confidence or 0) > (confidence or 0):
+        return again, again_confidence, turn
+    return text, confidence, 0
 
 
 #: Pixels a rendered side may miss from the size asked for (poppler rounds up), before the
@@ -135,8 +198,13 @@ def ocr_file(
     path: str | Path,
     languages: str,
     on_page: Callable[[int, int], None] = lambda done, total: None,
+    force_ocr: bool = False,
 ) -> dict:
-    """Read every page of a PDF or image file; calls ``on_page(done, total)`` after each page."""
+    """Read every page of a PDF or image file; calls ``on_page(done, total)`` after each page.
+
+    A PDF page with a usable text layer is read from it unless ``force_ocr``; every other page
+    by Tesseract. The result says, per page, how it was read (``text_layer`` or ``ocr``), with
+    Tesseract's mean word confidence and the turn it took to stand the page upright."""
     path = Path(path)
     languages = documents.parse_languages(languages)
     missing = set(languages.split("+")) - installed_languages()
@@ -148,17 +216,31 @@ def ocr_file(
     info = documents.inspect(path)
     total = info.page_count
     texts: list[str] = []
+    readings: list[dict] = []
+
+    def read(image: Image.Image, number: int) -> None:
+        text, confidence, turn = _read_upright(image, languages)
+        texts.append(text)
+        readings.append({"page": number, "method": "ocr", "confidence": confidence, "rotated": turn})
+
     try:
         if info.kind == "pdf":
             for page in info.pages:
-                with _render_pdf_page(path, page) as image:
-                    texts.append(_read(image, languages))
+                layer = None if force_ocr else textlayer.page_text(path, page.number)
+                if textlayer.usable(layer):
+                    texts.append(layer)
+                    readings.append(
+                        {"page": page.number, "method": "text_layer", "confidence": None, "rotated": 0}
+                    )
+                else:
+                    with _render_pdf_page(path, page) as image:
+                        read(image, page.number)
                 on_page(len(texts), total)
         else:
             with Image.open(path) as document:
-                for frame in ImageSequence.Iterator(document):
+                for number, frame in enumerate(ImageSequence.Iterator(document), start=1):
                     with frame.convert("L") as gray:
-                        texts.append(_read(gray, languages))
+                        read(gray, number)
                     on_page(len(texts), total)
     except GridError:
         raise
@@ -177,5 +259,6 @@ def ocr_file(
         "languages": languages,
         "kind": info.kind,
         "characters": len(text),
+        "page_readings": readings,
         "engine": {"name": "tesseract", "version": tesseract_version()},
     }

@@ -308,3 +308,20 @@ def inspect(path: str | Path) -> DocumentInfo:
     if kind == "pdf":
         return inspect_pdf(path)
     return inspect_image(path, kind)
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def parse_flag(value: object, name: str) -> bool:
+    """A yes/no option as JSON gives it (true, false) or a form does (true, 1, yes, on…)."""
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise BadInput(f"{name} is true or false, not {str(value)[:40]!r}.", code=errors.INVALID_PARAMETER)

@@ -1,0 +1,64 @@
+"""A PDF page's own text, when it has a usable one (born-digital invoices carry theirs).
+
+Poppler's ``pdftotext`` reads one page at a time, its layout kept (labels stay beside their
+values). A layer is used only when it looks like text: enough letters, few characters that
+no text holds (replacement marks, control and private-use characters), little mojibake (UTF-8
+read as Latin-1: ``Ã©``), and words rather than runs of symbols. Anything else (no layer, an
+empty one, a scanner's poor invisible OCR layer, a font without a usable encoding) is read by
+Tesseract instead, as OCRmyPDF's ``--skip-text`` and paperless-ngx's ``auto`` mode do.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import unicodedata
+from pathlib import Path
+
+#: Seconds pdftotext may take on one page.
+TIMEOUT = 60
+#: A layer with fewer letters than this says too little to be trusted over OCR.
+MIN_LETTERS = 20
+#: Shares of the page's visible characters, and of its words, a usable layer stays within.
+MIN_TEXT_SHARE = 0.7
+MAX_ODD_SHARE = 0.02
+MAX_MOJIBAKE_SHARE = 0.02
+MIN_WORD_SHARE = 0.5
+
+_MOJIBAKE = re.compile(r"[ÃÂâ][\u0080-\u00bf€™œ]")
+_WORD = re.compile(r"^[^\W\d_]{2,}[.,;:!?)]*$|^\d[\d.,/:-]*$")
+
+
+def page_text(path: str | Path, number: int) -> str | None:
+    """The text layer of page ``number`` (1-based), layout kept; None if poppler cannot read it."""
+    try:
+        done = subprocess.run(
+            ["pdftotext", "-f", str(number), "-l", str(number), "-layout", "-enc", "UTF-8", str(path), "-"],
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.decode("utf-8", errors="replace").replace("\f", "")
+
+
+def usable(text: str | None) -> bool:
+    """Whether a page's text layer reads as text (see the module's rules)."""
+    if not text:
+        return False
+    visible = [char for char in text if not char.isspace()]
+    letters = sum(char.isalpha() for char in visible)
+    if letters < MIN_LETTERS:
+        return False
+    odd = sum(char == "\ufffd" or unicodedata.category(char) in ("Cc", "Co", "Cn", "Cs") for char in visible)
+    texty = sum(char.isalnum() or unicodedata.category(char)[0] in "PS" for char in visible)
+    words = text.split()
+    wordlike = sum(bool(_WORD.match(word)) for word in words)
+    return (
+        odd / len(visible) <= MAX_ODD_SHARE
+        and texty / len(visible) >= MIN_TEXT_SHARE
+        and len(_MOJIBAKE.findall(text)) / max(1, letters) <= MAX_MOJIBAKE_SHARE
+        and wordlike / max(1, len(words)) >= MIN_WORD_SHARE
+    )
