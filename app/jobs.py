@@ -44,8 +44,8 @@ from workers.protocol.errors import BadInput
 
 log = logging.getLogger(__name__)
 
-KINDS = ("ocr", "summarise", "translate", "pipeline")
-DOCUMENT_KINDS = ("ocr", "pipeline")
+KINDS = ("ocr", "summarise", "translate", "pipeline", "invoice")
+DOCUMENT_KINDS = ("ocr", "pipeline", "invoice")
 
 #: Step name → (task name, queue).
 STEPS = {
@@ -99,6 +99,11 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
         steps.append("ocr")
         clean["pages"] = info.page_count
         clean["document_type"] = info.kind
+    if kind == "invoice":
+        clean["invoice_fields"] = True
+    elif kind == "pipeline":
+        # The pipeline can read the document's invoice or receipt fields too.
+        clean["invoice_fields"] = documents.parse_flag(params.get("invoice_fields"), "invoice_fields")
     if kind in ("summarise", "translate"):
         job_input = JobInput(kind="text", data=texts.check_text(params.get("text")).encode("utf-8"))
     if kind in ("summarise", "pipeline"):
@@ -139,6 +144,21 @@ def step_args(job: Job, step: JobStep) -> tuple:
 
 #: Where the text a step works on sits in the result of the step before it.
 _TEXT_OF_RESULT = {"ocr": "text", "summarise": "summary", "translate": "translation"}
+
+
+def derive(step: JobStep, result: Any) -> Any:
+    """What the coordinator adds to a step's result as the member gets it (entered, or
+    validated): an invoice's or a receipt's fields, read by rules from the text
+    (``app.invoices.fields``), for jobs that ask for them. Computed here, from a text the grid
+    accepted, never taken from a node."""
+    if step.name != "ocr" or not step.job.params.get("invoice_fields") or not isinstance(result, dict):
+        return result
+    text = result.get("text")
+    if not isinstance(text, str):
+        return result
+    from app.invoices import fields
+
+    return {**result, "fields": fields.extract(text.split(documents.PAGE_BREAK))}
 
 
 def input_of(step: JobStep) -> tuple[str, bytes] | None:
@@ -352,6 +372,8 @@ def result_of(job: Job) -> dict[str, Any] | None:
             out["text"] = step.result.get("text")
             out["pages"] = step.result.get("pages")
             out["page_readings"] = step.result.get("page_readings")
+            if "fields" in step.result:
+                out["fields"] = step.result["fields"]
         elif step.name == "summarise":
             out["summary"] = step.result.get("summary")
             out["summary_language"] = step.result.get("language")

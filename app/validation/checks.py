@@ -98,7 +98,7 @@ def on_replica_failed(replica: Step, code: str, message: str, at: datetime, ctx:
 
 
 def _accept(step: Step, result: Any, at: datetime, ctx: Context, **measured: int | None) -> None:
-    following = lifecycle.step_succeeded(step, result, at=at, **measured)
+    following = lifecycle.step_succeeded(step, jobs.derive(step, result), at=at, **measured)
     if following is not None:  # it works on this result: sent once the batch is committed
         ctx.after_commit.append(lambda: jobs.send_step(following))
 

@@ -15,10 +15,11 @@ from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
+from workers.protocol import documents
+
 #: Where a step's text sits in its result.
 TEXT_OF_STEP = {"ocr": "text", "summarise": "summary", "translate": "translation"}
-#: Separates the pages of an OCR text.
-PAGE_BREAK = "\f"
+PAGE_BREAK = documents.PAGE_BREAK
 
 
 @dataclass(frozen=True)

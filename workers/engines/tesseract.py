@@ -30,8 +30,7 @@ from workers.protocol.errors import BadInput, GridError, TransientError
 #: Seconds Tesseract may spend on one page before the page counts as unreadable.
 PAGE_TIMEOUT = int(os.environ.get("GRID_OCR_PAGE_TIMEOUT", "120"))
 
-#: Separates pages in the returned text, as pdftotext and the tesseract CLI do.
-PAGE_BREAK = "\f"
+PAGE_BREAK = documents.PAGE_BREAK
 
 
 @cache

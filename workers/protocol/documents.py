@@ -22,6 +22,9 @@ import celeryconfig as limits
 from workers.protocol import errors
 from workers.protocol.errors import BadInput, TransientError
 
+#: Separates the pages of a document's text, as pdftotext and the tesseract CLI do.
+PAGE_BREAK = "\f"
+
 _MAGIC = (
     (b"%PDF-", "pdf"),
     (b"\x89PNG\r\n\x1a\n", "png"),
