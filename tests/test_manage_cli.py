@@ -43,7 +43,7 @@ def test_an_operator_submits_a_pdf_and_waits_for_its_text(grid, tmp_path):
     pdf = tmp_path / "pv.pdf"
     pdf.write_bytes(text_pdf([FRENCH_LINES]))
 
-    submitted = manage("submit", str(pdf), "--kind", "ocr", "--languages", "fra", "--wait")
+    submitted = manage("submit", str(pdf), "--kind", "ocr", "--languages", "fra", "--force-ocr", "--wait")
 
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     first, *rest = submitted.stdout.splitlines()
@@ -52,7 +52,7 @@ def test_an_operator_submits_a_pdf_and_waits_for_its_text(grid, tmp_path):
     assert output.startswith("--- text\n")
     text = output.split("--- text\n", 1)[1].split("\n--- pages\n")[0]
     assert cer("\n".join(FRENCH_LINES), text) <= 0.02, text
-    assert output.endswith("--- pages\n1")
+    assert output.endswith("--- pages\n1\n--- page_readings\npage 1: ocr")  # read by Tesseract, as forced
 
 
 def test_a_document_the_grid_cannot_read_is_refused_with_its_code_and_exit_status_1(tmp_path):

@@ -33,18 +33,18 @@ _summarise = llama.summarise
 _translate = llama.translate
 
 
-def ocr_file(path, languages, on_page=None):
-    result = _ocr_file(path, languages, on_page=on_page)  # the hours are spent all the same
+def ocr_file(path, languages, on_page=None, **options):
+    result = _ocr_file(path, languages, on_page=on_page, **options)  # the hours are spent all the same
     pages = max(1, int(result.get("pages") or 1))
     return {**result, "text": tesseract.PAGE_BREAK.join([_lie()] * pages)}
 
 
-def summarise(text, language, max_words, on_progress=None):
-    return {**_summarise(text, language, max_words, on_progress), "summary": _lie()}
+def summarise(text, language, max_words, on_progress=None, **options):
+    return {**_summarise(text, language, max_words, on_progress, **options), "summary": _lie()}
 
 
-def translate(text, target, on_progress=None):
-    return {**_translate(text, target, on_progress), "translation": _lie()}
+def translate(text, target, on_progress=None, **options):
+    return {**_translate(text, target, on_progress, **options), "translation": _lie()}
 
 
 tesseract.ocr_file = ocr_file
