@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from bench import ledger, validation
+from bench import ledger, ocr_eval, validation
 from tests.documents import FRENCH_LINES, cer, text_pdf
 from tests.grid import CELERY, ROOT, Client, Grid, GridProcess, wait_for
 
@@ -504,6 +504,8 @@ def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) ->
         if "validation" in parts or "grid" in parts:  # python -m bench validation: this one alone
             token = _tokens(flask_app, ["validation@bench.local"])["validation@bench.local"]
             ledger_lines += validation.run(flask_app, log_dir, token)
+        if "ocr" in parts or "grid" in parts:  # python -m bench ocr: reading quality, in process
+            ledger_lines += ocr_eval.run(workdir)
     except (BenchError, AssertionError, subprocess.CalledProcessError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         if grid is not None:
