@@ -832,16 +832,23 @@ def _line_before(page: _Page, pos: int) -> str:
 
 def _in_customer_block(page: _Page, start: int, end: int) -> bool:
     """Whether a customer cue (Client, Klant, Bill to…) stands before [start, end) on its line, or at the
-    head of a run of text above it in the same column, within its block (up to a blank line)."""
+    head of a run of text above it in the same column, within its block (up to two blank lines: OCR
+    puts a stray one inside a block now and then)."""
     line = page.line_of(start)
     s0, s1 = page.segment_at(start, end)
     line_start = page.line_span(line)[0]
     if _CUSTOMER.search(page.text[line_start + s0 : start]):
         return True
+    blank = 0
     for above in range(line - 1, max(-1, line - 9), -1):
         text = page.line_text(above)
         if not text.strip():
-            return False
+            # OCR puts a stray blank line inside a block now and then: two end it.
+            blank += 1
+            if blank == 2:
+                return False
+            continue
+        blank = 0
         for m in _SEGMENT.finditer(text):
             if m.start() < s1 and s0 < m.end() and _CUSTOMER_AT_START.match(m.group()):
                 return True
