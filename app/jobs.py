@@ -146,19 +146,19 @@ def step_args(job: Job, step: JobStep) -> tuple:
 _TEXT_OF_RESULT = {"ocr": "text", "summarise": "summary", "translate": "translation"}
 
 
-def derive(step: JobStep, result: Any) -> Any:
-    """What the coordinator adds to a step's result as the member gets it (entered, or
-    validated): an invoice's or a receipt's fields, read by rules from the text
-    (``app.invoices.fields``), for jobs that ask for them. Computed here, from a text the grid
-    accepted, never taken from a node."""
-    if step.name != "ocr" or not step.job.params.get("invoice_fields") or not isinstance(result, dict):
-        return result
-    text = result.get("text")
+def invoice_fields(step: JobStep) -> dict[str, Any] | None:
+    """An invoice's or a receipt's fields, read by rules (``app.invoices.fields``) from the
+    text of a succeeded OCR step whose job asks for them: computed by the coordinator from the
+    text the grid accepted, never taken from a node, and when the result is read rather than in
+    the ledger's transaction (a long document takes seconds)."""
+    if step.name != "ocr" or not step.job.params.get("invoice_fields") or not isinstance(step.result, dict):
+        return None
+    text = step.result.get("text")
     if not isinstance(text, str):
-        return result
+        return None
     from app.invoices import fields
 
-    return {**result, "fields": fields.extract(text.split(documents.PAGE_BREAK))}
+    return fields.extract(text.split(documents.PAGE_BREAK))
 
 
 def input_of(step: JobStep) -> tuple[str, bytes] | None:
@@ -372,8 +372,9 @@ def result_of(job: Job) -> dict[str, Any] | None:
             out["text"] = step.result.get("text")
             out["pages"] = step.result.get("pages")
             out["page_readings"] = step.result.get("page_readings")
-            if "fields" in step.result:
-                out["fields"] = step.result["fields"]
+            found = invoice_fields(step)
+            if found is not None:
+                out["fields"] = found
         elif step.name == "summarise":
             out["summary"] = step.result.get("summary")
             out["summary_language"] = step.result.get("language")

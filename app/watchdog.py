@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 import celeryconfig as cc
 from app import broker_upkeep, jobs, lifecycle, registry
 from app.extensions import db
-from app.ledger import periods, rules
+from app.ledger import batch, periods, rules
 from app.ledger.context import Context
 from app.ledger.values import aware
 from app.models import ExecutionSighting, Job, JobState, JobStep, LedgerEntry, Node, StepState, utcnow
@@ -217,6 +217,8 @@ def _revive_one(step_id: int, held: dict[str, list[str | None]], quiet: datetime
         # A check that could not be run: its step's results are weighed without it (another
         # replica, or a decision on those in hand); the job goes on.
         ctx = Context.load()
+        ctx.steps[step.task_id] = step
+        ctx.lock_nodes()  # the nodes its verdict may judge, in id order, as a batch locks them
         checks.on_replica_failed(
             step,
             errors.WORKER_LOST,
@@ -225,8 +227,7 @@ def _revive_one(step_id: int, held: dict[str, list[str | None]], quiet: datetime
             ctx,
         )
         db.session.commit()
-        for action in ctx.after_commit:
-            action()
+        batch.run_after_commit(ctx)
         log.warning("replica %s lost at its last attempt: its step is decided without it", step.task_id)
         return step.task_id, "replica given up"
     if attempt + 1 > cc.MAX_RETRIES:

@@ -20,6 +20,7 @@ from celery.exceptions import Ignore, Reject
 
 import celeryconfig
 from workers import metering
+from workers.protocol import errors
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,6 @@ _NOT_OURS = (404, 410)
 #: How long to wait before handing back a task whose input could not be fetched (the
 #: coordinator is away): the broker gives it out again.
 RETRY_SECONDS = 5
-#: Refusals with which the coordinator says a replica (a re-run that checks another node's
-#: result) is not this node's to run: another node must take it (``NotOurs``).
-REPLICA_REFUSALS = ("same_node", "same_owner", "other_model")
 
 
 class NotOurs(Exception):
@@ -72,7 +70,7 @@ def fetch(task_id: str, task_name: str, attempt: int, worker: str) -> tuple[str,
         if exc.code in _NOT_OURS:
             log.warning("task %s is not ours to run (%s): %s", task_id, exc.code, reason)
             raise Ignore() from None
-        if exc.code == 409 and reason in REPLICA_REFUSALS:
+        if exc.code == 409 and reason in errors.REPLICA_REFUSALS:
             raise NotOurs(reason, _retry_after(exc)) from None
         log.warning("task %s handed back: the coordinator said %s (%s)", task_id, exc.code, reason)
         raise hand_back(_retry_after(exc)) from None

@@ -21,6 +21,7 @@ from app.errors import ApiError
 from app.extensions import db
 from app.ledger import executions
 from app.ledger.verification import Refused
+from workers.protocol import errors
 
 bp = Blueprint("work", __name__, url_prefix="/work")
 
@@ -56,7 +57,6 @@ _STATUS = {
 #: Seconds a node waits before handing back a replica it may not run: soon enough that the
 #: replica is not delayed long when this node is the only one free, not so soon that it spins.
 _REPLICA_RETRY_AFTER = 1
-_REPLICA_REFUSALS = ("same_node", "same_owner", "other_model")
 
 
 def _record(task_id: str, what: str) -> dict:
@@ -86,7 +86,7 @@ def fetch_input(task_id: str):
             refused.detail or refused.reason,
             code=refused.reason,
             status=_STATUS.get(refused.reason, 400),
-            retry_after=_REPLICA_RETRY_AFTER if refused.reason in _REPLICA_REFUSALS else None,
+            retry_after=_REPLICA_RETRY_AFTER if refused.reason in errors.REPLICA_REFUSALS else None,
         )
     found = jobs.input_of(step)
     if found is None:  # a job queued before inputs were kept (an upgrade): it cannot run

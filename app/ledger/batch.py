@@ -52,11 +52,17 @@ def apply(messages: Sequence[tuple[str, Any]]) -> None:
     except Exception:
         db.session.rollback()
         raise
+    run_after_commit(ctx)
+
+
+def run_after_commit(ctx: Context) -> None:
+    """What waited for the commit (sending steps on, commands to nodes): best effort, the state
+    is saved."""
     for action in ctx.after_commit:
         try:
             action()
-        except Exception:  # noqa: BLE001  a broker command is best effort; the state is saved
-            log.exception("a command to a node failed after the ledger batch")
+        except Exception:  # noqa: BLE001
+            log.exception("a command after a ledger commit failed")
 
 
 def apply_safely(messages: Sequence[tuple[str, Any]]) -> None:

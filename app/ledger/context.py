@@ -44,8 +44,6 @@ class Context:
     heartbeats: dict[str, set[int]] = field(default_factory=dict)
     #: What to do once the batch is committed (broker commands to nodes).
     after_commit: list[Callable[[], None]] = field(default_factory=list)
-    #: Results found invalid in this batch, per node (app.validation.checks).
-    invalid_verdicts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, records: Iterable[Any] = ()) -> Context:

@@ -98,7 +98,7 @@ def on_replica_failed(replica: Step, code: str, message: str, at: datetime, ctx:
 
 
 def _accept(step: Step, result: Any, at: datetime, ctx: Context, **measured: int | None) -> None:
-    following = lifecycle.step_succeeded(step, jobs.derive(step, result), at=at, **measured)
+    following = lifecycle.step_succeeded(step, result, at=at, **measured)
     if following is not None:  # it works on this result: sent once the batch is committed
         ctx.after_commit.append(lambda: jobs.send_step(following))
 
@@ -231,7 +231,6 @@ def _judge(row: Step, valid: bool, at: datetime, ctx: Context, reason: str | Non
     )
     if not valid:
         node.last_invalid_at = at
-        ctx.invalid_verdicts[node.id] = ctx.invalid_verdicts.get(node.id, 0) + 1
         _suspect(node, at, ctx)
 
 
@@ -242,11 +241,7 @@ def _refuse_grant(row: Step, reason: str, at: datetime, ctx: Context) -> None:
 
 
 def _decide_grant(entry: LedgerEntry, decision: str, reason: str, at: datetime, closed: set[str]) -> None:
-    if entry.id is not None and db.session.scalar(
-        select(GrantDecision.id).where(GrantDecision.entry_id == entry.id)
-    ):
-        return  # decided already
-    grant = GrantDecision(
+    grant = GrantDecision(  # one per entry: the unique entry_id refuses a second
         node_id=entry.node_id,
         decision=decision,
         reason=reason,
@@ -282,14 +277,14 @@ def _suspect(node: Node, at: datetime, ctx: Context) -> None:
     """Pause a node whose invalid results in the window reach the threshold."""
     rules = settings.current()
     since = at - rules.suspicion_window
-    stored = db.session.scalar(
+    db.session.flush()  # this batch's verdicts count too (the ledger's batch does not autoflush)
+    count = db.session.scalar(
         select(func.count(GrantDecision.id)).where(
             GrantDecision.node_id == node.id,
             GrantDecision.reason == INVALID_RESULT,
             GrantDecision.decided_at >= since,
         )
     )
-    count = (stored or 0) + ctx.invalid_verdicts.get(node.id, 0)
     if not policy.suspicious(count, rules) or node.paused_by == registry.SUSPICION:
         return
     registry.pause(node, registry.SUSPICION)

@@ -38,6 +38,7 @@ def summary() -> dict[str, Any]:
     )
     verifying = db.session.scalar(select(func.count()).where(JobStep.state == StepState.VERIFYING))
     replicas = db.session.scalar(select(func.count()).where(JobStep.replica_of_id.is_not(None)))
+    checked = db.session.scalar(select(func.count(func.distinct(JobStep.replica_of_id))))
     decisions = dict(
         db.session.execute(select(GrantDecision.reason, func.count()).group_by(GrantDecision.reason)).all()
     )
@@ -53,7 +54,7 @@ def summary() -> dict[str, Any]:
         select(Node.name).where(Node.paused_by == "suspicion").order_by(Node.name)
     ).all()
     return {
-        "results_checked": sum(steps.values()) + (verifying or 0),
+        "results_checked": checked or 0,
         "awaiting_replica": verifying or 0,
         "replicas_run": replicas or 0,
         "original_results": {"valid": steps.get("valid", 0), "invalid": steps.get("invalid", 0)},

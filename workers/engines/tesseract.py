@@ -243,8 +243,8 @@ def ocr_file(
 
     try:
         if info.kind == "pdf":
-            for page in info.pages:
-                layer = None if force_ocr else textlayer.page_text(path, page.number)
+            layers = [None] * total if force_ocr else textlayer.pages_text(path, total)
+            for page, layer in zip(info.pages, layers, strict=True):
                 if textlayer.usable(layer):
                     texts.append(layer)
                     readings.append(

@@ -29,19 +29,21 @@ _MOJIBAKE = re.compile(r"[ÃÂâ][\u0080-\u00bf€™œ]")
 _WORD = re.compile(r"^[^\W\d_]{2,}[.,;:!?)]*$|^\d[\d.,/:-]*$")
 
 
-def page_text(path: str | Path, number: int) -> str | None:
-    """The text layer of page ``number`` (1-based), layout kept; None if poppler cannot read it."""
+def pages_text(path: str | Path, pages: int) -> list[str | None]:
+    """The text layer of pages 1 to ``pages``, layout kept, from one run of pdftotext (it ends
+    each page with a form feed); a page poppler cannot read is None."""
     try:
         done = subprocess.run(
-            ["pdftotext", "-f", str(number), "-l", str(number), "-layout", "-enc", "UTF-8", str(path), "-"],
+            ["pdftotext", "-f", "1", "-l", str(pages), "-layout", "-enc", "UTF-8", str(path), "-"],
             capture_output=True,
-            timeout=TIMEOUT,
+            timeout=TIMEOUT * max(1, pages // 10),
         )
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    return done.stdout.decode("utf-8", errors="replace").replace("\f", "")
+        return [None] * pages
+    found = done.stdout.decode("utf-8", errors="replace").split("\f") if done.returncode == 0 else []
+    if len(found) < pages:  # not one form feed per page: trust none of it
+        return [None] * pages
+    return found[:pages]
 
 
 def usable(text: str | None) -> bool:

@@ -61,3 +61,7 @@ ENGINE_UNAVAILABLE = "engine_unavailable"
 TIME_LIMIT = "time_limit"
 WORKER_LOST = "worker_lost"
 INTERNAL_ERROR = "internal_error"
+
+#: Refusals with which the coordinator says a replica (a re-run that checks another node's
+#: result) is not this node's to run: another node must (app.validation, workers.tasks.base).
+REPLICA_REFUSALS = ("same_node", "same_owner", "other_model")
