@@ -76,3 +76,56 @@ def test_a_pipeline_can_read_the_fields_too(client):
 
     assert job["state"] == "succeeded", job
     assert _values(job["result"]["fields"]) == EXPECTED and job["result"]["summary"]
+
+
+RECEIPTS = {
+    "fra": [
+        "CARREFOUR MARKET IXELLES",
+        "Chaussée de Wavre 120",
+        "Ticket n° 4471",
+        "Date : 14/03/2025 18:42",
+        "Pain complet      2,35",
+        "Lait demi-écrémé  1,19",
+        "Pommes 1 kg       3,49",
+        "TOTAL             7,03 EUR",
+        "Carte bancaire    7,03",
+    ],
+    "nld": [
+        "DELHAIZE GENT",
+        "Kortrijksesteenweg 50",
+        "Kassabon 9921",
+        "Datum: 03-02-2025 10:15",
+        "Brood             2,80",
+        "Kaas              4,15",
+        "TOTAAL            6,95 EUR",
+        "Bancontact        6,95",
+    ],
+    "eng": [
+        "CORNER SHOP LTD",
+        "12 High Street, London",
+        "Receipt no 5521",
+        "Date: 21/01/2025 09:30",
+        "Coffee            2.50",
+        "Sandwich          4.20",
+        "TOTAL             6.70 EUR",
+        "Card              6.70",
+    ],
+}
+RECEIPT_FIELDS = {
+    "fra": {"total": "7.03", "issue_date": "2025-03-14"},
+    "nld": {"total": "6.95", "issue_date": "2025-02-03"},
+    "eng": {"total": "6.70", "issue_date": "2025-01-21"},
+}
+
+
+@pytest.mark.parametrize("language", list(RECEIPTS))
+def test_a_scanned_receipt_in_each_language_gives_its_total_and_date(client, language):
+    job = client.submit_document("invoice", text_image(RECEIPTS[language]), "ticket.png", languages=language)
+    job = client.wait(job["id"])
+
+    assert job["state"] == "succeeded", job
+    fields = job["result"]["fields"]
+    assert {name: fields[name]["value"] for name in ("total", "issue_date") if name in fields} == (
+        RECEIPT_FIELDS[language]
+    )
+    assert fields["kind"]["value"] == "receipt"
