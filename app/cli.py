@@ -249,10 +249,11 @@ def nodes_approve(name: str) -> None:
 def nodes_list() -> None:
     from app import registry
     from app.models import Node
+    from app.validation import settings
 
     for node in db.session.scalars(select(Node).order_by(Node.created_at)):
         uptime = registry.uptime(node, registry.WINDOWS["24h"])
-        trust = registry.describe(node)["trust"]
+        trust = settings.trust_of(node)
         click.echo(
             f"{node.id}  {node.name:<24} {node.participant.email:<30} {registry.state(node):<8} "
             f"{uptime:6.2f} % up (24 h)  {','.join(node.queues or []) or '-':<8} "

@@ -272,7 +272,8 @@ def fail_stalled(now: datetime | None = None) -> list[str]:
     failed = []
     for job in candidates:
         current = next((s for s in job.steps if s.state not in StepState.FINAL), None)
-        task_ids = [row.task_id for row in (current, *current.replicas)] if current else []
+        rows = (current, *current.replicas) if current else ()
+        task_ids = [row.task_id for row in rows]
         latest = db.session.scalar(
             select(func.max(ExecutionSighting.first_seen_at)).where(ExecutionSighting.task_id.in_(task_ids))
         )
@@ -280,10 +281,7 @@ def fail_stalled(now: datetime | None = None) -> list[str]:
             select(func.max(LedgerEntry.received_at)).where(LedgerEntry.task_id.in_(task_ids))
         )
         moments = [job.created_at, latest, entered]
-        if current is not None:
-            moments += [
-                m for row in (current, *current.replicas) for m in (row.dispatched_at, row.started_at)
-            ]
+        moments += [m for row in rows for m in (row.dispatched_at, row.started_at)]
         last = max(_aware(m) for m in moments if m is not None)
         if last < horizon:
             lifecycle.fail_job(

@@ -211,12 +211,7 @@ def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
         "paused_at": _iso(node.paused_at),
         "paused_by": node.paused_by,
         "pause_reason": node.pause_reason,
-        "trust": settings.trust_of(
-            node.validated_streak or 0,
-            node.validated_results or 0,
-            node.invalid_results or 0,
-            node.last_invalid_at,
-        ),
+        "trust": settings.trust_of(node),
         "approved_at": _iso(node.approved_at),
         "revoked_at": _iso(node.revoked_at),
         "uptime_percent": {name: uptime(node, window, now) for name, window in WINDOWS.items()},

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,7 +37,6 @@ from app import jobs, lifecycle, registry
 from app.extensions import db
 from app.ledger import periods, settlement
 from app.ledger.context import Context
-from app.ledger.values import aware
 from app.ledger.verification import Refused
 from app.models import GrantDecision, Job, JobState, LedgerEntry, Node, StepState, utcnow
 from app.models import JobStep as Step
@@ -339,23 +338,15 @@ def _max_chars(original: Step) -> int:
 
 
 def _online(queue: str, now: datetime, excluding: Iterable[str] = ()) -> list[Node]:
-    """Approved, unpaused nodes seen within the offline threshold that registered ``queue``."""
+    """Nodes the registry sees online that registered ``queue`` (only those seen within the
+    offline threshold are read)."""
     excluded = set(excluding)
-    found = db.session.scalars(
-        select(Node).where(
-            Node.approved_at.is_not(None),
-            Node.revoked_at.is_(None),
-            Node.paused_at.is_(None),
-            Node.stopped_at.is_(None),
-            Node.last_seen_at.is_not(None),
-        )
-    )
+    recent = now - timedelta(seconds=celeryconfig.NODE_OFFLINE_AFTER_SECONDS)
+    found = db.session.scalars(select(Node).where(Node.last_seen_at >= recent))
     return [
         node
         for node in found
-        if node.id not in excluded
-        and queue in (node.queues or [])
-        and (now - aware(node.last_seen_at)).total_seconds() <= celeryconfig.NODE_OFFLINE_AFTER_SECONDS
+        if node.id not in excluded and queue in (node.queues or []) and registry.state(node, now) == "online"
     ]
 
 

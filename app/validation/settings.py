@@ -29,14 +29,14 @@ def current() -> policy.Policy:
     )
 
 
-def trust_of(streak: int, validated: int, invalid: int, last_invalid_at: Any) -> dict[str, Any]:
+def trust_of(node: Any) -> dict[str, Any]:
     """A node's trust as the registry shows it."""
-    rules = current()
+    streak, rules = node.validated_streak or 0, current()
     return {
         "level": "trusted" if policy.trusted(streak, rules) else "probation",
         "validated_in_a_row": streak,
-        "validated": validated,
-        "invalid": invalid,
-        "last_invalid_at": last_invalid_at.isoformat() if last_invalid_at else None,
+        "validated": node.validated_results or 0,
+        "invalid": node.invalid_results or 0,
+        "last_invalid_at": node.last_invalid_at.isoformat() if node.last_invalid_at else None,
         "check_probability": round(policy.check_probability(streak, rules), 4) if enabled() else 0.0,
     }
