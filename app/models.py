@@ -427,3 +427,47 @@ class RewardLine(db.Model):
     exact_eur: Mapped[Decimal] = mapped_column(Money(30, 12))
 
     reward: Mapped[Reward] = relationship(back_populates="lines")
+
+
+# Running tallies for the operators' figures (app.figures), written by PostgreSQL triggers as
+# rows are inserted (migration d3f9a1c7e5b2, docs/decisions/0012): delta rows summed when read,
+# folded together by ``compact_tallies()``. Never written by the application.
+
+
+class LedgerTally(db.Model):
+    """Entries (``decision`` empty) and decisions on held grants, counted and summed by group."""
+
+    __tablename__ = "ledger_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    capability: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    held: Mapped[bool] = mapped_column()
+    decision: Mapped[str] = mapped_column(String(16), server_default="")
+    reason: Mapped[str] = mapped_column(String(32), server_default="")
+    entries: Mapped[int] = mapped_column(BigInteger)
+    granted_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class RejectionTally(db.Model):
+    """Records the ledger refused, by reason."""
+
+    __tablename__ = "rejection_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    records: Mapped[int] = mapped_column(BigInteger)
+
+
+class JobLatencyTally(db.Model):
+    """Finished jobs by kind, final state and latency bucket (``le``: its upper bound in
+    seconds, ``job_latency_bounds()``), with their summed seconds from submission to end."""
+
+    __tablename__ = "job_latency_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    le: Mapped[float] = mapped_column(Float(precision=53))
+    jobs: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Float(precision=53))

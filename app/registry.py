@@ -31,6 +31,9 @@ from app.validation import settings
 log = logging.getLogger(__name__)
 
 KINDS = ("register", "heartbeat", "stopping")
+#: A node's states (``state``), in the order operators read them.
+ONLINE, OFFLINE, PAUSED, PENDING, REVOKED = "online", "offline", "paused", "pending", "revoked"
+STATES = (ONLINE, OFFLINE, PAUSED, PENDING, REVOKED)
 WINDOWS = {"24h": timedelta(hours=24), "30d": timedelta(days=30)}
 HOURS_SHOWN = Decimal("0.000001")
 
@@ -157,19 +160,24 @@ def gone_since(node: Node | None, moment: datetime, now: datetime | None = None)
 
 
 def state(node: Node, now: datetime | None = None) -> str:
+    """One of ``STATES``. Reads only the columns of ``STATE_COLUMNS``."""
     now = now or utcnow()
     if node.revoked_at is not None:
-        return "revoked"
+        return REVOKED
     if node.approved_at is None:
-        return "pending"
+        return PENDING
     if node.paused_at is not None:
-        return "paused"
+        return PAUSED
     last = aware(node.last_seen_at)
     if last is None or node.stopped_at is not None:
-        return "offline"
+        return OFFLINE
     if (now - last).total_seconds() > celeryconfig.NODE_OFFLINE_AFTER_SECONDS:
-        return "offline"
-    return "online"
+        return OFFLINE
+    return ONLINE
+
+
+#: What ``state`` reads: a caller counting many nodes loads only these.
+STATE_COLUMNS = (Node.revoked_at, Node.approved_at, Node.paused_at, Node.last_seen_at, Node.stopped_at)
 
 
 def uptime(node: Node, window: timedelta, now: datetime | None = None) -> float:
