@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages the grid needs, only those missing.
 #   scripts/system-packages.sh demo   Tesseract (fra, eng, nld), poppler, Redis and PostgreSQL
-#   scripts/system-packages.sh test   the same (the demo and the tests start private servers)
+#   scripts/system-packages.sh test   the same (the demo and the tests start private servers), and
+#                                     promtool (Debian's prometheus) for the alert rules' tests
 set -euo pipefail
 purpose=${1:-demo}
 
@@ -18,6 +19,9 @@ have pdfinfo && have pdftoppm || need+=(poppler-utils)
 # Both start servers of their own (app/servers.py): the packages' services are not used.
 have redis-server || need+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || need+=(postgresql)
+# promtool checks and unit-tests deploy/prometheus (tests/test_monitoring.py); Debian ships it
+# only in the server's package, whose service must not run here (below).
+[ "$purpose" = test ] && ! have promtool && need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 echo "installing system packages: ${need[*]}"
@@ -25,4 +29,19 @@ sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
+# A policy-rc.d answering 101 keeps the packages' services from starting during the install
+# (a Prometheus server on :9090 is not wanted here); ours is removed after, an existing one kept.
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  own_policy=1
+fi
+trap '[ -z "$own_policy" ] || $sudo rm -f "$policy"' EXIT
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# On a systemd machine the package still enables its unit for the next boot: disable it. (In a
+# container without systemd there is no unit manager, and policy-rc.d kept it stopped.)
+if [[ " ${need[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
