@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from prometheus_flask_exporter import PrometheusMetrics
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -64,7 +63,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(health)
     app.wsgi_app = BoundedBody(app.wsgi_app, float(app.config["REQUEST_BODY_TIMEOUT"]))
     if not app.config.get("TESTING_NO_METRICS"):
-        PrometheusMetrics(app, group_by="endpoint", defaults_prefix="koprogo_grid")
+        from app import metrics
+
+        metrics.init_app(app)  # request metrics, and the grid's figures on /metrics
 
     @app.after_request
     def commit_session(response):

@@ -34,6 +34,9 @@ class Defaults:
     #: Nodes a participant may enrol through the API (operators are not limited).
     NODES_PER_PARTICIPANT = 5
     JSON_SORT_KEYS = False
+    #: Seconds a process of the API keeps the grid's figures it computed for ``/metrics``
+    #: (app.metrics): each scrape within them is answered without a query.
+    METRICS_CACHE_SECONDS = 5
     #: Seconds a client is told to wait (``Retry-After``) when PostgreSQL or Redis is away (503).
     RETRY_AFTER_SECONDS = 5
     #: Seconds the API waits for PostgreSQL to accept a connection before it answers 503.
