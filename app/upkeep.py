@@ -4,7 +4,8 @@ what volunteers may not do for themselves and watches what the coordinator dispa
 Every ``unacked_restore_interval`` seconds it keeps the broker as the grid needs it
 (``app.broker_upkeep``: routing, kombu's scripts, messages dead workers left in flight); every
 ``WATCHDOG_SECONDS`` it sends again the steps whose message vanished (``app.watchdog``) and
-fails the jobs that can no longer end (``app.jobs.fail_stalled``), wherever a ledger worker
+fails the jobs that can no longer end (``app.jobs.fail_stalled``) and folds the operators'
+figures' running tallies together (``app.figures.compact_tallies``), wherever a ledger worker
 runs, with or without beat. With several ledger workers, one at a time watches (a lock in
 Redis); the broker's care is idempotent.
 """
@@ -20,7 +21,7 @@ import redis
 from celery import bootsteps
 
 import celeryconfig
-from app import broker_acl, broker_upkeep, jobs, watchdog
+from app import broker_acl, broker_upkeep, figures, jobs, watchdog
 from app.extensions import db
 from app.validation import checks
 
@@ -91,6 +92,9 @@ class Upkeep(bootsteps.StartStopStep):
                     log.info(
                         "%d held grants of ended jobs refused (their results were never validated)", refused
                     )
+                # The figures' running tallies gain delta rows with every batch: fold them.
+                figures.compact_tallies(db.session)
+                db.session.commit()
             finally:
                 db.session.rollback()
                 db.session.remove()
