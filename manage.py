@@ -5,6 +5,8 @@ db upgrade                 create or upgrade the database (Alembic, via Flask-Mi
 tokens create --owner ME   an API token, shown once
 submit FILE --wait         submit a document through the pipeline and follow it
 ledger show                the latest ledger entries
+stats --period week        requests, compute hours, euros, nodes and CO₂ (--json)
+models                     the models the grid serves now (--json)
 demo                       the whole grid on this machine, with a sample document
 """
 

@@ -50,8 +50,9 @@ def current_token() -> ApiToken:
     return g.api_token
 
 
-def require(scope: str) -> Callable:
-    """Route decorator: a valid bearer token with ``scope`` (``admin`` has every scope)."""
+def require(scope: str | None) -> Callable:
+    """Route decorator: a valid bearer token with ``scope`` (``admin`` has every scope); with
+    ``scope`` None, any valid token."""
 
     def decorate(view: Callable) -> Callable:
         @wraps(view)
@@ -65,7 +66,7 @@ def require(scope: str) -> Callable:
             row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip())))
             if row is None or row.revoked_at is not None:
                 raise InvalidToken("This API token is unknown or revoked.")
-            if scope not in row.scope_set and "admin" not in row.scope_set:
+            if scope is not None and scope not in row.scope_set and "admin" not in row.scope_set:
                 raise InsufficientScope(f"This token lacks the {scope!r} scope.")
             now = utcnow()
             last = row.last_used_at

@@ -466,9 +466,13 @@ def ledger_rejections(limit: int) -> None:
 
 
 def register(app: Flask) -> None:
+    from app.stats_cli import models_command, stats_command
+
     app.cli.add_command(tokens)
     app.cli.add_command(ledger)
     app.cli.add_command(nodes_group)
     app.cli.add_command(rates_group)
     app.cli.add_command(submit_command)
     app.cli.add_command(demo_command)
+    app.cli.add_command(stats_command)
+    app.cli.add_command(models_command)

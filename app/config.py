@@ -74,3 +74,17 @@ class Defaults:
     #: resumes it.
     SUSPICION_INVALID_RESULTS = 3
     SUSPICION_WINDOW_HOURS = 24
+    # CO₂ (app.carbon, docs/decisions/0013): a node's energy is its metered seconds at its
+    # hardware class's power; grams are that energy at the electricity's carbon intensity.
+    #: Watts a whole machine of each class draws while it works (a class a node claims is taken
+    #: only if it is in this table; anything else counts at the table's highest figure).
+    CO2_WATTS_BY_HARDWARE_CLASS = {"raspberry-pi": "8", "laptop": "30", "mac-mini": "40", "desktop": "120"}
+    #: Grams of CO₂ per kWh of the volunteers' electricity (Belgium's grid: about 165 in 2022–23).
+    CO2_GRID_G_PER_KWH = "170"
+    #: What the seed counts for one request served by a cloud GPU, in grams of CO₂.
+    CO2_CLOUD_G_PER_REQUEST = "500"
+    #: A model file at most this large is ``edge_compatible`` (``GET /api/v1/models``): it fits,
+    #: with the worker's overhead, in an 8 GB Raspberry Pi's share of RAM (workers.preflight).
+    EDGE_MODEL_MAX_BYTES = 4 * 1024**3
+    #: The longest span ``GET /api/v1/stats`` sums over (``from``/``to``).
+    STATS_MAX_DAYS = 366

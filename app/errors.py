@@ -37,6 +37,7 @@ REQUEST_TIMEOUT = "request_timeout"
 BROKER_UNAVAILABLE = "broker_unavailable"
 DATABASE_UNAVAILABLE = "database_unavailable"
 INTERNAL_ERROR = "internal_error"
+INVALID_PERIOD = "invalid_period"
 
 
 class ApiError(Exception):
@@ -67,6 +68,12 @@ class InvalidJson(ApiError):
 
 class InvalidParameter(ApiError):
     code = INVALID_PARAMETER
+
+
+class InvalidPeriod(ApiError):
+    """A statistics period that is unknown, malformed, reversed or too long."""
+
+    code = INVALID_PERIOD
 
 
 class IncompleteBody(ApiError):

@@ -24,7 +24,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
 import celeryconfig as cc
-from app import lifecycle, progress
+from app import footprints, lifecycle, progress
 from app.errors import Conflict, Unavailable
 from app.extensions import db
 from app.ledger import settlement
@@ -407,4 +407,5 @@ def describe(job: Job, *, full: bool = True) -> dict[str, Any]:
         body["steps"] = [describe_step(step) for step in job.steps]
         body["result"] = result_of(job)
         body["cost"] = settlement.job_cost(job)
+        body["co2_grams"] = footprints.job_co2_grams(job.id)
     return body

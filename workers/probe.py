@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import celeryconfig
-from workers import preflight
+from workers import model_file, preflight
+
+#: What kind of machine a volunteer says this is (``raspberry-pi``, ``laptop``, ``mac-mini``,
+#: ``desktop``…): the coordinator counts its energy at that class's power (app.carbon). Unset,
+#: the probe guesses from what the system tells; when it cannot tell, it says nothing, and the
+#: coordinator assumes the most power-hungry class.
+HARDWARE_CLASS_ENV = "GRID_HARDWARE_CLASS"
+#: SMBIOS chassis types (``/sys/class/dmi/id/chassis_type``) of portable and of desktop machines.
+_PORTABLE_CHASSIS = {"8", "9", "10", "14", "30", "31", "32"}
+_DESKTOP_CHASSIS = {"3", "4", "5", "6", "7", "13", "15", "16", "35", "36"}
 
 
 def _version_of(package: str) -> str | None:
@@ -88,8 +97,35 @@ def model_digest(path: Path) -> str | None:
     return value
 
 
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace").strip("\x00 \n")
+    except OSError:
+        return ""
+
+
+def hardware_class() -> str | None:
+    """The class of machine this is: the volunteer's word (``GRID_HARDWARE_CLASS``), else a
+    guess from the device tree, the Mac model or the chassis type, else None."""
+    stated = os.environ.get(HARDWARE_CLASS_ENV, "").strip().lower()
+    if stated:
+        return stated[:32]
+    if platform.system() == "Darwin":
+        model_name = _command_version(["sysctl", "-n", "hw.model"]) or ""
+        if model_name.startswith("Macmini"):
+            return "mac-mini"
+        return "laptop" if model_name.startswith("MacBook") else None
+    if "raspberry pi" in _read_text("/proc/device-tree/model").lower():
+        return "raspberry-pi"
+    chassis = _read_text("/sys/class/dmi/id/chassis_type")
+    if chassis in _PORTABLE_CHASSIS or any(Path("/sys/class/power_supply").glob("BAT*")):
+        return "laptop"
+    return "desktop" if chassis in _DESKTOP_CHASSIS else None
+
+
 def model() -> dict[str, Any] | None:
-    """The configured GGUF model, its size and whether it fits in this machine's RAM."""
+    """The configured GGUF model: its file, size, digest, whether it fits in this machine's RAM,
+    and what its header says (architecture, name, context length, parameters, quantisation)."""
     from workers.engines import llama
 
     value = os.environ.get(llama.MODEL_ENV, "")
@@ -100,11 +136,13 @@ def model() -> dict[str, Any] | None:
     budget = int(preflight.total_ram_bytes() * preflight.LLM_MAX_RAM_SHARE) - preflight.LLM_OVERHEAD_BYTES
     return {
         "path": str(path),
+        "file_name": path.name,
         "exists": size is not None,
         "bytes": size,
         # A model too big for this machine is not served: not worth reading through.
         "sha256": model_digest(path) if size is not None and size <= budget else None,
         "fits_in_ram": size is not None and size <= budget,
+        **(model_file.describe(path) if size is not None else {}),
     }
 
 
@@ -120,6 +158,7 @@ def report(queues: tuple[str, ...] = celeryconfig.VOLUNTEER_QUEUES) -> dict[str,
             "system": platform.platform(terse=True),
             "cores": os.cpu_count(),
             "ram_bytes": preflight.total_ram_bytes(),
+            "hardware_class": hardware_class(),
         },
         "software": {
             "python": platform.python_version(),
@@ -145,6 +184,7 @@ def render(found: dict[str, Any]) -> str:
     lines = [
         f"machine     {machine['architecture']}, {machine['cores']} cores, "
         f"{machine['ram_bytes'] / 2**30:.1f} GiB RAM ({machine['system']})",
+        f"class       {machine.get('hardware_class') or f'unknown (set {HARDWARE_CLASS_ENV})'}",
         f"tesseract   {tess['version'] or 'not installed'}"
         + (f"; languages {', '.join(tess['languages'])}" if tess["languages"] else ""),
         f"poppler     {software['poppler'] or 'not installed'}",
@@ -157,6 +197,11 @@ def render(found: dict[str, Any]) -> str:
         size = f"{current['bytes'] / 2**30:.2f} GiB" if current["exists"] else "missing"
         fits = "fits in RAM" if current["fits_in_ram"] else "does NOT fit in RAM"
         lines.append(f"model       {current['path']} ({size}{', ' + fits if current['exists'] else ''})")
+        if current.get("architecture"):
+            lines.append(
+                f"            {current['architecture']}, {current.get('parameters') or '?'} parameters, "
+                f"context {current.get('context_length') or '?'}, {current.get('quantisation') or '?'}"
+            )
     lines.append(f"enrolment   {found['enrolment']}")
     lines.append("")
     for queue, verdict in found["queues"].items():
