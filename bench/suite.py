@@ -506,6 +506,10 @@ def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) ->
             ledger_lines += validation.run(flask_app, log_dir, token)
         if "ocr" in parts or "grid" in parts:  # python -m bench ocr: reading quality, in process
             ledger_lines += ocr_eval.run(workdir)
+        if "stats" in parts:  # python -m bench stats: alone (it fills the database with a year)
+            from bench import stats
+
+            ledger_lines += stats.run(flask_app)
     except (BenchError, AssertionError, subprocess.CalledProcessError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         if grid is not None:
