@@ -2,16 +2,18 @@
 a usable one (``workers.engines.textlayer``), else Tesseract.
 
 Pages are rendered by poppler one by one in grayscale (FACTS.md: rendering a whole document at
-once took gigabytes; grayscale brings pytesseract to the CLI's speed), and Tesseract runs with
-``OMP_THREAD_LIMIT=1`` (several times faster on small machines). Each page's reading gives its
-text and Tesseract's mean word confidence; a page read with little confidence is checked for
-orientation (Tesseract's OSD) and read again upright when it was turned, so an upright page
+once took gigabytes; grayscale brings pytesseract to the CLI's speed). A scanned or photographed
+page is made ready in milliseconds (``workers.engines.pages``: contrast, orientation, skew), then
+read by one run of Tesseract (``OMP_THREAD_LIMIT=1``: several times faster on small machines)
+as one uniform block, which writes its text and each word's confidence. A page read with little
+confidence is read again turned (half round, then as Tesseract's OSD says), so an upright page
 costs one reading only.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -20,10 +22,10 @@ from pathlib import Path
 import pytesseract
 from pdf2image import convert_from_path
 from pdf2image.exceptions import PDFPageCountError, PDFPopplerTimeoutError
-from PIL import Image, ImageSequence
+from PIL import Image, ImageOps, ImageSequence
 from pytesseract import Output
 
-from workers.engines import textlayer
+from workers.engines import pages, textlayer
 from workers.protocol import documents, errors
 from workers.protocol.errors import BadInput, GridError, TransientError
 
@@ -77,15 +79,19 @@ _SANE_DPI = range(70, 1201)
 
 def _read(image: Image.Image, languages: str, dpi: int | None = None) -> tuple[str, float | None]:
     """The page's text and Tesseract's mean word confidence (None without a word), from one
-    run of Tesseract that writes both (txt and tsv), told the page's resolution when it is known
-    (the image handed to Tesseract is a fresh file that has lost it)."""
+    run of Tesseract that writes both (txt and tsv), told the page's resolution when it is known.
+
+    The page is handed over as an uncompressed PGM file: pytesseract's default, PNG, took as long
+    to compress a noisy photo (0.5 s) as Tesseract took to read it."""
     config = f"--psm {PAGE_SEGMENTATION} -c tessedit_create_tsv=1"
     if dpi in _SANE_DPI:
         config += f" --dpi {dpi}"
     try:
-        with _one_thread(), pytesseract.pytesseract.save(image) as (base, input_filename):
+        with _one_thread(), tempfile.TemporaryDirectory(prefix="grid-ocr-") as folder:
+            page, base = Path(folder, "page.pgm"), Path(folder, "page")
+            image.save(page)
             pytesseract.pytesseract.run_tesseract(
-                input_filename, base, "txt tsv", languages, config=config, timeout=PAGE_TIMEOUT
+                str(page), str(base), "txt tsv", languages, config=config, timeout=PAGE_TIMEOUT
             )
             text, tsv = (
                 Path(f"{base}.{extension}").read_text(errors="replace") for extension in ("txt", "tsv")
@@ -137,22 +143,37 @@ def _orientation(image: Image.Image) -> int:
     return int(found.get("rotate", 0)) % 360
 
 
-def _read_upright(
-    image: Image.Image, languages: str, dpi: int | None = None
-) -> tuple[str, float | None, int]:
-    """Read the page; if it reads poorly and OSD finds it turned, read it turned upright and
-    keep the better reading. Returns its text, confidence and the turn applied (degrees)."""
-    text, confidence = _read(image, languages, dpi)
-    if confidence is not None and confidence >= ROTATE_BELOW_CONFIDENCE:
-        return text, confidence, 0
-    turn = _orientation(image)
-    if not turn:
-        return text, confidence, 0
-    with image.rotate(-turn, expand=True) as upright:  # PIL turns counter-clockwise
-        again, again_confidence = _read(upright, languages, dpi)
-    if (again_confidence or 0) > (confidence or 0):
-        return again, again_confidence, turn
-    return text, confidence, 0
+def _read_page(image: Image.Image, languages: str, dpi: int | None = None) -> tuple[str, dict]:
+    """Read a page made ready by ``workers.engines.pages`` (contrast, orientation, skew). A poor
+    reading (an upside-down page reads at 30 or less) is tried again turned half round, the most
+    likely mistake of the ink's measures, then, if still poor, at the turn Tesseract's OSD finds;
+    the best reading is kept. Returns its text and how it was read."""
+    prepared = pages.prepare(image)
+    try:
+        text, confidence = _read(prepared.image, languages, dpi)
+        turn, tried = prepared.turn, {0}
+        for more in (180, None):
+            if confidence is not None and confidence >= ROTATE_BELOW_CONFIDENCE:
+                break
+            more = _orientation(prepared.image) if more is None else more
+            if more in tried:
+                continue
+            tried.add(more)
+            with prepared.image.rotate(-more, expand=True) as turned:  # PIL turns counter-clockwise
+                again, again_confidence = _read(turned, languages, dpi)
+            if (again_confidence or 0) > (confidence or 0):
+                text, confidence, turn = again, again_confidence, (prepared.turn + more) % 360
+    finally:
+        if prepared.image is not image:
+            prepared.image.close()
+    return text, {
+        "method": "ocr",
+        "confidence": confidence,
+        "rotated": turn,
+        "skew": prepared.skew,
+        "deskewed": prepared.deskewed,
+        "contrast_normalised": prepared.contrast_normalised,
+    }
 
 
 #: Pixels a rendered side may miss from the size asked for (poppler rounds up), before the
@@ -237,9 +258,9 @@ def ocr_file(
     readings: list[dict] = []
 
     def read(image: Image.Image, number: int, dpi: int | None) -> None:
-        text, confidence, turn = _read_upright(image, languages, dpi)
+        text, how = _read_page(image, languages, dpi)
         texts.append(text)
-        readings.append({"page": number, "method": "ocr", "confidence": confidence, "rotated": turn})
+        readings.append({"page": number, **how})
 
     try:
         if info.kind == "pdf":
@@ -261,7 +282,7 @@ def ocr_file(
                     dpi = (
                         round(float(resolution[0])) if isinstance(resolution, tuple) and resolution else None
                     )
-                    with frame.convert("L") as gray:
+                    with ImageOps.exif_transpose(frame) as shown, shown.convert("L") as gray:
                         read(gray, number, dpi)
                     on_page(len(texts), total)
     except GridError:

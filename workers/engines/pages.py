@@ -1,0 +1,244 @@
+"""A scanned or photographed page made ready for Tesseract, in milliseconds and without Tesseract.
+
+Three measurements of the page's ink, each chosen on the evaluation set (``bench/ocr_eval.py``):
+
+- **contrast**: a photo's paper is grey and unevenly lit, a thermal receipt fades down the slip.
+  The paper's brightness is estimated at one eighth of the size (the brightest pixels around each
+  point, smoothed) and every pixel divided by it, then the levels are stretched so that ink is black
+  and paper white. A page whose paper is already even and white, and whose ink is dark (a clean
+  scan, a rendered PDF page), is left as it is.
+- **orientation**: lines of text leave empty rows between them (about half of the rows of a page),
+  while the columns under a line are almost never all empty; so the axis whose projection has more
+  empty bins is the one across the lines, which tells a page on its side. Which way up: Latin
+  letters and digits reach above the x-height (capitals, digits, b d f h k l t) far more often than
+  below it (g j p q y), so each line's ink above its core outweighs its ink below when upright.
+- **skew**: the angle at which the ink's projection across the lines is sharpest (lines aligned
+  with the bins), searched coarse then fine.
+
+A page on its side or upside down is turned (a lossless transpose) before the one reading; a page
+whose way up is unclear keeps its orientation and Tesseract's OSD decides only if the reading is
+poor (``workers.engines.tesseract``). Small skews (a few degrees, the usual phone photo) are left
+to Tesseract, which reads them as well as straightened ones; larger ones are straightened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+#: The paper's brightness is estimated on the page reduced by this factor.
+_BACKGROUND_REDUCTION = 8
+#: A page is left as it is when its paper is at least this bright everywhere (0–255)…
+EVEN_PAPER_MIN = 200
+#: …varies by no more than this across the page…
+EVEN_PAPER_SPREAD = 30
+#: …and its darkest ink (1st percentile) is at most this.
+DARK_INK_MAX = 90
+#: Ink: pixels darker than this once the contrast is normalised.
+INK_BELOW = 128
+#: Pages larger than this many pixels are measured at half size (enough for lines of print).
+_MEASURE_FULL_SIZE_UNDER = 3_000_000
+#: Ink points used to search the skew (a random sample of a page's ink: the angle is the same).
+_SKEW_SAMPLE = 40_000
+#: Skews searched (degrees), coarse step then fine step around the best coarse one.
+MAX_SKEW = 15.0
+_COARSE_STEP, _FINE_STEP = 1.0, 0.1
+#: A page is on its side when its projection along one axis has this many times the empty bins of
+#: the other (upright pages of the evaluation set: 1.7–5.8; pages on their side: 2.2–6.1).
+SIDEWAYS_RATIO = 1.3
+#: Ink above minus below the lines' cores, over both: beyond ±this the page's way up is taken
+#: (upright pages: +0.08 to +0.85; upside down: -0.18 to -0.64).
+UPRIGHT_MARGIN = 0.15
+#: Skews of at most this many degrees are left to Tesseract (measured: straightening 1–4° skews
+#: gained nothing on the evaluation set and cost a rotation of the whole page).
+DESKEW_ABOVE = 5.0
+#: Too little ink to measure anything.
+_MIN_INK_POINTS = 500
+
+
+@dataclass
+class Prepared:
+    image: Image.Image
+    #: Degrees the page was turned clockwise to stand upright (0, 90, 180, 270).
+    turn: int = 0
+    #: Whether its way up was clear (else OSD may be asked if the reading is poor).
+    orientation_known: bool = False
+    #: The skew measured (degrees, counter-clockwise positive) and whether it was straightened.
+    skew: float = 0.0
+    deskewed: bool = False
+    contrast_normalised: bool = False
+
+
+def _percentile(image: Image.Image, share: float) -> int:
+    """The grey level below which ``share`` of the page's pixels lie (from PIL's histogram)."""
+    counts = np.cumsum(image.histogram()[:256])
+    return int(np.searchsorted(counts, share * counts[-1]))
+
+
+def normalise_contrast(image: Image.Image) -> Image.Image | None:
+    """The page with its paper made white and even and its ink black, or None when it already is
+    (8-bit grayscale in and out)."""
+    small = image.reduce(_BACKGROUND_REDUCTION) if min(image.size) >= 64 else image.copy()
+    paper = small.filter(ImageFilter.MaxFilter(7)).filter(ImageFilter.GaussianBlur(3))
+    paper_levels = np.asarray(paper)
+    if (
+        paper_levels.min() >= EVEN_PAPER_MIN
+        and int(paper_levels.max()) - int(paper_levels.min()) <= EVEN_PAPER_SPREAD
+        and _percentile(image, 0.01) <= DARK_INK_MAX
+    ):
+        return None
+    background = np.maximum(np.asarray(paper.resize(image.size, Image.Resampling.BILINEAR)), 1)
+    ratio = np.minimum(np.asarray(image, dtype=np.uint16) * 255 // background, 255).astype(np.uint8)
+    flat = Image.fromarray(ratio, "L")
+    # stretch: the ink's usual level becomes black and the paper white (a share of the darkest
+    # pixels, or Otsu's split, would be paper on a sparse page, its grain stretched into specks)
+    levels = _ink_and_paper(flat.histogram())
+    if levels is None:
+        return flat
+    ink, paper = levels
+    scale = 255 / (paper - ink)
+    return flat.point([min(255, max(0, round((level - ink) * scale))) for level in range(256)])
+
+
+#: Ink is darker than the paper by more than this many times the paper's grain (its spread).
+INK_GRAIN_FACTOR = 4
+#: Levels lighter than the paper's less this many grains become white.
+PAPER_GRAIN_CLIP = 2
+#: …and covers at least this share of the page, else there is nothing to stretch.
+MIN_INK_SHARE = 0.001
+
+
+def _ink_and_paper(histogram: list[int]) -> tuple[int, int] | None:
+    """The paper's level (the page's median: most of a page is paper), and the ink's (the mean of
+    the pixels darker than the paper by more than its grain allows), or None without ink."""
+    counts = np.asarray(histogram[:256], dtype=np.float64)
+    cumulative = np.cumsum(counts)
+    total = cumulative[-1]
+    paper = int(np.searchsorted(cumulative, total / 2))
+    # the paper's grain from its darker half: the median absolute deviation below the median
+    quartile = int(np.searchsorted(cumulative, total / 4))
+    grain = max(1.0, 1.4826 * (paper - quartile) / 0.6745)
+    below = int(paper - INK_GRAIN_FACTOR * grain)
+    if below <= 0 or cumulative[below] < MIN_INK_SHARE * total:
+        return None
+    ink = int(round((counts[:below] * np.arange(below)).sum() / cumulative[below - 1]))
+    white = round(paper - PAPER_GRAIN_CLIP * grain)  # the paper's grain goes white with it
+    if white - ink < 16:
+        return None
+    return ink, white
+
+
+def _ink_points(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    measured = image.reduce(2) if image.width * image.height > _MEASURE_FULL_SIZE_UNDER else image
+    ys, xs = np.nonzero(np.asarray(measured) < INK_BELOW)
+    return xs.astype(np.float32), ys.astype(np.float32)
+
+
+def _projection(across: np.ndarray, along: np.ndarray, degrees: float) -> np.ndarray:
+    """Ink per bin of the axis ``across`` the lines once the points are turned by ``degrees``."""
+    angle = np.deg2rad(degrees)
+    projected = across * np.cos(angle) - along * np.sin(angle)
+    return np.bincount((projected - projected.min()).astype(np.int64))
+
+
+def _sharpness(histogram: np.ndarray) -> float:
+    steps = np.diff(histogram.astype(np.float64))
+    return float(steps @ steps)
+
+
+def _straightest(across: np.ndarray, along: np.ndarray) -> tuple[float, float]:
+    """(angle, sharpness) at which the projection across the lines is sharpest."""
+    if len(across) > _SKEW_SAMPLE:
+        pick = np.random.default_rng(0).choice(len(across), _SKEW_SAMPLE, replace=False)
+        across, along = across[pick], along[pick]
+
+    def best(angles: np.ndarray) -> tuple[float, float]:
+        scores = [_sharpness(_projection(across, along, a)) for a in angles]
+        index = int(np.argmax(scores))
+        return float(angles[index]), scores[index]
+
+    coarse, _ = best(np.arange(-MAX_SKEW, MAX_SKEW + 1e-9, _COARSE_STEP))
+    return best(np.arange(coarse - _COARSE_STEP, coarse + _COARSE_STEP + 1e-9, _FINE_STEP))
+
+
+def _empty_share(histogram: np.ndarray) -> float:
+    inked = np.nonzero(histogram)[0]
+    if len(inked) < 2:
+        return 0.0
+    span = histogram[inked[0] : inked[-1] + 1]
+    return float(np.count_nonzero(span == 0)) / len(span)
+
+
+def _upright_balance(histogram: np.ndarray) -> float:
+    """(ink above the lines' cores − ink below) / both, over the lines of a projection across them
+    (bins in reading order top to bottom)."""
+    above = below = 0.0
+    inked = histogram > 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], inked.view(np.int8), [0]))))
+    for start, end in zip(edges[::2], edges[1::2], strict=True):
+        line = histogram[start:end].astype(np.float64)
+        if len(line) < 5:
+            continue
+        core = np.flatnonzero(line >= 0.4 * line.max())
+        above += line[: core[0]].sum()
+        below += line[core[-1] + 1 :].sum()
+    return (above - below) / max(1.0, above + below)
+
+
+_TRANSPOSE = {
+    90: Image.Transpose.ROTATE_270,  # PIL turns counter-clockwise
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_90,
+}
+
+
+def measure(image: Image.Image) -> tuple[int, bool, float]:
+    """(clockwise turn to stand the page upright, whether its way up is clear, skew in degrees)."""
+    xs, ys = _ink_points(image)
+    if len(xs) < _MIN_INK_POINTS:
+        return 0, False, 0.0
+    across_rows, rows_sharpness = _straightest(ys, xs)
+    across_columns, columns_sharpness = _straightest(xs, -ys)
+    rows = _projection(ys, xs, across_rows)
+    columns = _projection(xs, -ys, across_columns)
+    sideways = _empty_share(columns) > SIDEWAYS_RATIO * _empty_share(rows)
+    if sideways:
+        # turned 90° clockwise, the page's rows are these columns, in this order
+        balance = _upright_balance(columns)
+        turn, skew = (90 if balance >= 0 else 270), across_columns
+    else:
+        balance = _upright_balance(rows)
+        turn, skew = (0 if balance >= 0 else 180), across_rows
+    known = abs(balance) > UPRIGHT_MARGIN
+    if not known:
+        turn = 90 if sideways else 0  # on its side it must be turned one way or the other
+    return turn, known, round(skew, 1)
+
+
+def prepare(image: Image.Image) -> Prepared:
+    """The page ready to be read: contrast normalised, straightened, turned upright (8-bit
+    grayscale in and out; the caller closes both)."""
+    normalised = normalise_contrast(image)
+    page = normalised if normalised is not None else image
+    turn, known, skew = measure(page)
+    result = Prepared(page, turn, known, skew, contrast_normalised=normalised is not None)
+    if abs(skew) > DESKEW_ABOVE:
+        # a page skewed this much is straightened first (turned as measured), and its way up
+        # measured again once its lines are level
+        turned = page.transpose(_TRANSPOSE[turn]) if turn else page
+        result.image = turned.rotate(skew, resample=Image.Resampling.BILINEAR, expand=True, fillcolor=255)
+        if turned is not page:
+            turned.close()
+        result.deskewed = True
+        again, result.orientation_known, _ = measure(result.image)
+        if again:
+            with result.image as straight:
+                result.image = straight.transpose(_TRANSPOSE[again])
+            result.turn = (turn + again) % 360
+    elif turn:
+        result.image = page.transpose(_TRANSPOSE[turn])
+    if result.image is not page and page is not image:
+        page.close()
+    return result
