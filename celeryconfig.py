@@ -2,7 +2,7 @@
 
 The coordinator (``app``) and the volunteer workers (``workers``) load this module with
 ``config_from_object``. Only the broker and result-backend URLs and the time limits come from
-the environment; everything else is decided here (DESIGN.md, "Reliability defaults").
+the environment; everything else is decided here.
 
 Environment:
   GRID_BROKER_URL         the Redis broker: redis://, rediss:// or redis+socket://; default: the

@@ -32,5 +32,5 @@ with ``ratio = grid / raw`` (above 1: the grid costs that many times the raw eng
     succeeded, vs K' no-op tasks of a bare Celery app (``bench.bare``: Redis broker, no result
     backend, one prefork worker of concurrency 2, producer in this process) counted with a Redis
     INCR. The grid's volunteer also runs concurrency 2. The ratio is how many times more a grid
-    job costs than the bare Celery ceiling (FACTS.md: bare Celery, not Redis, is the ceiling).
+    job costs than the bare Celery ceiling (measured: bare Celery, not Redis, is the ceiling).
 """

@@ -1,4 +1,4 @@
-"""The code is formatted and linted by ruff, as STYLE.md asks; CI runs it through this test."""
+"""The code is formatted and linted by ruff, as the project's style asks; CI runs it through this test."""
 
 from __future__ import annotations
 

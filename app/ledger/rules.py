@@ -28,7 +28,7 @@ OBSERVATION_ALLOWANCE_MS = 2000
 class ReferenceCosts:
     """What a unit of work should cost on a slow volunteer machine, with slack on top.
 
-    Measured on a 2-core x86 machine (FACTS.md: ~0.8 s per 300-dpi page with one thread) and
+    Measured on a 2-core x86 machine (measured: ~0.8 s per 300-dpi page with one thread) and
     scaled for a Raspberry Pi 4, about five times slower. LLM costs are per 1,000 tokens
     (prompt and completion together) by model file size, the best proxy for parameters.
     """

@@ -2,7 +2,7 @@
 
 The model is loaded lazily, once per worker *process*, in the process that uses it: a prefork
 parent that generated with several threads and then forked leaves its children hanging
-(FACTS.md), so nothing here runs at import time.
+(measured), so nothing here runs at import time.
 
 Long inputs are cut into pieces that fit the context window: a summary is map-reduce (each
 piece summarised, then the partial summaries summarised), a translation is piece by piece.

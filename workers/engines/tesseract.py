@@ -1,7 +1,7 @@
 """Text from PDF and image pages, one page at a time: a PDF page's own text layer when it has
 a usable one (``workers.engines.textlayer``), else Tesseract.
 
-Pages are rendered by poppler one by one in grayscale (FACTS.md: rendering a whole document at
+Pages are rendered by poppler one by one in grayscale (measured: rendering a whole document at
 once took gigabytes; grayscale brings pytesseract to the CLI's speed). A scanned or photographed
 page is made ready in milliseconds (``workers.engines.pages``: contrast, orientation, skew), then
 read by one run of Tesseract (``OMP_THREAD_LIMIT=1``: several times faster on small machines)
