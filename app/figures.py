@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm import Session
 
 import celeryconfig
 from app import registry
@@ -56,8 +56,10 @@ def _hours(ms: int) -> Decimal:
 # --- nodes ----------------------------------------------------------------------------------
 
 
-def _nodes(session: Session, *extra: Any) -> list[Node]:
-    return list(session.scalars(select(Node).options(load_only(*registry.STATE_COLUMNS, *extra))))
+def _nodes(session: Session, *extra: Any) -> list[Any]:
+    """Rows of what ``registry.state`` reads (and ``extra``), as plain rows: no ORM objects for a
+    thousand nodes."""
+    return list(session.execute(select(*registry.STATE_COLUMNS, *extra)))
 
 
 def nodes_by_state(session: Session, now: datetime | None = None) -> dict[str, int]:
