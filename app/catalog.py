@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import load_only
 
 import celeryconfig
 from app import registry
@@ -78,16 +79,14 @@ def claim(probe: Any) -> dict[str, Any] | None:
     }
 
 
-def serves(node: Node, usable: bool, now: datetime) -> bool:
+def serves(node: Node, usable: bool, llm_verdict: Any, now: datetime) -> bool:
     """Whether the node serves its model now: online, consuming the LLM queue, and its probe
-    found the model usable and the queue servable."""
-    if not usable or registry.state(node, now) != "online":
+    found the model usable and the queue servable (``llm_verdict``: its probe's verdict)."""
+    if not usable or registry.state(node, now) != registry.ONLINE:
         return False
     if celeryconfig.LLM_QUEUE not in (node.queues or []):
         return False
-    verdicts = (node.probe or {}).get("queues")
-    verdict = verdicts.get(celeryconfig.LLM_QUEUE) if isinstance(verdicts, dict) else None
-    return isinstance(verdict, dict) and verdict.get("can_serve") is True
+    return isinstance(llm_verdict, dict) and llm_verdict.get("can_serve") is True
 
 
 def _most_common(values: list[Any]) -> Any:
@@ -102,17 +101,25 @@ def models(now: datetime | None = None) -> list[dict[str, Any]]:
     """Every model an approved, unrevoked node registered: available ones first."""
     now = now or utcnow()
     edge_max = int(current_app.config["EDGE_MODEL_MAX_BYTES"])
-    nodes = db.session.scalars(
-        select(Node).where(Node.revoked_at.is_(None), Node.approved_at.is_not(None), Node.probe.is_not(None))
+    # Only the parts of each probe that are read here, and only nodes whose probe names a model.
+    model, verdicts = Node.probe["model"], Node.probe["queues"]
+    rows = db.session.execute(
+        select(Node, model, verdicts[celeryconfig.LLM_QUEUE])
+        .options(load_only(*registry.STATE_COLUMNS, Node.queues))
+        .where(
+            Node.revoked_at.is_(None),
+            Node.approved_at.is_not(None),
+            func.json_typeof(model) == "object",
+        )
     )
     claims: dict[str, list[dict[str, Any]]] = defaultdict(list)
     online: Counter[str] = Counter()
-    for node in nodes:
-        found = claim(node.probe)
+    for node, registered, llm_verdict in rows:
+        found = claim({"model": registered})
         if found is None:
             continue
         claims[found["sha256"]].append(found)
-        if serves(node, found["usable"], now):
+        if serves(node, found["usable"], llm_verdict, now):
             online[found["sha256"]] += 1
     out = []
     for digest, found in claims.items():
