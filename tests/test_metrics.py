@@ -205,3 +205,46 @@ def scrape_client(http) -> Scrape:
             ("process_", "python_", "koprogo_grid_http", "koprogo_grid_figures_seconds")
         )
     }
+
+
+def test_several_gunicorn_workers_answer_the_same_request_counts_and_figures(workdir, tmp_path):
+    """With ``PROMETHEUS_MULTIPROC_DIR`` the request metrics are summed over gunicorn's workers,
+    and the grid's figures, read from the servers, are the same whichever worker answers."""
+    import os
+
+    from tests.grid import VENV_BIN, GridProcess, free_port
+
+    folder = tmp_path / "prometheus-multiproc"
+    folder.mkdir()
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder), "GRID_METRICS_CACHE_SECONDS": "0"}
+    argv = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "3", "app:create_app()"]
+    process = GridProcess("api-three-workers", argv, env, tmp_path).start()
+    try:
+
+        def healthy() -> bool:
+            if not process.alive():
+                raise AssertionError(f"gunicorn exited:\n{process.output()[-3000:]}")
+            try:
+                return requests.get(f"{api}/healthz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, 60, "gunicorn with three workers")
+        time.sleep(1)  # every worker booted
+        before = scrape(api)
+        for _ in range(30):
+            assert requests.get(f"{api}/healthz", timeout=5).ok
+        requests_total = "koprogo_grid_http_request_duration_seconds_count"
+        healthz = {"method": "GET", "status": "200", "endpoint": "health.healthz"}
+        scrapes = [scrape(api) for _ in range(6)]
+        for samples in scrapes:
+            assert value(samples, requests_total, **healthz) - value(before, requests_total, **healthz) == 30
+        nodes = {
+            (name, labels): v for name, labels in before if name == "koprogo_mcp_nodes_total" for v in [0]
+        }
+        for samples in scrapes:
+            assert {key: samples[key] for key in nodes} == {key: before[key] for key in nodes}
+    finally:
+        process.stop()
