@@ -5,6 +5,7 @@ settings). Used for a job's own ``co2_grams`` and by ``app.stats``."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 from flask import current_app
 from sqlalchemy import ColumnElement, func, select
@@ -27,20 +28,28 @@ def assumptions() -> carbon.Assumptions:
 def footprint(*where: ColumnElement[bool], model: carbon.Assumptions | None = None) -> carbon.Footprint:
     """The CO₂ of the executions ``where`` selects: their metered time summed per node in SQL,
     then counted at each node's hardware class (one row per node, not per entry)."""
-    model = model or assumptions()
     per_node = db.session.execute(
         select(LedgerEntry.node_id, func.coalesce(func.sum(metered_ms()), 0))
         .where(*where)
         .group_by(LedgerEntry.node_id)
     ).all()
-    ids = [node_id for node_id, _ in per_node if node_id is not None]
+    return of_nodes(dict(per_node), model)
+
+
+def of_nodes(
+    ms_by_node: Mapping[str | None, int], model: carbon.Assumptions | None = None
+) -> carbon.Footprint:
+    """The CO₂ of metered milliseconds by node (None: the coordinator's own entries), each
+    node's counted at the class its registered machine supports."""
+    model = model or assumptions()
+    ids = [node_id for node_id in ms_by_node if node_id is not None]
     machines = dict(
         db.session.execute(select(Node.id, Node.probe["machine"]).where(Node.id.in_(ids))).all()
         if ids
         else []
     )
     ms_by_class: Counter[str] = Counter()
-    for node_id, ms in per_node:
+    for node_id, ms in ms_by_node.items():
         machine = machines.get(node_id)
         probe = {"machine": machine} if isinstance(machine, dict) else None
         ms_by_class[carbon.hardware_class(probe, model.watts_by_class)] += int(ms)

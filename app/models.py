@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     Numeric,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -125,6 +127,14 @@ class Job(db.Model):
 
 class JobStep(db.Model):
     __tablename__ = "job_steps"
+    #: Steps that succeeded, by when (the stats' requests; replicas are not requests).
+    __table_args__ = (
+        Index(
+            "ix_job_steps_succeeded_at",
+            "finished_at",
+            postgresql_where=text("replica_of_id IS NULL AND state = 'succeeded'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
@@ -294,7 +304,25 @@ class LedgerEntry(db.Model):
     """
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (UniqueConstraint("task_id", "attempt", name="uq_ledger_entries_execution"),)
+    __table_args__ = (
+        UniqueConstraint("task_id", "attempt", name="uq_ledger_entries_execution"),
+        # A span's stats read these from the index alone (app.stats, migration e8a4c2d9f613).
+        Index(
+            "ix_ledger_entries_received_at_stats",
+            "received_at",
+            postgresql_include=[
+                "node_id",
+                "capability",
+                "outcome",
+                "held",
+                "rate_eur_per_hour",
+                "units",
+                "granted_ms",
+                "claimed_ms",
+                "observed_ms",
+            ],
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     task_id: Mapped[str] = mapped_column(String(36))
@@ -316,7 +344,7 @@ class LedgerEntry(db.Model):
     unit: Mapped[str] = mapped_column(String(16))  # page | token
     units: Mapped[int] = mapped_column(Integer)
     # Our decision.
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     claimed_ms: Mapped[int] = mapped_column(BigInteger)
     #: None when the start and the end reached the ledger together (nothing to observe).
     observed_ms: Mapped[int | None] = mapped_column(BigInteger)

@@ -17,18 +17,19 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, distinct, extract, func, select
+from sqlalchemy import ColumnElement, extract, func, select
 
 import celeryconfig
 from app import carbon, figures, footprints
 from app.extensions import db
 from app.ledger import rules
-from app.models import GrantDecision, Job, JobState, JobStep, LedgerEntry, Reward, utcnow
+from app.models import GrantDecision, Job, JobState, JobStep, LedgerEntry, Reward, StepState, utcnow
 
 #: Named spans, ending now.
 PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 DEFAULT_PERIOD = "day"
 HOURS_SHOWN = Decimal("0.000001")
+SUCCEEDED, REVERSAL = "succeeded", "reversal"
 EUR_SHOWN = Decimal("0.000001")
 #: Times a span may start or end at: what the database stores and compares.
 _YEARS = (2000, 2200)
@@ -103,41 +104,72 @@ def _eur(amount: Decimal) -> str:
     return str(amount.quantize(EUR_SHOWN))
 
 
-def _executions(span: Window) -> dict[str, dict[str, Any]]:
-    """Executions entered in the span by capability: how many, how many succeeded, and the
-    work units (pages, tokens) of those that did."""
-    succeeded = LedgerEntry.outcome == "succeeded"
+@dataclass(frozen=True)
+class _Group:
+    """A span's entries of one node, capability, outcome, grant state and rate, summed."""
+
+    node_id: str | None
+    capability: str
+    outcome: str
+    held: bool
+    rate: Decimal | None
+    entries: int
+    units: int
+    granted_ms: int
+    metered_ms: int
+
+
+def _groups(span: Window) -> list[_Group]:
+    """The span's entries summed in one grouped query (a few thousand groups at most, read from
+    the index on ``received_at`` alone)."""
+    columns = (
+        LedgerEntry.node_id,
+        LedgerEntry.capability,
+        LedgerEntry.outcome,
+        LedgerEntry.held,
+        LedgerEntry.rate_eur_per_hour,
+    )
     rows = db.session.execute(
         select(
-            LedgerEntry.capability,
+            *columns,
             func.count(),
-            func.count().filter(succeeded),
-            func.coalesce(func.sum(LedgerEntry.units).filter(succeeded), 0),
+            func.coalesce(func.sum(LedgerEntry.units), 0),
+            func.coalesce(func.sum(LedgerEntry.granted_ms), 0),
+            func.coalesce(func.sum(footprints.metered_ms()), 0),
         )
-        .where(_in(LedgerEntry.received_at, span), LedgerEntry.outcome != "reversal")
-        .group_by(LedgerEntry.capability)
+        .where(_in(LedgerEntry.received_at, span))
+        .group_by(*columns)
     ).all()
-    found = {capability: (count, ok, units) for capability, count, ok, units in rows}
+    return [_Group(n, c, o, bool(h), r, int(e), int(u), int(g), int(m)) for n, c, o, h, r, e, u, g, m in rows]
+
+
+def _executions(groups: list[_Group]) -> dict[str, dict[str, Any]]:
+    """Executions entered in the span by capability: how many, how many succeeded, and the
+    work units (pages, tokens) of those that did."""
+    counts: dict[str, Counter[str]] = {}
+    for group in groups:
+        if group.outcome == REVERSAL:
+            continue
+        line = counts.setdefault(group.capability, Counter())
+        line["executions"] += group.entries
+        if group.outcome == SUCCEEDED:
+            line["succeeded"] += group.entries
+            line["units"] += group.units
     return {
         capability: {
-            "executions": found.get(capability, (0, 0, 0))[0],
-            "succeeded": found.get(capability, (0, 0, 0))[1],
-            "units": int(found.get(capability, (0, 0, 0))[2]),
+            "executions": counts.get(capability, Counter())["executions"],
+            "succeeded": counts.get(capability, Counter())["succeeded"],
+            "units": counts.get(capability, Counter())["units"],
             "unit": rules.UNIT_OF_CAPABILITY.get(capability, "unit"),
         }
-        for capability in sorted({*celeryconfig.VOLUNTEER_QUEUES, *found})
+        for capability in sorted({*celeryconfig.VOLUNTEER_QUEUES, *counts})
     }
 
 
-def _grants(span: Window) -> dict[tuple[str, Decimal | None], int]:
+def _grants(span: Window, groups: list[_Group]) -> dict[tuple[str, Decimal | None], int]:
     """Granted ms that count in the span, by capability and rate: unheld entries received in
-    it, and held ones released in it (as settlement counts them)."""
+    it (reversals included), and held ones released in it (as settlement counts them)."""
     group = (LedgerEntry.capability, LedgerEntry.rate_eur_per_hour)
-    unheld = db.session.execute(
-        select(*group, func.sum(LedgerEntry.granted_ms))
-        .where(_in(LedgerEntry.received_at, span), LedgerEntry.held.is_(False))
-        .group_by(*group)
-    ).all()
     released = db.session.execute(
         select(*group, func.sum(LedgerEntry.granted_ms))
         .join(GrantDecision, GrantDecision.entry_id == LedgerEntry.id)
@@ -145,7 +177,10 @@ def _grants(span: Window) -> dict[tuple[str, Decimal | None], int]:
         .group_by(*group)
     ).all()
     sums: Counter[tuple[str, Decimal | None]] = Counter()
-    for capability, rate, ms in [*unheld, *released]:
+    for entries in groups:
+        if not entries.held:
+            sums[(entries.capability, entries.rate)] += entries.granted_ms
+    for capability, rate, ms in released:
         sums[(capability, rate)] += int(ms or 0)
     return sums
 
@@ -154,12 +189,10 @@ def _requests(span: Window) -> int:
     """Job steps that succeeded in the span (their replicas not counted): what a cloud service
     would have been asked."""
     return db.session.scalar(
-        select(func.count(distinct(LedgerEntry.step_id)))
-        .join(JobStep, JobStep.id == LedgerEntry.step_id)
-        .where(
-            _in(LedgerEntry.received_at, span),
-            LedgerEntry.outcome == "succeeded",
+        select(func.count()).where(
+            _in(JobStep.finished_at, span),
             JobStep.replica_of_id.is_(None),
+            JobStep.state == StepState.SUCCEEDED,
         )
     )
 
@@ -215,15 +248,19 @@ def _money(span: Window, grants: Mapping[tuple[str, Decimal | None], int]) -> di
 def summary(span: Window, *, money: bool) -> dict[str, Any]:
     """The span's figures; the euros only with ``money`` (operators)."""
     model = footprints.assumptions()
-    capabilities = _executions(span)
-    grants = _grants(span)
+    groups = _groups(span)
+    capabilities = _executions(groups)
+    grants = _grants(span, groups)
     granted: Counter[str] = Counter()
     for (capability, _), ms in grants.items():
         granted[capability] += ms
     for capability, line in capabilities.items():
         line["compute_hours"] = _hours(granted.get(capability, 0))
     requests = _requests(span) or 0
-    emitted = footprints.footprint(_in(LedgerEntry.received_at, span), model=model)
+    metered: Counter[str | None] = Counter()
+    for group in groups:
+        metered[group.node_id] += group.metered_ms
+    emitted = footprints.of_nodes(metered, model)
     nodes = figures.nodes_by_state(db.session)
     out: dict[str, Any] = {
         "period": span.as_dict(),
