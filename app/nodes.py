@@ -173,6 +173,7 @@ def worker_configuration(
     ]
     lines += [
         "# GRID_LLM_MODEL=/path/to/model.gguf   # to serve the llm queue",
+        "# GRID_HARDWARE_CLASS=raspberry-pi     # or laptop, mac-mini, desktop: for the grid's CO₂ figures",
         f"# then: python -m workers start   (or: celery -A workers worker -Q llm,ocr -n {node.name}@%h)",
     ]
     return "\n".join(lines) + "\n"

@@ -121,6 +121,10 @@ def test_stats_after_real_jobs_are_the_ledger_s_and_co2_follows_the_configured_m
         node = next(n for n in admin.get("/api/v1/nodes").json()["items"] if n["name"] == name)
         statement = admin.get(f"/api/v1/participants/{node['participant']['id']}/statement").json()
         assert statement["participant"]["email"] == participant
+        assert (
+            node["hardware"]["hardware_class"]
+            == {"stats-ocr": "laptop", "stats-llm": "quantum-toaster"}[name]
+        )
         seconds[name] = sum(
             Decimal(str(min(line["claimed_seconds"], line["observed_seconds"])))
             for line in statement["entries"]
@@ -239,3 +243,50 @@ def test_a_model_is_listed_from_its_node_available_while_the_node_is_online_and_
     worker.kill(signal.SIGKILL)  # no goodbye: its heartbeats stop
     gone = wait_for(lambda: listed(False), 30, "the model to be listed unavailable", interval=0.5)
     assert (gone["nodes"], gone["nodes_online"]) == (1, 0)
+
+
+def test_nothing_a_node_registered_breaks_the_models_listing(flask_app):
+    """Probes as a hostile worker could register them (the schema only bounds their size and
+    depth): the listing skips or bounds them, and lists the well-formed one."""
+    from app import catalog, nodes
+    from app.extensions import db
+
+    digest = hashlib.sha256(b"hostile-listing").hexdigest()
+    probes = [
+        {"model": "mistral.gguf", "queues": [1, 2]},
+        {"model": [digest], "queues": "llm"},
+        {"model": {"sha256": digest.upper(), "bytes": -1}},
+        {"model": {"sha256": {"$ne": None}}},
+        {"model": None, "machine": "x" * 1000},
+        {
+            "model": {
+                "sha256": digest,
+                "file_name": "../../etc/passwd",
+                "bytes": 2**62,
+                "context_length": "8k",
+            }
+        },
+    ]
+    with flask_app.test_request_context():
+        for i, probe in enumerate(probes):
+            node = nodes.create(f"hostile-probe-{i}", "hostile-probes@koprogo.test")
+            node.probe = probe
+        db.session.commit()
+        listed = [m for m in catalog.models() if m["sha256"] == digest]
+    assert listed == [
+        {
+            "id": f"passwd@{digest[:12]}",
+            "file_name": "passwd",
+            "sha256": digest,
+            "bytes": None,
+            "parameters": None,
+            "context_length": None,
+            "quantisation": None,
+            "architecture": None,
+            "name": None,
+            "nodes": 1,
+            "nodes_online": 0,
+            "available": False,
+            "edge_compatible": False,
+        }
+    ]
