@@ -1,14 +1,16 @@
 """An evaluation set of invoices and receipts with known text and known fields, for ``bench.ocr_eval``.
 
 Deterministic (one seed): ``generate(folder, count)`` writes ``count`` invoices and ``count`` receipts,
-in French, Dutch and English in turn, each as three kinds of page:
+in French, Dutch and English in turn, each as four kinds of page:
 
 - ``born_digital``: a PDF with a real text layer (``tests.documents``' PDF writer, Helvetica);
 - ``clean_scan``: the page drawn at 300 dpi in grayscale with Pillow (DejaVu Sans; a receipt in DejaVu
   Sans Mono on 80 mm thermal paper), as a PNG;
 - ``degraded_photo``: that page with low contrast, a fading gradient (thermal paper) or uneven light,
   a slight blur, noise, a skew of 1 to 4 degrees, at 150 to 200 dpi, as a JPEG; one in four is also
-  turned 90, 180 or 270 degrees.
+  turned 90, 180 or 270 degrees;
+- ``low_resolution``: the clean page scanned at 72 to 100 dpi (small print: lines of 8 to 12 pixels),
+  slightly blurred, as a PNG that does not say its resolution.
 
 Every identifier is valid: a Belgian VAT number (``BE0`` + 7 digits + 97 - (first 8 digits mod 97)),
 a Belgian IBAN (bank code of a real bank, account, mod-97 check; IBAN check digits by ISO 7064
@@ -39,11 +41,11 @@ from stdnum.be import vat as be_vat
 
 from tests.documents import _build_pdf, _num, _pdf_string, text_image
 
-KINDS = ("born_digital", "clean_scan", "degraded_photo")
+KINDS = ("born_digital", "clean_scan", "degraded_photo", "low_resolution")
 LANGUAGES = ("fr", "nl", "en")
 DOC_TYPES = ("invoice", "receipt")
 TESSERACT_LANGUAGE = {"fr": "fra", "nl": "nld", "en": "eng"}
-#: Invoices, and as many receipts: 12 + 12 documents, 72 pages.
+#: Invoices, and as many receipts: 12 + 12 documents, 96 pages.
 DEFAULT_COUNT = 12
 SEED = 20250312
 
@@ -83,10 +85,10 @@ class Sample:
     """One page to read: its file, how it was made, and what it says."""
 
     path: Path
-    kind: str  # born_digital, clean_scan, degraded_photo
+    kind: str  # one of KINDS
     language: str  # fr, nl, en
     doc_type: str  # invoice, receipt
-    name: str  # the document's name, shared by its three kinds
+    name: str  # the document's name, shared by its kinds of page
     lines: tuple[str, ...]  # the lines as written
     fields: dict  # the fields as app.invoices.fields.extract returns their values
     dpi: int = SCAN_DPI
@@ -627,6 +629,13 @@ def degrade(
     return photo, dpi, round(skew, 2)
 
 
+def low_resolution(image: Image.Image, dpi: int) -> Image.Image:
+    """A 300-dpi page scanned again at ``dpi``, slightly blurred."""
+    size = (round(image.width * dpi / SCAN_DPI), round(image.height * dpi / SCAN_DPI))
+    with image.resize(size, Image.Resampling.BOX) as small:
+        return small.filter(ImageFilter.GaussianBlur(0.6))
+
+
 # --- the set --------------------------------------------------------------------------------------------
 
 
@@ -649,7 +658,7 @@ def generate(
             path = folder / f"{doc.name}-born_digital.pdf"
             path.write_bytes(pdf(doc))
             samples.append(sample(path, "born_digital"))
-        if "clean_scan" in kinds or "degraded_photo" in kinds:
+        if {"clean_scan", "degraded_photo", "low_resolution"} & set(kinds):
             with scan(doc) as image:
                 if "clean_scan" in kinds:
                     path = folder / f"{doc.name}-clean_scan.png"
@@ -665,6 +674,12 @@ def generate(
                     photo.save(path, quality=degrade_rng.randint(70, 85), dpi=(dpi, dpi))
                     photo.close()
                     samples.append(sample(path, "degraded_photo", dpi=dpi, skew=skew, rotation=rotation))
+                if "low_resolution" in kinds:
+                    dpi = degrade_rng.choice((72, 80, 90, 100))
+                    with low_resolution(image, dpi) as small:
+                        path = folder / f"{doc.name}-low_resolution.png"
+                        small.save(path)  # no dpi written: the reader must do without
+                    samples.append(sample(path, "low_resolution", dpi=dpi))
     return samples
 
 

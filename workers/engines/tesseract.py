@@ -149,19 +149,23 @@ def _read_page(image: Image.Image, languages: str, dpi: int | None = None) -> tu
     likely mistake of the ink's measures, then, if still poor, at the turn Tesseract's OSD finds;
     the best reading is kept. Returns its text and how it was read."""
     prepared = pages.prepare(image)
+    if dpi is not None:
+        dpi *= prepared.enlarged
     try:
         text, confidence = _read(prepared.image, languages, dpi)
-        turn, tried = prepared.turn, {0}
+        turn, tried, runs = prepared.turn, {0}, 1
         for more in (180, None):
-            if confidence is not None and confidence >= ROTATE_BELOW_CONFIDENCE:
-                break
-            more = _orientation(prepared.image) if more is None else more
+            if confidence is None or confidence >= ROTATE_BELOW_CONFIDENCE:
+                break  # a page without a word (blank) is not read again
+            if more is None:
+                more, runs = _orientation(prepared.image), runs + 1
             if more in tried:
                 continue
             tried.add(more)
+            runs += 1
             with prepared.image.rotate(-more, expand=True) as turned:  # PIL turns counter-clockwise
                 again, again_confidence = _read(turned, languages, dpi)
-            if (again_confidence or 0) > (confidence or 0):
+            if (again_confidence or 0) > confidence:
                 text, confidence, turn = again, again_confidence, (prepared.turn + more) % 360
     finally:
         if prepared.image is not image:
@@ -173,6 +177,8 @@ def _read_page(image: Image.Image, languages: str, dpi: int | None = None) -> tu
         "skew": prepared.skew,
         "deskewed": prepared.deskewed,
         "contrast_normalised": prepared.contrast_normalised,
+        "enlarged": prepared.enlarged,
+        "tesseract_runs": runs,
     }
 
 

@@ -1,0 +1,148 @@
+"""Pages made ready before Tesseract reads them (workers/engines/pages.py), and what the reading
+says about it: real scans drawn by poppler, turned, skewed, faded and shrunk here, read by real
+Tesseract."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from tests.documents import FRENCH_LINES, cer, text_image
+from workers.engines import pages, tesseract
+
+LINES = FRENCH_LINES[:8]
+TEXT = "\n".join(LINES)
+MAX_CER = 0.02
+
+
+@pytest.fixture(scope="module")
+def scan() -> Image.Image:
+    with Image.open(io.BytesIO(text_image(LINES))) as page:
+        return page.convert("L")
+
+
+def _read(tmp_path, image: Image.Image, name: str = "page.png", **save) -> tuple[str, dict]:
+    path = tmp_path / name
+    image.save(path, **save)
+    result = tesseract.ocr_file(path, "fra")
+    (reading,) = result["page_readings"]
+    return result["text"], reading
+
+
+def _photo(
+    page: Image.Image, paper: int = 190, ink: int = 120, light: int = 40, noise: float = 6
+) -> Image.Image:
+    """The page photographed: grey paper lit unevenly from one side, faint ink, grain."""
+    darkness = 1 - np.asarray(page, dtype=np.float32) / 255
+    ramp = np.linspace(-light / 2, light / 2, page.width, dtype=np.float32)[None, :]
+    values = paper - (paper - ink) * darkness + ramp
+    values += np.random.default_rng(7).normal(0, noise, values.shape)
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L").filter(
+        ImageFilter.GaussianBlur(0.8)
+    )
+
+
+@pytest.mark.parametrize("turn", [0, 90, 180, 270])
+def test_a_page_turned_any_way_is_stood_upright_before_its_one_reading(tmp_path, scan, turn):
+    turned = scan.rotate(turn, expand=True)  # counter-clockwise: standing it up is `turn` clockwise
+
+    assert pages.measure(turned).turn == turn
+    text, reading = _read(tmp_path, turned)
+
+    assert reading["rotated"] == turn and reading["tesseract_runs"] == 1
+    assert reading["confidence"] >= tesseract.ROTATE_BELOW_CONFIDENCE
+    assert cer(TEXT, text) <= MAX_CER
+
+
+def test_a_clean_scan_is_read_as_it_came(tmp_path, scan):
+    assert pages.normalise_contrast(scan) is None
+
+    text, reading = _read(tmp_path, scan)
+
+    assert reading["contrast_normalised"] is False and reading["enlarged"] == 1
+    assert reading["deskewed"] is False and reading["rotated"] == 0
+    assert cer(TEXT, text) <= MAX_CER
+
+
+def test_a_faint_unevenly_lit_photo_is_normalised_and_read_well(tmp_path, scan):
+    photo = _photo(scan)
+    with Image.open(io.BytesIO(_png(photo))) as raw_input:
+        assert raw_input.getextrema()[0] > 60  # no black anywhere: the ink is faint
+
+    text, reading = _read(tmp_path, photo, "photo.jpg", quality=80)
+
+    assert reading["contrast_normalised"] is True
+    assert cer(TEXT, text) <= MAX_CER
+
+
+def test_normalised_paper_is_white_and_ink_dark(scan):
+    photo = _photo(scan, light=60)
+
+    flat = np.asarray(pages.normalise_contrast(photo))
+    ink = np.asarray(scan) < 128
+
+    assert np.median(flat[~ink]) >= 240  # the paper, left to right, whatever the light
+    assert np.median(flat[:, : flat.shape[1] // 4][~ink[:, : flat.shape[1] // 4]]) >= 240
+    assert np.median(flat[ink]) <= 110
+
+
+@pytest.mark.parametrize("skew", [-8.0, 2.5, 12.0])
+def test_the_skew_is_measured_and_a_large_one_straightened(tmp_path, scan, skew):
+    skewed = scan.rotate(skew, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=255)
+
+    measured = pages.measure(skewed).skew
+    text, reading = _read(tmp_path, skewed)
+
+    assert measured == pytest.approx(-skew, abs=0.3)
+    assert reading["deskewed"] is (abs(skew) > pages.DESKEW_ABOVE) and reading["rotated"] == 0
+    assert cer(TEXT, text) <= MAX_CER
+
+
+def test_small_print_without_a_resolution_is_enlarged(tmp_path, scan):
+    small = scan.resize(
+        (scan.width * 54 // 300, scan.height * 54 // 300), Image.Resampling.BOX
+    )  # 9-pixel lines
+    small = small.filter(ImageFilter.GaussianBlur(0.6))
+
+    assert pages.prepare(small).enlarged == pages.ENLARGE_BY
+    text, reading = _read(tmp_path, small)  # a PNG saved without dpi
+
+    assert reading["enlarged"] == pages.ENLARGE_BY
+    assert cer(TEXT, text) <= 0.05
+
+
+def test_print_of_a_readable_size_is_not_enlarged(scan):
+    assert pages.measure(scan).line_height >= pages.SMALL_PRINT_BELOW
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.new("L", (1, 1), 255),
+        Image.new("L", (40, 3000), 0),
+        Image.new("L", (2480, 3508), 255),
+        Image.fromarray(np.random.default_rng(1).integers(0, 256, (600, 800), dtype=np.uint8), "L"),
+    ],
+    ids=["one-pixel", "black-strip", "blank-a4", "noise"],
+)
+def test_pages_without_text_are_measured_without_error(tmp_path, image):
+    prepared = pages.prepare(image)
+    assert prepared.image.mode == "L" and prepared.turn in (0, 90, 180, 270)
+
+    text, reading = _read(tmp_path, image)
+    assert reading["method"] == "ocr" and reading["tesseract_runs"] <= 3
+
+
+def test_a_blank_page_is_read_once(tmp_path):
+    text, reading = _read(tmp_path, Image.new("L", (2480, 3508), 255))
+
+    assert text.strip() == "" and reading["confidence"] is None and reading["tesseract_runs"] == 1
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
