@@ -42,6 +42,7 @@ ALL_QUEUES = (*VOLUNTEER_QUEUES, LEDGER_QUEUE, COORDINATOR_QUEUE)
 TASK_OCR = "grid.ocr.extract"
 TASK_SUMMARISE = "grid.llm.summarise"
 TASK_TRANSLATE = "grid.llm.translate"
+TASK_INVOICE_FIELDS = "grid.llm.invoice_fields"
 TASK_LEDGER_STARTED = "grid.ledger.started"
 TASK_LEDGER_RECORD = "grid.ledger.record"
 TASK_LEDGER_REGISTER = "grid.ledger.register"
@@ -55,6 +56,7 @@ CAPABILITY_OF_TASK = {
     TASK_OCR: OCR_QUEUE,
     TASK_SUMMARISE: LLM_QUEUE,
     TASK_TRANSLATE: LLM_QUEUE,
+    TASK_INVOICE_FIELDS: LLM_QUEUE,
 }
 
 

@@ -103,6 +103,11 @@ def _wait(job: Job, out) -> Job:
     is_flag=True,
     help="Read every page with Tesseract, even a PDF page with a usable text layer.",
 )
+@click.option(
+    "--llm-fields",
+    is_flag=True,
+    help="Invoice jobs: a model reads the fields the rules miss (kept only if printed in the text).",
+)
 @click.option("--language", default="fr", show_default=True, help="Summary language: fr, en, nl.")
 @click.option("--max-words", default=150, show_default=True)
 @click.option("--target", default=None, help="Translation target for translate jobs.")
@@ -112,7 +117,7 @@ def _wait(job: Job, out) -> Job:
     "--wait/--no-wait", default=False, help="Follow the job with a progress bar and print its result."
 )
 def submit_command(
-    file, kind, text, languages, force_ocr, language, max_words, target, translate_to, owner, wait
+    file, kind, text, languages, force_ocr, llm_fields, language, max_words, target, translate_to, owner, wait
 ) -> None:
     """Submit a document or a text as a job, as the API would."""
     from workers.protocol.errors import GridError
@@ -121,6 +126,7 @@ def submit_command(
         "text": text,
         "languages": languages,
         "force_ocr": force_ocr,
+        "llm_fields": llm_fields or None,
         "language": language,
         "max_words": max_words,
         "target": target,

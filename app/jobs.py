@@ -52,6 +52,7 @@ STEPS = {
     "ocr": (cc.TASK_OCR, cc.OCR_QUEUE),
     "summarise": (cc.TASK_SUMMARISE, cc.LLM_QUEUE),
     "translate": (cc.TASK_TRANSLATE, cc.LLM_QUEUE),
+    "fields": (cc.TASK_INVOICE_FIELDS, cc.LLM_QUEUE),
 }
 
 
@@ -101,6 +102,12 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
         clean["document_type"] = info.kind
     if kind == "invoice":
         clean["invoice_fields"] = True
+        # A model reads the fields the rules miss (an `llm` node; kept only if printed in the text).
+        clean["llm_fields"] = documents.parse_flag(params.get("llm_fields"), "llm_fields")
+        if clean["llm_fields"]:
+            steps.append("fields")
+    elif params.get("llm_fields") not in (None, "", False):
+        raise BadInput("llm_fields applies to invoice jobs only.", code=errors.INVALID_PARAMETER)
     elif kind == "pipeline":
         # The pipeline can read the document's invoice or receipt fields too.
         clean["invoice_fields"] = documents.parse_flag(params.get("invoice_fields"), "invoice_fields")
@@ -139,11 +146,9 @@ def step_args(job: Job, step: JobStep) -> tuple:
         return (params["languages"],)
     if step.name == "summarise":
         return (params["language"], params["max_words"])
+    if step.name == "fields":
+        return ()
     return (params.get("target") or params["translate_to"],)
-
-
-#: Where the text a step works on sits in the result of the step before it.
-_TEXT_OF_RESULT = {"ocr": "text", "summarise": "summary", "translate": "translation"}
 
 
 def invoice_fields(step: JobStep) -> dict[str, Any] | None:
@@ -169,7 +174,7 @@ def input_of(step: JobStep) -> tuple[str, bytes] | None:
         stored = db.session.get(JobInput, job.id)
         return (stored.kind, stored.data) if stored is not None else None
     before = next(s for s in job.steps if s.position == step.position - 1)
-    text = (before.result or {}).get(_TEXT_OF_RESULT[before.name])
+    text = (before.result or {}).get(texts.RESULT_TEXT[before.name])
     return "text", (text if isinstance(text, str) else "").encode("utf-8")
 
 
@@ -361,8 +366,9 @@ def describe_step(step: JobStep) -> dict[str, Any]:
 
 
 def result_of(job: Job) -> dict[str, Any] | None:
-    """The job's outputs: OCR text, summary, translation, with their token counts."""
+    """The job's outputs: OCR text, invoice fields, summary, translation, with their token counts."""
     out: dict[str, Any] = {}
+    model_fields = None
     for step in job.steps:
         if step.state != StepState.SUCCEEDED or not step.result:
             continue
@@ -381,6 +387,13 @@ def result_of(job: Job) -> dict[str, Any] | None:
             out["translation"] = step.result.get("translation")
             out["translation_language"] = step.result.get("language")
             out["translation_tokens"] = step.result.get("tokens")
+        elif step.name == "fields":
+            model_fields = step.result.get("fields")
+            out["fields_tokens"] = step.result.get("tokens")
+    if model_fields and "fields" in out and isinstance(out.get("text"), str):
+        from app.invoices import fields
+
+        out["fields"] = fields.fill(out["fields"], model_fields, out["text"].split(documents.PAGE_BREAK))
     return out or None
 
 

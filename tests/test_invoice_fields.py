@@ -740,3 +740,88 @@ def test_any_mix_of_labels_and_values_gives_well_formed_fields(pages):
 @given(st.lists(st.text(alphabet=st.characters(codec="utf-8"), max_size=300), min_size=1, max_size=3))
 def test_any_text_gives_well_formed_fields(texts):
     check_shape(extract(texts), [unicodedata.normalize("NFC", t) for t in texts])
+
+
+# --- a model's answer, kept only where the text prints it ---------------------------------------
+
+from app.invoices.fields import MODEL_CONFIDENCE, fill  # noqa: E402
+from workers.protocol.texts import MODEL_FIELDS  # noqa: E402
+
+PRINTED = """\
+Brightline Cleaning BV
+VAT: BE 0403.170.701
+Bill to: Maple Court, VAT BE 0123.456.749
+Invoice INV-2025-2433
+19/08/2025
+Please pay € 4,704.83 by 18/09/2025
+to BE71 0961 2345 6769, reference 123/4567/89002
+"""
+TRUE_ANSWER = {
+    "supplier_name": "Brightline Cleaning BV",
+    "supplier_vat": "BE0403170701",
+    "invoice_number": "INV-2025-2433",
+    "issue_date": "19 August 2025",
+    "due_date": "2025-09-18",
+    "total": "4704.83",
+    "currency": "euro",
+    "iban": "BE71096123456769",
+    "structured_communication": "+++123/4567/89002+++",
+}
+
+
+def test_every_field_a_model_may_fill_has_a_check_against_the_text():
+    assert set(TRUE_ANSWER) == set(MODEL_FIELDS)
+
+
+def test_a_model_fills_missing_fields_with_the_texts_own_values_marked_llm():
+    filled = fill({}, TRUE_ANSWER, [PRINTED])
+
+    assert {name: f["value"] for name, f in filled.items()} == {
+        "supplier_name": "Brightline Cleaning BV",
+        "supplier_vat": "BE0403170701",
+        "invoice_number": "INV-2025-2433",
+        "issue_date": "2025-08-19",
+        "due_date": "2025-09-18",
+        "total": "4704.83",
+        "currency": "EUR",
+        "iban": "BE71096123456769",
+        "structured_communication": "+++123/4567/89002+++",
+    }
+    for f in filled.values():
+        assert f["method"] == "llm" and f["confidence"] == MODEL_CONFIDENCE and f["source"] in PRINTED
+    assert filled["iban"]["valid"] is True and filled["iban"]["source"] == "BE71 0961 2345 6769"
+
+
+def test_the_rules_fields_are_never_replaced_by_a_models():
+    rules = {"total": {"value": "4704.83", "method": "rules"}}
+
+    assert fill(rules, {**TRUE_ANSWER, "total": "18.09"}, [PRINTED])["total"] is rules["total"]
+
+
+@pytest.mark.parametrize(
+    ("name", "invented"),
+    [
+        ("supplier_name", "Acme Invented SA"),
+        ("supplier_vat", "BE0123456749"),  # printed, valid, but the customer's
+        ("supplier_vat", "BE0403170702"),  # fails its check
+        ("invoice_number", "INV-2025-2434"),
+        ("issue_date", "2025-08-20"),
+        ("issue_date", "31/02/2025"),
+        ("total", "4704.84"),
+        ("currency", "USD"),
+        ("iban", "BE71096123456768"),  # one digit off: fails mod 97
+        ("iban", "BE68539007547034"),  # valid, not printed
+        ("structured_communication", "+++123/4567/89003+++"),
+        ("structured_communication", "+++090/9337/55493+++"),  # valid, not printed
+    ],
+)
+def test_a_value_that_is_not_printed_or_not_valid_is_dropped(name, invented):
+    assert name not in fill({}, {name: invented}, [PRINTED])
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, [], "total", {"total": 4704.83}, {"total": ["4704.83"]}, {"total": ""}, {"total": "4" * 500}],
+)
+def test_a_malformed_answer_fills_nothing(answer):
+    assert fill({}, answer, [PRINTED]) == {}

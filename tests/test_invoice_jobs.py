@@ -129,3 +129,29 @@ def test_a_scanned_receipt_in_each_language_gives_its_total_and_date(client, lan
         RECEIPT_FIELDS[language]
     )
     assert fields["kind"]["value"] == "receipt"
+
+
+def test_a_model_may_fill_fields_only_with_values_printed_in_the_text(client):
+    job = client.submit_document(
+        "invoice", text_pdf([INVOICE]), "f.pdf", force_ocr="false", llm_fields="true"
+    )
+    job = client.wait(job["id"])
+
+    assert job["state"] == "succeeded", job
+    assert [(step["name"], step["queue"]) for step in job["steps"]] == [("ocr", "ocr"), ("fields", "llm")]
+    assert job["steps"][1]["node"].startswith("llm-node@") and job["result"]["fields_tokens"] > 0
+    fields = job["result"]["fields"]
+    assert _values(fields) == EXPECTED  # the rules' fields stand, whatever the model said
+    text = job["result"]["text"]
+    assert all(f["method"] in ("rules", "llm") for f in fields.values())
+    for field in (f for f in fields.values() if f["method"] == "llm"):  # the tiny model is noise
+        assert field["source"] in text and field["confidence"] == 0.5
+
+
+@pytest.mark.parametrize("kind", ["ocr", "pipeline"])
+def test_llm_fields_belongs_to_invoice_jobs(client, kind):
+    response = client.post(
+        f"/api/v1/jobs/{kind}", files={"file": ("f.pdf", text_pdf([INVOICE]))}, data={"llm_fields": "true"}
+    )
+
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_parameter"

@@ -8,12 +8,14 @@ shared grid's LLM node and check that it loads its model once per worker process
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
 from tests.documents import ENGLISH_LINES, FRENCH_LINES, SAMPLE_PAGES
 from workers.engines import llama
-from workers.protocol import errors
+from workers.protocol import errors, texts
 from workers.protocol.errors import BadInput
 
 CONTEXT = 512
@@ -138,6 +140,41 @@ def test_ocr_text_of_many_short_lines_fits_the_window_piece_by_piece():
 
     assert summary["pieces"][0] > 1 and summary["summary"]
     assert translation["pieces"][0] > 1 and translation["tokens"] <= translation["llm_calls"] * CONTEXT
+
+
+def test_invoice_fields_are_held_to_their_schema_and_counted():
+    progress = Progress()
+    text = "\n".join(["FACTURE N° 2025-0117", "Date : 12/03/2025", "Total : 4 350,00 EUR"] * 3)
+
+    result = llama.invoice_fields(text, progress)
+
+    assert result["complete"] in (True, False) and isinstance(result["fields"], dict)
+    assert set(result["fields"]) <= set(texts.MODEL_FIELDS)
+    assert all(
+        isinstance(v, str) and 0 < len(v) <= texts.MODEL_FIELD_MAX_CHARS for v in result["fields"].values()
+    )
+    assert json.loads(result["answer"]) == result["fields"]  # compared between nodes in this one form
+    _assert_usage(result)
+    assert result["completion_tokens"] <= CONTEXT // 4 and progress.calls == [(1, 1, result["tokens"])]
+    assert llama.invoice_fields(text)["answer"] == result["answer"]  # deterministic
+
+
+@pytest.mark.parametrize(
+    ("answer", "fields", "complete"),
+    [
+        (
+            '{"total": "4 350,00", "iban": " BE71 0961 2345 6769 "}',
+            {"total": "4 350,00", "iban": "BE71 0961 2345 6769"},
+            True,
+        ),
+        ('{"total": 4350, "currency": "", "nope": "x", "iban": "' + "9" * 200 + '"}', {}, True),
+        ('{"total": "4 35', {}, False),
+        ("[1, 2]", {}, False),
+    ],
+    ids=["kept", "wrong-types-and-sizes", "cut-short", "not-an-object"],
+)
+def test_a_model_answer_keeps_only_known_fields_that_are_short_strings(answer, fields, complete):
+    assert llama._parse_fields(answer) == (fields, complete)
 
 
 @pytest.mark.parametrize("work", ["summarise", "translate"])

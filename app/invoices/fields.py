@@ -59,6 +59,8 @@ from stdnum.be import vat as be_vat
 from stdnum.eu import vat as eu_vat
 from stdnum.gb import vat as gb_vat
 
+from workers.protocol.texts import MODEL_FIELD_MAX_CHARS
+
 # fmt: off
 # --- vocabularies -------------------------------------------------------------------------------
 # Phrases are written lower case with their accents; they match without accents too, any case,
@@ -640,10 +642,12 @@ def _after(page: _Page, hit: _Hit, found: list[_Found], next_line: bool) -> list
     return out
 
 
-def _field(value, page: _Page, start: int, end: int, confidence: float, **extra) -> dict:
+def _field(
+    value, page: _Page, start: int, end: int, confidence: float, method: str = "rules", **extra
+) -> dict:
     out = {"value": value, "page": page.number, "source": page.text[start:end]}
     out.update(extra)
-    out.update({"confidence": round(max(0.0, min(1.0, confidence)), 2), "method": "rules"})
+    out.update({"confidence": round(max(0.0, min(1.0, confidence)), 2), "method": method})
     return out
 
 
@@ -1164,3 +1168,120 @@ def extract(pages: list[str]) -> dict:
         "language": _language(doc),
     }
     return {name: value for name, value in fields.items() if value is not None}
+
+
+# --- a model's answer, checked against the text ----------------------------------------------------
+
+#: The confidence of a field the rules missed and a model found printed in the text.
+MODEL_CONFIDENCE = 0.5
+
+_Located = tuple[str, _Page, int, int, dict]
+
+
+def _first(found: list[_Found]) -> str | None:
+    return found[0].value if found else None
+
+
+def _printed_amount(doc: list[_Page], proposed: str) -> _Located | None:
+    wanted = _first(_Page(0, proposed).amounts)
+    return next(
+        ((f.value, p, f.start, f.end, {}) for p in doc for f in p.amounts if wanted and f.value == wanted),
+        None,
+    )
+
+
+def _printed_date(doc: list[_Page], proposed: str) -> _Located | None:
+    wanted = _first(_dates_in(proposed))
+    return next(
+        ((f.value, p, f.start, f.end, {}) for p in doc for f in p.dates if wanted and f.value == wanted), None
+    )
+
+
+def _printed_identifier(doc: list[_Page], proposed: str, read) -> _Located | None:
+    """A valid identifier printed in the text (not the customer's) equal to the one proposed."""
+    wanted = {c.value for c in read(_Page(0, proposed)) if c.valid}
+    for page in doc:
+        for c in read(page):
+            if c.valid and not c.customer and c.value in wanted:
+                return c.value, page, c.start, c.end, {"valid": True}
+    return None
+
+
+def _printed_communication(doc: list[_Page], proposed: str) -> _Located | None:
+    digits = re.sub(r"\D", "", proposed)
+    if len(digits) != 12:
+        return None
+    if not ogm_vcs.is_valid(digits):
+        return None
+    marked = f"+++{digits[:3]}/{digits[3:7]}/{digits[7:]}+++"
+    # printed between +++ or ***, or bare (123/4567/89002) with or without a label
+    for page in doc:
+        for m in (*_OGM_MARKED.finditer(page.text), *_OGM_BARE.finditer(page.text)):
+            if (m["a"] + m["b"] + m["c"]).translate(_OCR_DIGITS) == digits:
+                return marked, page, m.start(), m.end(), {"valid": True}
+    return None
+
+
+def _printed_number(doc: list[_Page], proposed: str) -> _Located | None:
+    wanted = proposed.strip().casefold()
+    return next(
+        ((f.value, p, f.start, f.end, {}) for p in doc for f in p.ids if f.value.casefold() == wanted), None
+    )
+
+
+def _printed_name(doc: list[_Page], proposed: str) -> _Located | None:
+    words = proposed.split()
+    if sum(c.isalpha() for c in proposed) < 2 or len(words) > 12:
+        return None
+    pattern = re.compile(r"(?<!\w)" + r"[ \t\u00a0]+".join(map(re.escape, words)) + r"(?!\w)", _FLAGS)
+    for page in doc:
+        m = pattern.search(page.text)
+        if m:
+            return m.group(), page, m.start(), m.end(), {}
+    return None
+
+
+def _printed_currency(doc: list[_Page], proposed: str) -> _Located | None:
+    wanted = CURRENCIES.get(proposed.strip().upper())
+    for page in doc:
+        for m in _CURRENCY.finditer(page.text):
+            if wanted and CURRENCIES.get(m.group().upper()) == wanted:
+                return wanted, page, m.start(), m.end(), {}
+    return None
+
+
+_PRINTED = {
+    "supplier_name": _printed_name,
+    "supplier_vat": lambda doc, proposed: _printed_identifier(
+        doc, proposed, lambda page: _vat_numbers(page, [])
+    ),
+    "invoice_number": _printed_number,
+    "issue_date": _printed_date,
+    "due_date": _printed_date,
+    "total": _printed_amount,
+    "currency": _printed_currency,
+    "iban": lambda doc, proposed: _printed_identifier(doc, proposed, _ibans),
+    "structured_communication": _printed_communication,
+}
+
+
+def fill(found: dict, proposed: object, pages: list[str]) -> dict:
+    """The rules' fields (``extract``), with those they missed filled from a model's answer
+    (``proposed``: field name → the value as the model copied it) when, and only when, that value
+    is printed in the text: an amount, a date, a valid identifier (not in the customer's block),
+    a number or a name found there. Such a field says ``"method": "llm"``, its confidence is
+    ``MODEL_CONFIDENCE``, and its value and source are the text's, not the model's. A model's
+    answer is a node's claim: anything else in it is dropped."""
+    if not isinstance(proposed, dict):
+        return found
+    doc = [_Page(i + 1, unicodedata.normalize("NFC", text or "")) for i, text in enumerate(pages)]
+    out = dict(found)
+    for name, locate in _PRINTED.items():
+        value = proposed.get(name)
+        if name in out or not isinstance(value, str) or not 0 < len(value) <= MODEL_FIELD_MAX_CHARS:
+            continue
+        located = locate(doc, unicodedata.normalize("NFC", value))
+        if located is not None:
+            value, page, start, end, extra = located
+            out[name] = _field(value, page, start, end, MODEL_CONFIDENCE, method="llm", **extra)
+    return out

@@ -15,10 +15,9 @@ from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
-from workers.protocol import documents
+from workers.protocol import documents, texts
 
-#: Where a step's text sits in its result.
-TEXT_OF_STEP = {"ocr": "text", "summarise": "summary", "translate": "translation"}
+TEXT_OF_STEP = texts.RESULT_TEXT
 PAGE_BREAK = documents.PAGE_BREAK
 
 

@@ -11,6 +11,7 @@ piece summarised, then the partial summaries summarised), a translation is piece
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import threading
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.protocol import errors
+from workers.protocol import errors, texts
 from workers.protocol.errors import GridError, TransientError
 from workers.protocol.texts import check_language, check_max_words, check_text
 
@@ -143,14 +144,17 @@ def count_tokens(text: str) -> int:
     return len(get_model().tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
 
-def _chat(system: str, user: str, max_tokens: int, usage: Usage) -> str:
+def _chat(system: str, user: str, max_tokens: int, usage: Usage, schema: dict | None = None) -> str:
+    """The model's answer; held to a JSON schema (a grammar) when one is given."""
     model = get_model()
+    extra = {"response_format": {"type": "json_object", "schema": schema}} if schema else {}
     try:
         response = model.create_chat_completion(
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
             max_tokens=max_tokens,
             temperature=0.0,
             repeat_penalty=1.1,
+            **extra,
         )
     except ValueError as exc:  # llama.cpp: "Requested tokens (…) exceed context window of …"
         raise GridError(f"The model refused the prompt: {exc}", code=errors.LLM_FAILED) from None
@@ -302,3 +306,70 @@ def translate(text: str, target: str, on_progress: Progress | None = None) -> di
         "pieces": usage.pieces,
         "engine": describe(),
     }
+
+
+_FIELDS_SYSTEM = "You read invoices and receipts. You answer with one JSON object and nothing else."
+#: Short: the grammar already names the fields (and a small model's window is small).
+_FIELDS = (
+    "The invoice's fields as JSON, each value copied exactly from the text; leave out any field "
+    "not printed.\n\n{text}"
+)
+#: Tokens the answer may take: nine short strings and their names (at most a quarter of the window).
+_FIELDS_ANSWER_TOKENS = 320
+
+
+def invoice_fields(text: str, on_progress: Progress | None = None) -> dict:
+    """An invoice's or a receipt's fields as the model reads them from its text, each a string
+    copied from the text, held to ``texts.MODEL_FIELDS_SCHEMA`` by a grammar. A long text is read
+    from its start, as much as the context holds (the fields sit on the first page). These are a
+    node's claims: the coordinator keeps only the values it finds printed in the text."""
+    text = check_text(text)
+    usage = Usage()
+    report = on_progress or (lambda done, total, usage: None)
+    answer_tokens = min(_FIELDS_ANSWER_TOKENS, get_model().n_ctx() // 4)
+    room = _room(_FIELDS_SYSTEM, _FIELDS) - answer_tokens
+    if room < 64:
+        raise GridError("The model's context window is too small to read fields.", code=errors.LLM_FAILED)
+    pieces = _split(text, room)
+    usage.pieces.append(len(pieces))
+    answer = _chat(
+        _FIELDS_SYSTEM,
+        _FIELDS.format(text=pieces[0]),
+        answer_tokens,
+        usage,
+        schema=texts.MODEL_FIELDS_SCHEMA,
+    )
+    report(1, 1, usage)
+    fields, complete = _parse_fields(answer)
+    return {
+        "fields": fields,
+        # what two nodes' answers are compared by: the fields, in one canonical form
+        "answer": json.dumps(fields, sort_keys=True, ensure_ascii=False),
+        "complete": complete,
+        "pieces_read": 1,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "tokens": usage.total_tokens,
+        "llm_calls": usage.calls,
+        "pieces": usage.pieces,
+        "engine": describe(),
+    }
+
+
+def _parse_fields(answer: str) -> tuple[dict[str, str], bool]:
+    """The known fields of the model's answer that are non-empty strings of a sane length, and
+    whether the answer was a whole JSON object (an answer cut by the token budget is not)."""
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        return {}, False
+    if not isinstance(parsed, dict):
+        return {}, False
+    fields = {
+        name: value.strip()
+        for name, value in parsed.items()
+        if name in texts.MODEL_FIELDS
+        and isinstance(value, str)
+        and 0 < len(value.strip()) <= texts.MODEL_FIELD_MAX_CHARS
+    }
+    return fields, True

@@ -7,6 +7,31 @@ import celeryconfig as limits
 from workers.protocol import errors
 from workers.protocol.errors import BadInput
 
+#: Where a step's text sits in its result: what the next step works on, and what two nodes'
+#: results of the step are compared by.
+RESULT_TEXT = {"ocr": "text", "summarise": "summary", "translate": "translation", "fields": "answer"}
+
+#: The invoice fields a model may be asked for (``fields`` step), and the longest value it may give.
+MODEL_FIELDS = (
+    "supplier_name",
+    "supplier_vat",
+    "invoice_number",
+    "issue_date",
+    "due_date",
+    "total",
+    "currency",
+    "iban",
+    "structured_communication",
+)
+MODEL_FIELD_MAX_CHARS = 80
+#: The JSON schema the model's answer is held to (a llama.cpp grammar): an object of those
+#: fields, each a string, none required (a field not printed is left out).
+MODEL_FIELDS_SCHEMA = {
+    "type": "object",
+    "properties": {name: {"type": "string", "maxLength": MODEL_FIELD_MAX_CHARS} for name in MODEL_FIELDS},
+    "additionalProperties": False,
+}
+
 
 def check_language(language: object, what: str = "language") -> str:
     """A summary or translation language: fr, en or nl."""

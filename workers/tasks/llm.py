@@ -50,3 +50,10 @@ def summarise(
 def translate(self: GridTask, target: str = "en") -> dict:
     """The text (or the previous step's summary) translated into fr, en or nl."""
     return llama.translate(_text(self), target, _on_progress(self))
+
+
+@shared_task(bind=True, base=GridTask, name=celeryconfig.TASK_INVOICE_FIELDS)
+def invoice_fields(self: GridTask) -> dict:
+    """An invoice's fields as the model reads them from the OCR step's text (the coordinator keeps
+    only those it finds printed in that text)."""
+    return llama.invoice_fields(_text(self), _on_progress(self))
