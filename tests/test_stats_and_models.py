@@ -290,3 +290,55 @@ def test_nothing_a_node_registered_breaks_the_models_listing(flask_app):
             "edge_compatible": False,
         }
     ]
+
+
+def test_euros_distributed_in_a_span_are_the_rewards_paid_in_it(grid, admin, client, flask_app):
+    """A past month settled and paid now: its rewards count as distributed today (the entry is
+    written as the ledger writes one, in a month no other test settles)."""
+    import uuid
+
+    from app import nodes
+    from app.extensions import db
+    from app.models import LedgerEntry
+
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    period, received = "2003-04", datetime(2003, 4, 15, tzinfo=UTC)
+    with flask_app.app_context():
+        node = nodes.create(f"paid-node-{uuid.uuid4().hex[:8]}", "paid-member@koprogo.test")
+        db.session.add(
+            LedgerEntry(
+                task_id=str(uuid.uuid4()),
+                attempt=0,
+                node_id=node.id,
+                node=f"{node.name}@host",
+                capability="ocr",
+                task_name="grid.ocr.extract",
+                outcome="succeeded",
+                wall_ms=5_400_000,
+                cpu_ms=5_000_000,
+                unit="page",
+                units=40,
+                received_at=received,
+                claimed_ms=5_400_000,
+                observed_ms=5_402_000,
+                cap_ms=6_000_000,
+                granted_ms=5_400_000,  # 1.5 h at 0.60 €/h
+                grant_basis="claimed",
+                rate_eur_per_hour=Decimal("0.60"),
+                period=period,
+                signature=uuid.uuid4().hex,
+            )
+        )
+        db.session.commit()
+    settled = manage("ledger", "settle", "--period", period)
+    assert settled.returncode == 0, settled.stderr
+    paid = manage("ledger", "pay", "--period", period, "--reference", "SEPA test batch")
+    assert paid.returncode == 0 and paid.stdout.startswith("1 rewards"), paid.stdout + paid.stderr
+    span = {"from": start.isoformat(), "to": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
+
+    money = admin.get("/api/v1/stats", params=span).json()["money"]
+
+    assert (money["distributed_eur"], money["rewards_paid"]) == ("0.90", 1)
+    everything = admin.get("/api/v1/stats", params={"period": "day"}).json()["all_time"]["rewards_eur"]
+    assert Decimal(everything["paid"]) >= Decimal("0.90")
+    assert "money" not in client.get("/api/v1/stats", params=span).json()
