@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 
 from tests.documents import FRENCH_LINES, cer, text_image
 from workers.engines import pages, tesseract
@@ -146,3 +146,13 @@ def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+@pytest.mark.parametrize("turn", [0, 90, 270])
+def test_a_single_line_banner_is_told_from_a_page_on_its_side(turn):
+    with Image.open(io.BytesIO(text_image([LINES[1]]))) as page:
+        gray = page.convert("L")
+    left, top, right, bottom = ImageOps.invert(gray).getbbox()
+    banner = gray.crop((left - 30, top - 30, right + 30, bottom + 30)).rotate(turn, expand=True)
+
+    assert pages.measure(banner).turn == turn

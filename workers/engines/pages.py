@@ -64,6 +64,8 @@ DESKEW_ABOVE = 5.0
 #: lines of 11.5 pixels or more gained one word in a hundred for up to twice the time.
 SMALL_PRINT_BELOW = 11.5
 ENLARGE_BY = 2
+#: Fewer lines than this: the empty bins between lines say nothing, their number does.
+_MIN_LINES = 3
 #: Too little ink to measure anything.
 _MIN_INK_POINTS = 500
 
@@ -193,6 +195,18 @@ def _lines(histogram: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
+def _a_line_or_two(across: np.ndarray, along: np.ndarray) -> bool:
+    """Whether the ink is fewer than ``_MIN_LINES`` thin runs across this axis: lines at least
+    four times as long as they are tall (blurred small print whose lines run together is one
+    thick run, not a line)."""
+    runs = _lines(across)
+    if not runs or len(runs) >= _MIN_LINES:
+        return False
+    inked = np.flatnonzero(along)
+    length = inked[-1] - inked[0] + 1 if len(inked) else 0
+    return max(end - start for start, end in runs) * 4 <= length
+
+
 def _upright_balance(histogram: np.ndarray) -> float:
     """(ink above the lines' cores − ink below) / both, over the lines of a projection across them
     (bins in reading order top to bottom)."""
@@ -234,7 +248,12 @@ def measure(image: Image.Image) -> Measures:
     across_columns, _ = _straightest(xs, -ys)
     rows = _projection(ys, xs, across_rows)
     columns = _projection(xs, -ys, across_columns)
-    sideways = _empty_share(columns) > SIDEWAYS_RATIO * _empty_share(rows)
+    if _a_line_or_two(rows, columns):  # a banner, a card: no gaps between lines to count
+        sideways = False
+    elif _a_line_or_two(columns, rows):
+        sideways = True
+    else:
+        sideways = _empty_share(columns) > SIDEWAYS_RATIO * _empty_share(rows)
     # turned 90° clockwise, a page on its side has these columns for rows, in this order
     across = columns if sideways else rows
     balance = _upright_balance(across)

@@ -29,18 +29,38 @@ _MOJIBAKE = re.compile(r"[ÃÂâ][\u0080-\u00bf€™œ]")
 _WORD = re.compile(r"^[^\W\d_]{2,}[.,;:!?)]*$|^\d[\d.,/:-]*$")
 
 
-def pages_text(path: str | Path, pages: int) -> list[str | None]:
-    """The text layer of pages 1 to ``pages``, layout kept, from one run of pdftotext (it ends
-    each page with a form feed); a page poppler cannot read is None."""
+def start(path: str | Path) -> subprocess.Popen | None:
+    """pdftotext started on every page of the document, layout kept, while the caller does
+    something else (the document's inspection: two short-lived processes side by side take the
+    time of one); ``pages_text`` collects it. None if it cannot be started."""
     try:
-        done = subprocess.run(
-            ["pdftotext", "-f", "1", "-l", str(pages), "-layout", "-enc", "UTF-8", str(path), "-"],
-            capture_output=True,
-            timeout=TIMEOUT * max(1, pages // 10),
+        return subprocess.Popen(
+            ["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except OSError:
+        return None
+
+
+def stop(started: subprocess.Popen | None) -> None:
+    """End a started pdftotext whose text is not wanted (a document that failed inspection)."""
+    if started is not None and started.returncode is None:
+        started.kill()
+        started.communicate()
+
+
+def pages_text(started: subprocess.Popen | None, pages: int) -> list[str | None]:
+    """The text layer of pages 1 to ``pages`` from a started pdftotext (it ends each page with a
+    form feed); a page poppler cannot read is None."""
+    if started is None:
         return [None] * pages
-    found = done.stdout.decode("utf-8", errors="replace").split("\f") if done.returncode == 0 else []
+    try:
+        output, _ = started.communicate(timeout=TIMEOUT * max(1, pages // 10))
+    except subprocess.TimeoutExpired:
+        stop(started)
+        return [None] * pages
+    found = output.decode("utf-8", errors="replace").split("\f") if started.returncode == 0 else []
     if len(found) < pages:  # not one form feed per page: trust none of it
         return [None] * pages
     return found[:pages]
