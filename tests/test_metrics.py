@@ -248,3 +248,39 @@ def test_several_gunicorn_workers_answer_the_same_request_counts_and_figures(wor
             assert {key: samples[key] for key in nodes} == {key: before[key] for key in nodes}
     finally:
         process.stop()
+
+
+def test_with_the_broker_away_a_scrape_answers_the_database_s_figures_and_says_so(tmp_path):
+    import os
+
+    from tests.grid import VENV_BIN, GridProcess, free_port
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    # Nothing listens on this port: every broker figure fails at once (connection refused).
+    env = {
+        **os.environ,
+        "GRID_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "GRID_METRICS_CACHE_SECONDS": "0",
+    }
+    argv = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1", "app:create_app()"]
+    process = GridProcess("api-without-broker", argv, env, tmp_path).start()
+    try:
+
+        def healthy() -> bool:
+            if not process.alive():
+                raise AssertionError(f"gunicorn exited:\n{process.output()[-3000:]}")
+            try:
+                return requests.get(f"{api}/healthz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, 60, "the API")
+        samples = scrape(api)
+        assert value(samples, "koprogo_grid_figures_up", source="broker") == 0
+        assert value(samples, "koprogo_grid_figures_up", source="database") == 1
+        assert not any(name == "koprogo_mcp_tasks_queued" for name, _ in samples)
+        states = {dict(labels)["state"] for name, labels in samples if name == "koprogo_mcp_nodes_total"}
+        assert states == {"online", "offline", "paused", "pending", "revoked"}
+    finally:
+        process.stop()
