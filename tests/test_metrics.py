@@ -9,6 +9,7 @@ test's own, so its queues hold only this test's messages.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from decimal import Decimal
 
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy import func, select
 from tests.grid import Client, enrolment, wait_for
 
 DB = 12
+STATES = ("online", "offline", "paused", "pending", "revoked")
 #: The ledger's own test: a broker database where no ledger worker ran before.
 LEDGER_DB = 13
 TEXT = "The general assembly approved the accounts and elected two new members of the board. " * 4
@@ -46,6 +48,24 @@ def scrape_until(api: str, predicate, what: str, timeout: float = 30) -> Scrape:
 
 def value(samples: Scrape, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def ledger_llm(flask_app) -> tuple[int, int]:
+    """Succeeded llm executions and the llm grants that count, summed from the ledger's entries."""
+    from app.extensions import db
+    from app.ledger import settlement
+    from app.models import LedgerEntry
+
+    llm = LedgerEntry.capability == "llm"
+    with flask_app.app_context():
+        executions = db.session.scalar(
+            select(func.count(LedgerEntry.id)).where(llm, LedgerEntry.outcome == "succeeded")
+        )
+        granted = db.session.scalar(
+            select(func.coalesce(func.sum(LedgerEntry.granted_ms), 0)).where(llm, settlement.counted())
+        )
+        db.session.rollback()
+        return int(executions), int(granted)
 
 
 def granted_ms(flask_app, job_ids: list[str]) -> int:
@@ -89,45 +109,51 @@ def test_metrics_count_nodes_jobs_queued_tasks_and_hours_as_the_ledger_does(
         )
 
     online = wait_for(registered, 60, "the new node to register")
-    assert (
-        value(online, "koprogo_mcp_nodes_total", state="online")
-        == value(before, "koprogo_mcp_nodes_total", state="online") + 1
-    )
-    assert (
-        value(online, "koprogo_mcp_nodes_total", state="offline")
-        == value(before, "koprogo_mcp_nodes_total", state="offline") - 1
-    )
     assert value(online, "koprogo_grid_nodes_online", capability="llm") >= 1
     assert 0 <= value(online, "koprogo_grid_node_heartbeat_age_seconds", node="metrics-llm") < 60
+    # Nodes by state: as the registry lists them to an operator. Other tests' nodes may cross
+    # the offline threshold meanwhile: both are read again until they are read at one moment.
+    operator = Client(api, make_token("metrics-operator@koprogo.test", ("admin",)))
+
+    def counted_as_listed() -> Scrape | None:
+        samples = scrape(api)
+        nodes = operator.get("/api/v1/nodes").json()["items"]
+        listed = Counter(node["state"] for node in nodes)
+        exposed = {state: value(samples, "koprogo_mcp_nodes_total", state=state) for state in STATES}
+        mine = next(node["state"] for node in nodes if node["name"] == "metrics-llm")
+        return samples if mine == "online" and exposed == {s: listed[s] for s in STATES} else None
+
+    wait_for(counted_as_listed, 30, "/metrics to count nodes by state as the registry lists them")
 
     jobs = [client.submit_text("summarise", text=TEXT, language="en", max_words=20)["id"] for _ in range(3)]
     for job in jobs:
         assert client.wait(job)["state"] == "succeeded"
-    after = scrape_until(
-        api,
-        lambda s: (
-            value(s, "koprogo_mcp_tasks_completed", capability="llm", outcome="succeeded")
-            >= value(before, "koprogo_mcp_tasks_completed", capability="llm", outcome="succeeded") + 3
-        ),
-        "the executions to be counted",
+
+    # Executions and compute hours are the ledger's, read here the slow way (from its entries,
+    # as settlement counts them), at one moment: other tests' volunteers may still be entering.
+    def as_the_ledger_says() -> Scrape | None:
+        samples = scrape(api)
+        executions, granted = ledger_llm(flask_app)
+        hours = Decimal(str(value(samples, "koprogo_mcp_compute_hours", capability="llm")))
+        same = (
+            value(samples, "koprogo_mcp_tasks_completed", capability="llm", outcome="succeeded") == executions
+        )
+        return samples if same and abs(hours - Decimal(granted) / 3_600_000) <= Decimal("0.000001") else None
+
+    after = wait_for(
+        as_the_ledger_says, 30, "/metrics to show the ledger's executions and hours", interval=0.5
     )
     completed = value(after, "koprogo_mcp_tasks_completed", capability="llm", outcome="succeeded") - value(
         before, "koprogo_mcp_tasks_completed", capability="llm", outcome="succeeded"
     )
-    assert completed == 3
-    # Compute hours: exactly the ledger's grants for these jobs (to the exported microhour).
-    hours = Decimal(str(value(after, "koprogo_mcp_compute_hours", capability="llm"))) - Decimal(
-        str(value(before, "koprogo_mcp_compute_hours", capability="llm"))
-    )
-    ledger_hours = Decimal(granted_ms(flask_app, jobs)) / Decimal(3_600_000)
-    assert abs(hours - ledger_hours) <= Decimal("0.000002"), (hours, ledger_hours)
-    assert ledger_hours > 0
-    # Each finished job is in the latency histogram once, under its kind and final state.
+    assert completed >= 3
+    assert granted_ms(flask_app, jobs) > 0
+    # Each finished job is in the latency histogram, under its kind and final state.
     count = "koprogo_grid_job_latency_seconds_count"
     assert (
         value(after, count, kind="summarise", state="succeeded")
         - value(before, count, kind="summarise", state="succeeded")
-        == 3
+        >= 3
     )
     inf_bucket = value(
         after, "koprogo_grid_job_latency_seconds_bucket", kind="summarise", state="succeeded", le="+Inf"
