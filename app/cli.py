@@ -104,6 +104,12 @@ def _wait(job: Job, out) -> Job:
     help="Read every page with Tesseract, even a PDF page with a usable text layer.",
 )
 @click.option(
+    "--ocr-quality",
+    type=click.Choice(["standard", "best"]),
+    default=None,
+    help="best: small print enlarged too, for more time (default standard).",
+)
+@click.option(
     "--llm-fields",
     is_flag=True,
     help="Invoice jobs: a model reads the fields the rules miss (kept only if printed in the text).",
@@ -117,7 +123,19 @@ def _wait(job: Job, out) -> Job:
     "--wait/--no-wait", default=False, help="Follow the job with a progress bar and print its result."
 )
 def submit_command(
-    file, kind, text, languages, force_ocr, llm_fields, language, max_words, target, translate_to, owner, wait
+    file,
+    kind,
+    text,
+    languages,
+    force_ocr,
+    ocr_quality,
+    llm_fields,
+    language,
+    max_words,
+    target,
+    translate_to,
+    owner,
+    wait,
 ) -> None:
     """Submit a document or a text as a job, as the API would."""
     from workers.protocol.errors import GridError
@@ -126,6 +144,7 @@ def submit_command(
         "text": text,
         "languages": languages,
         "force_ocr": force_ocr,
+        "ocr_quality": ocr_quality,
         "llm_fields": llm_fields or None,
         "language": language,
         "max_words": max_words,

@@ -95,6 +95,8 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
         clean["languages"] = documents.parse_languages(params.get("languages"))
         # Read every page with Tesseract, even one whose own text layer is usable.
         clean["force_ocr"] = documents.parse_flag(params.get("force_ocr"), "force_ocr")
+        # `best`: small print enlarged too, for more time than raw Tesseract's 1.2×.
+        clean["ocr_quality"] = documents.parse_quality(params.get("ocr_quality"))
         info = _inspect(document)
         job_input = JobInput(kind="document", data=document.data)
         steps.append("ocr")
@@ -134,9 +136,12 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
 def step_kwargs(job: Job, step: JobStep) -> dict[str, Any]:
     """Options a step's task takes by name, only when set (a worker of an earlier version,
     which does not know them, then still runs every other step)."""
+    kwargs: dict[str, Any] = {}
     if step.name == "ocr" and job.params.get("force_ocr"):
-        return {"force_ocr": True}
-    return {}
+        kwargs["force_ocr"] = True
+    if step.name == "ocr" and job.params.get("ocr_quality", "standard") != "standard":
+        kwargs["quality"] = job.params["ocr_quality"]
+    return kwargs
 
 
 def step_args(job: Job, step: JobStep) -> tuple:

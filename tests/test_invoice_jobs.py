@@ -4,7 +4,10 @@ volunteer, and the coordinator reads its fields from the text the grid accepted
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from PIL import Image
 
 from tests.documents import text_image, text_pdf
 
@@ -154,4 +157,22 @@ def test_llm_fields_belongs_to_invoice_jobs(client, kind):
         f"/api/v1/jobs/{kind}", files={"file": ("f.pdf", text_pdf([INVOICE]))}, data={"llm_fields": "true"}
     )
 
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_parameter"
+
+
+def test_the_best_ocr_quality_reaches_the_node_and_an_unknown_one_is_refused(client):
+    with Image.open(io.BytesIO(text_image(INVOICE))) as scan:
+        size = (scan.width * 54 // 300, scan.height * 54 // 300)
+        small = scan.convert("L").resize(size, Image.Resampling.BOX)
+    out = io.BytesIO()
+    small.save(out, format="PNG")  # small print, no resolution said
+
+    job = client.wait(client.submit_document("ocr", out.getvalue(), "small.png", ocr_quality="best")["id"])
+    assert job["state"] == "succeeded" and job["params"]["ocr_quality"] == "best"
+    (reading,) = job["result"]["page_readings"]
+    assert reading["small_print"] is True and reading["enlarged"] == 2
+
+    response = client.post(
+        "/api/v1/jobs/ocr", files={"file": ("small.png", out.getvalue())}, data={"ocr_quality": "extreme"}
+    )
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_parameter"

@@ -59,9 +59,10 @@ UPRIGHT_MARGIN = 0.2
 DESKEW_ABOVE = 5.0
 #: Lines of print shorter than this many pixels (capitals to descenders, measured once the contrast
 #: is normalised: 8–11 pixels for the evaluation set's pages scanned at 72–90 dpi, 9–13 at 100 dpi)
-#: are enlarged ENLARGE_BY times. Measured page by page on that set: enlarged, lines of 8–9 pixels
-#: went from 27–78 % of their words read to 76–98 %, lines of 10–11 from 69–97 % to 88–99 %;
-#: lines of 11.5 pixels or more gained one word in a hundred for up to twice the time.
+#: are enlarged ENLARGE_BY times when the job asks for the best reading (``ocr_quality=best``:
+#: up to 2.5× raw Tesseract's time). Measured page by page on that set: enlarged, lines of 8–9
+#: pixels went from 27–78 % of their words read to 76–98 %, lines of 10–11 from 69–97 % to
+#: 88–99 %; lines of 11.5 pixels or more gained one word in a hundred for up to twice the time.
 SMALL_PRINT_BELOW = 11.5
 ENLARGE_BY = 2
 #: Fewer lines than this: the empty bins between lines say nothing, their number does.
@@ -81,7 +82,9 @@ class Prepared:
     skew: float = 0.0
     deskewed: bool = False
     contrast_normalised: bool = False
-    #: The factor the page was enlarged by (1: as it came).
+    #: Whether its print is small (lines under SMALL_PRINT_BELOW pixels), and the factor the page
+    #: was enlarged by (1: as it came; only when asked, at ``ocr_quality=best``).
+    small_print: bool = False
     enlarged: int = 1
 
 
@@ -268,9 +271,9 @@ def measure(image: Image.Image) -> Measures:
     )
 
 
-def prepare(image: Image.Image) -> Prepared:
-    """The page ready to be read: contrast normalised, straightened, turned upright, small print
-    enlarged (8-bit grayscale in and out; the caller closes both)."""
+def prepare(image: Image.Image, enlarge_small_print: bool = False) -> Prepared:
+    """The page ready to be read: contrast normalised, straightened, turned upright, and small
+    print enlarged if asked (8-bit grayscale in and out; the caller closes both)."""
     normalised = normalise_contrast(image)
     page = normalised if normalised is not None else image
     found = measure(page)
@@ -293,7 +296,8 @@ def prepare(image: Image.Image) -> Prepared:
             result.turn = (found.turn + again.turn) % 360
     elif found.turn:
         result.image = page.transpose(_TRANSPOSE[found.turn])
-    if 0 < found.line_height < SMALL_PRINT_BELOW:
+    result.small_print = 0 < found.line_height < SMALL_PRINT_BELOW
+    if result.small_print and enlarge_small_print:
         with result.image if result.image is not image else nullcontext(image) as small:
             result.image = small.resize(
                 (small.width * ENLARGE_BY, small.height * ENLARGE_BY), Image.Resampling.BICUBIC

@@ -146,12 +146,14 @@ def _orientation(image: Image.Image) -> int:
     return int(found.get("rotate", 0)) % 360
 
 
-def _read_page(image: Image.Image, languages: str, dpi: int | None = None) -> tuple[str, dict]:
+def _read_page(
+    image: Image.Image, languages: str, dpi: int | None = None, quality: str = "standard"
+) -> tuple[str, dict]:
     """Read a page made ready by ``workers.engines.pages`` (contrast, orientation, skew). A poor
     reading (an upside-down page reads at 30 or less) is tried again turned half round, the most
     likely mistake of the ink's measures, then, if still poor, at the turn Tesseract's OSD finds;
     the best reading is kept. Returns its text and how it was read."""
-    prepared = pages.prepare(image)
+    prepared = pages.prepare(image, enlarge_small_print=quality == "best")
     if dpi is not None:
         dpi *= prepared.enlarged
     try:
@@ -180,6 +182,7 @@ def _read_page(image: Image.Image, languages: str, dpi: int | None = None) -> tu
         "skew": prepared.skew,
         "deskewed": prepared.deskewed,
         "contrast_normalised": prepared.contrast_normalised,
+        "small_print": prepared.small_print,
         "enlarged": prepared.enlarged,
         "tesseract_runs": runs,
     }
@@ -247,12 +250,14 @@ def ocr_file(
     languages: str,
     on_page: Callable[[int, int], None] = lambda done, total: None,
     force_ocr: bool = False,
+    quality: str = "standard",
 ) -> dict:
     """Read every page of a PDF or image file; calls ``on_page(done, total)`` after each page.
 
     A PDF page with a usable text layer is read from it unless ``force_ocr``; every other page
-    by Tesseract. The result says, per page, how it was read (``text_layer`` or ``ocr``), with
-    Tesseract's mean word confidence and the turn it took to stand the page upright."""
+    by Tesseract, small print enlarged first at ``quality="best"``. The result says, per page,
+    how it was read (``text_layer`` or ``ocr``), with Tesseract's mean word confidence and what
+    was done to the page (see ``_read_page``)."""
     path = Path(path)
     languages = documents.parse_languages(languages)
     missing = set(languages.split("+")) - installed_languages()
@@ -274,7 +279,7 @@ def ocr_file(
     readings: list[dict] = []
 
     def read(image: Image.Image, number: int, dpi: int | None) -> None:
-        text, how = _read_page(image, languages, dpi)
+        text, how = _read_page(image, languages, dpi, quality)
         texts.append(text)
         readings.append({"page": number, **how})
 

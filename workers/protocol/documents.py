@@ -328,3 +328,15 @@ def parse_flag(value: object, name: str) -> bool:
     if text in _FALSE:
         return False
     raise BadInput(f"{name} is true or false, not {str(value)[:40]!r}.", code=errors.INVALID_PARAMETER)
+
+
+def parse_quality(value: object) -> str:
+    """An OCR quality (``celeryconfig.OCR_QUALITIES``); none given is ``standard``."""
+    if value is None or value == "":
+        return limits.OCR_QUALITIES[0]
+    if value not in limits.OCR_QUALITIES:
+        raise BadInput(
+            f"ocr_quality is one of {', '.join(limits.OCR_QUALITIES)}, not {str(value)[:40]!r}.",
+            code=errors.INVALID_PARAMETER,
+        )
+    return value
