@@ -37,6 +37,9 @@ class Defaults:
     #: Seconds a process of the API keeps the grid's figures it computed for ``/metrics``
     #: (app.metrics): each scrape within them is answered without a query.
     METRICS_CACHE_SECONDS = 5
+    #: When set, ``/metrics`` answers only ``Authorization: Bearer <this>`` (Prometheus's
+    #: ``authorization.credentials_file``): its figures name nodes and count euros.
+    METRICS_TOKEN = None
     #: Seconds a client is told to wait (``Retry-After``) when PostgreSQL or Redis is away (503).
     RETRY_AFTER_SECONDS = 5
     #: Seconds the API waits for PostgreSQL to accept a connection before it answers 503.

@@ -12,6 +12,7 @@ each start and they are summed over the workers (prometheus_client's multiproces
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import threading
@@ -32,6 +33,7 @@ from prometheus_client.registry import Collector
 from prometheus_flask_exporter import PrometheusMetrics
 
 from app import broker_acl, figures
+from app.errors import AuthRequired, InvalidToken
 from app.extensions import db
 
 log = logging.getLogger(__name__)
@@ -232,6 +234,7 @@ def init_app(app: Flask) -> None:
     @app.get("/metrics")
     @exporter.do_not_track()
     def metrics() -> tuple[bytes, int, dict[str, str]]:
+        _check_token(app.config.get("METRICS_TOKEN"))
         served = registry
         if multiprocess_dir:  # the request metrics of every worker, from their files
             served = CollectorRegistry()
@@ -239,3 +242,14 @@ def init_app(app: Flask) -> None:
             served.register(grid)
         encode, content_type = choose_encoder(request.headers.get("Accept"))
         return encode(served), 200, {"Content-Type": content_type}
+
+
+def _check_token(expected: str | None) -> None:
+    """``GRID_METRICS_TOKEN``, when set, as a bearer token (compared in constant time)."""
+    if not expected:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise AuthRequired("/metrics needs the metrics token: Authorization: Bearer <GRID_METRICS_TOKEN>.")
+    if not hmac.compare_digest(given.strip().encode(), str(expected).encode()):
+        raise InvalidToken("That is not the metrics token.")

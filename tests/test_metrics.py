@@ -310,3 +310,15 @@ def test_with_the_broker_away_a_scrape_answers_the_database_s_figures_and_says_s
         assert states == {"online", "offline", "paused", "pending", "revoked"}
     finally:
         process.stop()
+
+
+def test_with_a_metrics_token_set_only_its_bearer_is_answered():
+    from app import create_app
+
+    http = create_app({"METRICS_TOKEN": "metrics-token-for-tests"}).test_client()
+    missing = http.get("/metrics")
+    assert missing.status_code == 401 and missing.get_json()["error"]["code"] == "auth_required"
+    wrong = http.get("/metrics", headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code == 401 and wrong.get_json()["error"]["code"] == "invalid_token"
+    right = http.get("/metrics", headers={"Authorization": "Bearer metrics-token-for-tests"})
+    assert right.status_code == 200 and "koprogo_mcp_nodes_total" in right.get_data(as_text=True)

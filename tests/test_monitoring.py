@@ -152,7 +152,13 @@ def test_prometheus_configurations_pass_promtool_check_config(tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     # The compose stack's own configuration, beside the same rule files.
     compose = _yaml(COMPOSE)
-    (tmp_path / "prometheus.yml").write_text(compose["configs"]["prometheus-config"]["content"])
+    # The metrics token is a secret file in the container: a file of the test's stands in for it.
+    content = compose["configs"]["prometheus-config"]["content"]
+    assert "credentials_file: /run/secrets/metrics-token" in content
+    assert compose["services"]["prometheus"]["secrets"] == ["metrics-token"]
+    (tmp_path / "metrics-token").write_text("token")
+    content = content.replace("/run/secrets/metrics-token", str(tmp_path / "metrics-token"))
+    (tmp_path / "prometheus.yml").write_text(content)
     for name in RULE_FILES:
         assert compose["configs"][f"prometheus-{name.removesuffix('.yml')}"]["file"] == f"./prometheus/{name}"
         shutil.copy(PROMETHEUS / name, tmp_path / name)
