@@ -205,6 +205,39 @@ def naive_ledger_figures(session) -> None:
     session.rollback()
 
 
+#: Batches of a thousand entries, as the ledger worker enters them, with the tallies' trigger
+#: on and off in turn (what keeping the tallies costs the ledger).
+TRIGGER_BATCHES = 20
+BATCH_ENTRIES = 1_000
+
+
+def trigger_overhead(session) -> tuple[float, float]:
+    """Median seconds to insert a batch of ``BATCH_ENTRIES`` entries in one statement, with the
+    tallies' trigger on and off; the batches are rolled back (the tallies stay true)."""
+    from sqlalchemy import text
+
+    insert = text(
+        """
+        INSERT INTO ledger_entries (task_id, attempt, node_id, node, capability, task_name, outcome,
+            wall_ms, cpu_ms, unit, units, received_at, claimed_ms, cap_ms, granted_ms, grant_basis, period)
+        SELECT 'batch-' || lpad(g::text, 12, '0'), 0, n.id, 'bench@host', 'ocr', 'bench', 'succeeded',
+            1000, 900, 'page', 1, now(), 1000, 12000, 1000, 'claimed', to_char(now(), 'YYYY-MM')
+        FROM generate_series(:first, :first + :size - 1) AS g
+        JOIN (SELECT row_number() OVER (ORDER BY id) - 1 AS i, id FROM nodes) AS n ON n.i = g % 1000
+        """
+    )
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    for round_ in range(2 * TRIGGER_BATCHES):
+        enabled = round_ % 2 == 0
+        if not enabled:
+            session.execute(text("ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_tally"))
+        began = time.perf_counter()
+        session.execute(insert, {"first": round_ * BATCH_ENTRIES, "size": BATCH_ENTRIES})
+        timings[enabled].append(time.perf_counter() - began)
+        session.rollback()  # the rows, and the trigger's state, as they were
+    return statistics.median(timings[True]), statistics.median(timings[False])
+
+
 def scrape_seconds(http, count: int = SCRAPES) -> list[float]:
     times = []
     for _ in range(count):
@@ -280,9 +313,12 @@ def measure() -> dict[str, float]:
             began = time.perf_counter()
             naive_ledger_figures(db.session)
             naive.append(time.perf_counter() - began)
+        with_tallies, without = trigger_overhead(db.session)
         db.session.remove()
     cached = scrape_seconds(create_app({"METRICS_CACHE_SECONDS": 60}).test_client())
     return {
+        "batch_with_tallies": with_tallies,
+        "batch_without": without,
         "tally_rows_before_compaction": tally_rows,
         "scrape_p50": statistics.median(cold),
         "scrape_max": max(cold),
@@ -322,7 +358,10 @@ def main() -> int:
             f"max {found['scrape_max'] * 1000:7.1f} ms\n"
             f"  scrape, from the cache:        p50 {found['cached_p50'] * 1000:7.1f} ms\n"
             f"  ledger figures from entries:   p50 {found['naive_p50'] * 1000:7.1f} ms   "
-            f"(ratio to a computed scrape: {found['naive_p50'] / found['scrape_p50']:.0f}×)"
+            f"(ratio to a computed scrape: {found['naive_p50'] / found['scrape_p50']:.0f}×)\n"
+            f"  a ledger batch of {BATCH_ENTRIES:,} entries: p50 {found['batch_with_tallies'] * 1000:.1f} ms "
+            f"with the tallies' trigger, {found['batch_without'] * 1000:.1f} ms without "
+            f"(ratio {found['batch_with_tallies'] / found['batch_without']:.2f})"
         )
         return 0
     finally:
