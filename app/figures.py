@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 import redis
 from sqlalchemy import func, select, text
@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 import celeryconfig
 from app import registry
 from app.ledger import intake, rules
+from app.ledger.settlement import RELEASED, REVERSAL
 from app.ledger.values import aware
 from app.models import (
     Job,
@@ -39,13 +40,12 @@ from app.models import (
     StepState,
     utcnow,
 )
+from app.validation.checks import INVALID_RESULT
+from workers.protocol.records import CompletedBody
 
-#: Outcomes of an execution as the ledger enters them (``LedgerEntry.outcome``), reversals apart.
-OUTCOMES = ("succeeded", "failed", "retried", "lost")
-REVERSAL = "reversal"
-RELEASED, REFUSED = "released", "refused"
-#: The reason a held grant is refused when its result lost the comparison (app.validation).
-INVALID_RESULT = "invalid_result"
+#: Outcomes of an execution as a node's completion record may state them (its schema's), which
+#: the ledger enters as ``LedgerEntry.outcome``; reversals (``settlement.REVERSAL``) apart.
+OUTCOMES: tuple[str, ...] = get_args(CompletedBody.model_fields["outcome"].annotation)
 HOURS_PLACES = Decimal("0.000001")
 
 
@@ -153,7 +153,7 @@ def validation(session: Session) -> dict[str, int]:
             held += entries
         elif decision:
             decided += entries
-            invalid += entries if (decision, reason) == (REFUSED, INVALID_RESULT) else 0
+            invalid += entries if decision != RELEASED and reason == INVALID_RESULT else 0
     awaiting = session.scalar(select(func.count(JobStep.id)).where(JobStep.state == StepState.VERIFYING))
     return {
         "awaiting_validation": int(awaiting or 0),

@@ -27,6 +27,8 @@ from app.ledger import periods, rules
 from app.models import GrantDecision, Job, LedgerEntry, LedgerPeriod, Participant, Reward, RewardLine, utcnow
 
 RELEASED = "released"
+#: A correcting entry's outcome (and grant basis): it reverses another, and is no execution.
+REVERSAL = "reversal"
 
 
 def counted() -> ColumnElement[bool]:
@@ -367,7 +369,7 @@ def reverse(entry_id: int, reason: str, by: str) -> LedgerEntry:
         node=original.node,
         capability=original.capability,
         task_name=original.task_name,
-        outcome="reversal",
+        outcome=REVERSAL,
         wall_ms=0,
         cpu_ms=0,
         unit=original.unit,
@@ -377,7 +379,7 @@ def reverse(entry_id: int, reason: str, by: str) -> LedgerEntry:
         observed_ms=0,
         cap_ms=0,
         granted_ms=-original.granted_ms,
-        grant_basis="reversal",
+        grant_basis=REVERSAL,
         rate_eur_per_hour=original.rate_eur_per_hour,
         period=periods.open_period_for(now, periods.closed()),
         reverses_id=original.id,
