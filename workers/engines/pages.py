@@ -31,6 +31,8 @@ from PIL import Image, ImageFilter
 
 #: The paper's brightness is estimated on the page reduced by this factor.
 _BACKGROUND_REDUCTION = 16
+#: Rows divided at a time.
+_BAND_ROWS = 256
 #: A page is left as it is when its paper is at least this bright everywhere (0–255)…
 EVEN_PAPER_MIN = 235
 #: …varies by no more than this across the page…
@@ -109,7 +111,12 @@ def normalise_contrast(image: Image.Image) -> Image.Image | None:
     ):
         return None
     background = np.maximum(np.asarray(paper.resize(image.size, Image.Resampling.BILINEAR)), 1)
-    ratio = np.minimum(np.asarray(image, dtype=np.uint16) * 255 // background, 255).astype(np.uint8)
+    pixels = np.asarray(image)
+    ratio = np.empty_like(pixels)
+    # band by band: a 40-megapixel page's 16-bit temporaries stay a few megabytes
+    for top in range(0, pixels.shape[0], _BAND_ROWS):
+        band = slice(top, top + _BAND_ROWS)
+        ratio[band] = np.minimum(pixels[band].astype(np.uint16) * 255 // background[band], 255)
     flat = Image.fromarray(ratio, "L")
     # stretch: the ink's usual level becomes black and the paper white (a share of the darkest
     # pixels, or Otsu's split, would be paper on a sparse page, its grain stretched into specks)
