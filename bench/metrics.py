@@ -3,7 +3,7 @@
 jobs and their steps, a year of rewards), against computing the same ledger figures straight
 from ``ledger_entries`` (what the running tallies of docs/decisions/0012 spare).
 
-    python -m bench.metrics                 # about two minutes, most of it filling the database
+    python -m bench.metrics                 # about seven minutes, most of it filling the database
     BENCH_METRICS_ENTRIES=1000000 python -m bench.metrics
 
 It starts a throwaway Redis and PostgreSQL of its own, fills PostgreSQL with SQL
