@@ -23,13 +23,14 @@ import celeryconfig
 from app import carbon, figures, footprints
 from app.extensions import db
 from app.ledger import rules
+from app.ledger.settlement import REVERSAL
 from app.models import GrantDecision, Job, JobState, JobStep, LedgerEntry, Reward, StepState, utcnow
 
 #: Named spans, ending now.
 PERIODS = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
 DEFAULT_PERIOD = "day"
 HOURS_SHOWN = Decimal("0.000001")
-SUCCEEDED, REVERSAL = "succeeded", "reversal"
+SUCCEEDED = StepState.SUCCEEDED  # an execution's outcome, as a step's state
 EUR_SHOWN = Decimal("0.000001")
 #: Times a span may start or end at: what the database stores and compares.
 _YEARS = (2000, 2200)
