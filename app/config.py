@@ -91,3 +91,15 @@ class Defaults:
     EDGE_MODEL_MAX_BYTES = 4 * 1024**3
     #: The longest span ``GET /api/v1/stats`` sums over (``from``/``to``).
     STATS_MAX_DAYS = 366
+    # A job's events (``GET /api/v1/jobs/<id>/events``, app.job_events): each open stream holds
+    # one of the API's threads and reads the job every EVENTS_POLL_SECONDS.
+    #: Seconds a stream is served before it is closed with ``retry:`` advice (the client then
+    #: reconnects with ``Last-Event-ID``): no thread is held by one client for longer.
+    EVENTS_MAX_SECONDS = 300
+    #: Seconds between two reads of the job (one of PostgreSQL and, while a step runs, Redis).
+    EVENTS_POLL_SECONDS = 0.5
+    #: Seconds of silence after which a ``: keep-alive`` comment is sent, so that proxies keep
+    #: the connection open (and a client gone is noticed at the next write).
+    EVENTS_HEARTBEAT_SECONDS = 15
+    #: Milliseconds a client is told to wait (``retry:``) before it reconnects.
+    EVENTS_RETRY_MILLISECONDS = 2000

@@ -402,7 +402,10 @@ def result_of(job: Job) -> dict[str, Any] | None:
     return out or None
 
 
-def describe(job: Job, *, full: bool = True) -> dict[str, Any]:
+def describe(job: Job, *, full: bool = True, with_result: bool = True) -> dict[str, Any]:
+    """The job as the API shows it; ``full``: with its steps, result, cost and CO₂;
+    ``with_result`` False: without the result (its texts, and the invoice fields computed
+    from them), as the job's events show it."""
     body: dict[str, Any] = {
         "id": job.id,
         "kind": job.kind,
@@ -423,7 +426,8 @@ def describe(job: Job, *, full: bool = True) -> dict[str, Any]:
         }
     if full:
         body["steps"] = [describe_step(step) for step in job.steps]
-        body["result"] = result_of(job)
+        if with_result:
+            body["result"] = result_of(job)
         body["cost"] = settlement.job_cost(job)
         body["co2_grams"] = footprints.job_co2_grams(job.id)
     return body

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, request, url_for
+from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
 from sqlalchemy import func, select
 
-from app import jobs
+from app import job_events, jobs
 from app.api import params
 from app.auth import current_token, require
 from app.errors import InvalidParameter, NotFound
@@ -53,6 +53,21 @@ def submit(kind: str):
 @require("jobs:read")
 def show(job_id: str):
     return jobs.describe(_owned(job_id))
+
+
+@bp.get("/<job_id>/events")
+@require("jobs:read")
+def events(job_id: str):
+    """The job's progress as Server-Sent Events, until it ends or EVENTS_MAX_SECONDS pass."""
+    job_id = _owned(job_id).id
+    body = job_events.stream(job_id, request.headers.get("Last-Event-ID"), job_events.Pacing.from_config())
+    return Response(
+        # The request's context is kept for the stream's life: the database session lives in it.
+        stream_with_context(body),
+        mimetype="text/event-stream",
+        # X-Accel-Buffering: nginx passes each event on at once instead of buffering the answer.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @bp.get("")

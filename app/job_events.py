@@ -1,0 +1,104 @@
+"""A job's progress as Server-Sent Events (``GET /api/v1/jobs/<id>/events``): the job as
+``GET /api/v1/jobs/<id>`` shows it, without its result, each time that changes, then ``end``.
+
+No publish/subscribe is needed: a job's states are in PostgreSQL and its running steps' progress
+in Redis (``app.progress``), where the job endpoint reads them, so the stream reads the same
+every ``EVENTS_POLL_SECONDS``. Each read ends its transaction before the stream waits or writes:
+between reads it holds no connection from the pool and no snapshot open in PostgreSQL. A stream
+holds one of the API's threads for its life, so it lasts at most ``EVENTS_MAX_SECONDS``; the
+client then reconnects with ``Last-Event-ID`` and is sent the job only if it changed since
+(docs/decisions/0015).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+
+from app import jobs
+from app.errors import known_fault
+from app.extensions import db
+from app.models import Job, JobState
+
+KEEP_ALIVE = ": keep-alive\n\n"
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How often a stream reads the job and speaks, and for how long (app.config)."""
+
+    poll_seconds: float
+    heartbeat_seconds: float
+    max_seconds: float
+    retry_milliseconds: int
+
+    @classmethod
+    def from_config(cls) -> Pacing:
+        config = current_app.config
+        return cls(
+            poll_seconds=float(config["EVENTS_POLL_SECONDS"]),
+            heartbeat_seconds=float(config["EVENTS_HEARTBEAT_SECONDS"]),
+            max_seconds=float(config["EVENTS_MAX_SECONDS"]),
+            retry_milliseconds=int(config["EVENTS_RETRY_MILLISECONDS"]),
+        )
+
+
+def version(summary: dict[str, Any]) -> str:
+    """The event id of a job's summary: the same summary has the same id, in any process of
+    the API and after any reconnection."""
+    canonical = json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _event(name: str, event_id: str, data: dict[str, Any]) -> str:
+    # JSON on one line: a data field never holds a line break.
+    return f"event: {name}\nid: {event_id}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _read(job_id: str) -> tuple[dict[str, Any], bool]:
+    """The job's summary and whether it is final, the transaction ended before returning."""
+    job = db.session.get(Job, job_id)
+    summary = jobs.describe(job, with_result=False)
+    final = job.state in JobState.FINAL
+    db.session.rollback()  # nothing was written: the connection goes back to the pool
+    return summary, final
+
+
+def stream(job_id: str, last_event_id: str | None, pacing: Pacing) -> Iterator[str]:
+    """The event stream of a job the caller may see: ``job`` events (id: ``version``), a
+    ``: keep-alive`` comment after each ``heartbeat_seconds`` of silence, and ``end`` once the
+    job is final; closed after ``max_seconds`` (or while a server it needs is away) with
+    ``retry:`` advice."""
+    started = last_spoke = time.monotonic()
+    retry = f"retry: {pacing.retry_milliseconds}\n\n"
+    yield retry
+    sent = last_event_id
+    while True:
+        try:
+            summary, final = _read(job_id)
+        except Exception as exc:
+            if known_fault(exc) is None:  # logged as a server away, the session rolled back
+                raise
+            yield retry  # the reconnection is answered 503 until the server is back
+            return
+        tag = version(summary)
+        if tag != sent:
+            yield _event("job", tag, summary)
+            sent, last_spoke = tag, time.monotonic()
+        if final:
+            yield _event("end", tag, {"id": job_id, "state": summary["state"]})
+            return
+        now = time.monotonic()
+        if now - started >= pacing.max_seconds:
+            yield f": open for {pacing.max_seconds:g} s: reconnect with Last-Event-ID\n{retry}"
+            return
+        if now - last_spoke >= pacing.heartbeat_seconds:
+            yield KEEP_ALIVE
+            last_spoke = now
+        time.sleep(min(pacing.poll_seconds, max(0.0, started + pacing.max_seconds - now)))
