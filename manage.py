@@ -3,6 +3,7 @@
 
 db upgrade                 create or upgrade the database (Alembic, via Flask-Migrate)
 tokens create --owner ME   an API token, shown once
+participants invite EMAIL  a one-time link to set a password for the web pages (--operator)
 submit FILE --wait         submit a document through the pipeline and follow it
 ledger show                the latest ledger entries
 stats --period week        requests, compute hours, euros, nodes and CO₂ (--json)

@@ -60,6 +60,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app)
     register_error_handlers(app)
     register_api(app)
+    from app.web import register as register_web
+
+    register_web(app)
     app.register_blueprint(health)
     app.wsgi_app = BoundedBody(app.wsgi_app, float(app.config["REQUEST_BODY_TIMEOUT"]))
     if not app.config.get("TESTING_NO_METRICS"):

@@ -46,6 +46,11 @@ def create_token(name: str, owner: str, scopes: list[str]) -> tuple[ApiToken, st
     return row, token
 
 
+def revoke(row: ApiToken) -> None:
+    """The token stops working (not committed); revoking it again keeps its first date."""
+    row.revoked_at = row.revoked_at or utcnow()
+
+
 def current_token() -> ApiToken:
     return g.api_token
 

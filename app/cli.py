@@ -15,7 +15,7 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 
 from app import jobs
-from app.auth import SCOPES, create_token
+from app.auth import SCOPES, create_token, revoke
 from app.extensions import db
 from app.models import ApiToken, Job, JobState, LedgerEntry, utcnow
 
@@ -57,7 +57,7 @@ def tokens_revoke(token_id: int) -> None:
     row = db.session.get(ApiToken, token_id)
     if row is None:
         raise click.ClickException(f"no token {token_id}")
-    row.revoked_at = row.revoked_at or utcnow()
+    revoke(row)
     db.session.commit()
     click.echo(f"token {token_id} revoked")
 
@@ -491,9 +491,11 @@ def ledger_rejections(limit: int) -> None:
 
 
 def register(app: Flask) -> None:
+    from app.participants_cli import participants
     from app.stats_cli import models_command, stats_command
 
     app.cli.add_command(tokens)
+    app.cli.add_command(participants)
     app.cli.add_command(ledger)
     app.cli.add_command(nodes_group)
     app.cli.add_command(rates_group)

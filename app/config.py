@@ -103,3 +103,17 @@ class Defaults:
     EVENTS_HEARTBEAT_SECONDS = 15
     #: Milliseconds a client is told to wait (``retry:``) before it reconnects.
     EVENTS_RETRY_MILLISECONDS = 2000
+    # Sign-in for members and operators (app.accounts, app.web).
+    #: Session cookies are sent over HTTPS only (``Secure``) unless this is false; None: Secure
+    #: except when the app runs in debug or testing mode (plain http://127.0.0.1).
+    COOKIE_SECURE = None
+    #: Hours a signed-in session lasts.
+    SESSION_HOURS = 12
+    #: Days an invitation link (``manage.py participants invite``) may be used, once.
+    INVITE_DAYS = 7
+    #: Shortest password a member may set; and the longest (hashing a megabyte costs a worker).
+    PASSWORD_MIN_LENGTH = 12
+    PASSWORD_MAX_LENGTH = 1024
+    #: Sign-in attempts allowed per client address and, apart, per email address (Flask-Limiter's
+    #: syntax), counted in the broker's Redis so that every API process shares them.
+    SIGN_IN_LIMIT = "5 per minute"

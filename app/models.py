@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -201,8 +202,39 @@ class Participant(db.Model):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     name: Mapped[str | None] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: The password's hash (app.accounts), set from an invitation; None: cannot sign in.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    #: Operators run the whole grid from the web pages (``participants invite --operator``).
+    operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    #: Part of every session's id (Flask-Login): bumped when the password is set or the member
+    #: signs out, which ends every session signed in before.
+    session_generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     nodes: Mapped[list[Node]] = relationship(back_populates="participant", order_by="Node.created_at")
+
+    # What Flask-Login asks of a user (its UserMixin defines __eq__, which a mapped class should not).
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_generation}"
+
+
+class Invitation(db.Model):
+    """A one-time link an operator gives a participant to set their password (app.accounts)."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), index=True)
+    #: SHA-256 of the link's token: 256-bit random, as API tokens (app.auth.hash_token).
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    participant: Mapped[Participant] = relationship()
 
 
 class Node(db.Model):

@@ -3,6 +3,7 @@
 from flask import Blueprint, Flask
 
 from app.api import catalog, jobs, ledger, nodes, stats, work
+from app.extensions import csrf
 
 
 def register(app: Flask) -> None:
@@ -14,3 +15,9 @@ def register(app: Flask) -> None:
     api.register_blueprint(stats.bp)
     api.register_blueprint(work.bp)
     app.register_blueprint(api)
+    # Clients authenticate with bearer tokens, never cookies: no CSRF token to ask for. Flask-WTF
+    # looks up the blueprint of the request's endpoint, a nested one ("api.jobs") included, so
+    # each is exempt, not only their parent.
+    for name, blueprint in app.blueprints.items():
+        if name == api.name or name.startswith(f"{api.name}."):
+            csrf.exempt(blueprint)

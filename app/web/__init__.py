@@ -1,0 +1,53 @@
+"""The web pages for members and operators, rendered on the server (Jinja2, app/templates/),
+working without JavaScript: sign-in and one's API tokens for now (docs/participants.md)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask, render_template
+from flask_limiter import RateLimitExceeded
+from flask_wtf.csrf import CSRFError
+
+from app import accounts, broker_acl, nodes
+from app.extensions import csrf, limiter, login_manager
+from app.web.account import bp
+
+
+def register(app: Flask) -> None:
+    """Sessions, CSRF protection, the sign-in limit and the pages."""
+    if not app.config.get("SECRET_KEY"):
+        # Sessions and CSRF tokens are signed with the coordinator's key, kept in var/ when none
+        # is configured (app.nodes.secret_key); itsdangerous salts each use apart.
+        with app.app_context():
+            app.config["SECRET_KEY"] = nodes.secret_key().decode("utf-8")
+    secure = app.config["COOKIE_SECURE"]
+    if secure is None:
+        secure = not (app.debug or app.testing)
+    for cookie in ("SESSION_COOKIE", "REMEMBER_COOKIE"):
+        app.config[f"{cookie}_SECURE"] = bool(secure)
+        app.config[f"{cookie}_HTTPONLY"] = True
+        app.config[f"{cookie}_SAMESITE"] = "Lax"
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(app.config["SESSION_HOURS"]))
+    # The counts live in the broker's Redis (any URL form it takes, redis+socket:// included).
+    app.config["RATELIMIT_STORAGE_URI"] = "redis://"
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": broker_acl.client().connection_pool}
+    app.config["RATELIMIT_HEADERS_ENABLED"] = True  # Retry-After on a 429
+
+    login_manager.init_app(app)
+    login_manager.login_view = "web.sign_in"
+    login_manager.login_message = None  # the sign-in page says why by itself
+    login_manager.user_loader(accounts.load)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    app.register_blueprint(bp)
+
+    @app.errorhandler(CSRFError)
+    def csrf_refused(exc: CSRFError):
+        # Only the pages' forms are checked: the JSON API is exempt (app.api.register).
+        return render_template("refused.html", reason="csrf"), 400
+
+    @app.errorhandler(RateLimitExceeded)
+    def too_many(exc: RateLimitExceeded):
+        # Flask-Limiter adds Retry-After to this answer (RATELIMIT_HEADERS_ENABLED).
+        return render_template("refused.html", reason="rate_limited"), 429

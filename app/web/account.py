@@ -1,0 +1,117 @@
+"""Signing in and out, invitations, and a member's own API tokens."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import select
+
+from app import accounts
+from app.auth import SCOPES, create_token, revoke
+from app.extensions import db, limiter
+from app.models import ApiToken
+
+bp = Blueprint("web", __name__)
+
+#: What a token made on the page may do; ``admin`` for operators only.
+MEMBER_SCOPES = tuple(scope for scope in SCOPES if scope != "admin")
+NAME_MAX_CHARS = 120
+
+
+def _sign_in_limit() -> str:
+    return current_app.config["SIGN_IN_LIMIT"]
+
+
+def _email_key() -> str:
+    return "email:" + request.form.get("email", "").strip().lower()
+
+
+def _start_session(member) -> None:
+    login_user(member)
+    session.permanent = True  # lasts GRID_SESSION_HOURS, not until the browser closes
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+@limiter.limit(_sign_in_limit, methods=["POST"])
+@limiter.limit(_sign_in_limit, methods=["POST"], key_func=_email_key)
+def sign_in():
+    """The sign-in form; a wrong email or password gets one message, whichever was wrong."""
+    if request.method == "GET":
+        return render_template("sign_in.html", email="")
+    email = request.form.get("email", "")
+    member = accounts.authenticate(email, request.form.get("password", ""))
+    if member is None:
+        return render_template("sign_in.html", email=email, error="invalid_credentials"), 401
+    _start_session(member)
+    return redirect(url_for("web.tokens"), 303)
+
+
+@bp.post("/sign-out")
+def sign_out():
+    """Ends this session and every other of the member's (a copied cookie included)."""
+    if current_user.is_authenticated:
+        accounts.end_sessions(current_user)
+        db.session.commit()
+    logout_user()
+    return redirect(url_for("web.sign_in"), 303)
+
+
+@bp.route("/invite/<token>", methods=["GET", "POST"])
+def invite(token: str):
+    """An invited participant sets a password, then is signed in."""
+    invitation = accounts.open_invitation(token, lock=request.method == "POST")
+    if invitation is None:
+        return render_template("refused.html", reason="invitation"), 404
+    if request.method == "GET":
+        return render_template("invite.html", email=invitation.participant.email)
+    password = request.form.get("password", "")
+    problem = accounts.password_problem(password, request.form.get("confirmation", ""))
+    if problem is not None:
+        return render_template("invite.html", email=invitation.participant.email, error=problem), 400
+    member = accounts.accept(invitation, password)
+    db.session.commit()
+    _start_session(member)
+    return redirect(url_for("web.tokens"), 303)
+
+
+def _scopes_offered() -> tuple[str, ...]:
+    return SCOPES if current_user.operator else MEMBER_SCOPES
+
+
+def _tokens_page(status: int = 200, **context):
+    rows = db.session.scalars(
+        select(ApiToken).where(ApiToken.owner == current_user.email).order_by(ApiToken.id.desc())
+    ).all()
+    return render_template("tokens.html", tokens=rows, scopes=_scopes_offered(), **context), status
+
+
+@bp.get("/account/tokens")
+@login_required
+def tokens():
+    return _tokens_page()
+
+
+@bp.post("/account/tokens")
+@login_required
+def create():
+    """A new token of the member's, shown once on the page that answers."""
+    name = request.form.get("name", "").strip()
+    scopes = request.form.getlist("scope")
+    if not name or len(name) > NAME_MAX_CHARS:
+        return _tokens_page(400, error="token_name")
+    if not scopes or not set(scopes) <= set(_scopes_offered()):
+        return _tokens_page(400, error="token_scopes")
+    row, token = create_token(name, current_user.email, scopes)
+    db.session.commit()
+    return _tokens_page(201, created=row, token=token)
+
+
+@bp.post("/account/tokens/<int:token_id>/revoke")
+@login_required
+def revoke_token(token_id: int):
+    row = db.session.get(ApiToken, token_id)
+    if row is None or row.owner != current_user.email:
+        return render_template("refused.html", reason="token"), 404
+    revoke(row)
+    db.session.commit()
+    return redirect(url_for("web.tokens"), 303)
