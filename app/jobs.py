@@ -12,6 +12,7 @@ asked for. Every state a job or a step takes is set by ``app.lifecycle``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -108,7 +109,7 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
         clean["llm_fields"] = documents.parse_flag(params.get("llm_fields"), "llm_fields")
         if clean["llm_fields"]:
             steps.append("fields")
-    elif params.get("llm_fields") not in (None, "", False):
+    elif documents.parse_flag(params.get("llm_fields"), "llm_fields"):
         raise BadInput("llm_fields applies to invoice jobs only.", code=errors.INVALID_PARAMETER)
     elif kind == "pipeline":
         # The pipeline can read the document's invoice or receipt fields too.
@@ -370,6 +371,17 @@ def describe_step(step: JobStep) -> dict[str, Any]:
     }
 
 
+def _answer_fields(answer: object) -> dict | None:
+    """A ``fields`` step's answer (canonical JSON) as a dict, or None."""
+    if not isinstance(answer, str):
+        return None
+    try:
+        parsed = json.loads(answer)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 def result_of(job: Job) -> dict[str, Any] | None:
     """The job's outputs: OCR text, invoice fields, summary, translation, with their token counts."""
     out: dict[str, Any] = {}
@@ -393,7 +405,8 @@ def result_of(job: Job) -> dict[str, Any] | None:
             out["translation_language"] = step.result.get("language")
             out["translation_tokens"] = step.result.get("tokens")
         elif step.name == "fields":
-            model_fields = step.result.get("fields")
+            # the answer, the text replicas were compared by, not a `fields` beside it
+            model_fields = _answer_fields(step.result.get("answer"))
             out["fields_tokens"] = step.result.get("tokens")
     if model_fields and "fields" in out and isinstance(out.get("text"), str):
         from app.invoices import fields

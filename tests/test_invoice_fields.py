@@ -753,6 +753,7 @@ VAT: BE 0403.170.701
 Bill to: Maple Court, VAT BE 0123.456.749
 Invoice INV-2025-2433
 19/08/2025
+VAT 21 % € 816.54
 Please pay € 4,704.83 by 18/09/2025
 to BE71 0961 2345 6769, reference 123/4567/89002
 """
@@ -808,6 +809,8 @@ def test_the_rules_fields_are_never_replaced_by_a_models():
         ("issue_date", "2025-08-20"),
         ("issue_date", "31/02/2025"),
         ("total", "4704.84"),
+        ("total", "816.54"),  # printed, but the VAT amount: no total label, not the largest
+        ("supplier_name", "Maple Court"),  # printed, in the customer's block
         ("currency", "USD"),
         ("iban", "BE71096123456768"),  # one digit off: fails mod 97
         ("iban", "BE68539007547034"),  # valid, not printed
@@ -825,3 +828,20 @@ def test_a_value_that_is_not_printed_or_not_valid_is_dropped(name, invented):
 )
 def test_a_malformed_answer_fills_nothing(answer):
     assert fill({}, answer, [PRINTED]) == {}
+
+
+def test_a_due_date_the_model_gives_must_follow_the_issue_date():
+    issued = {"issue_date": {"value": "2025-08-19", "method": "rules"}}
+
+    assert "due_date" not in fill(issued, {"due_date": "19/08/2025"}, [PRINTED])
+    assert fill(issued, {"due_date": "18/09/2025"}, [PRINTED])["due_date"]["value"] == "2025-09-18"
+
+
+@pytest.mark.parametrize(
+    ("answer", "fields"),
+    [('{"total": "12,00"}', {"total": "12,00"}), ("[1]", None), ("{", None), (None, None), (3, None)],
+)
+def test_the_coordinator_takes_a_fields_step_s_answer_as_compared_never_a_field_beside_it(answer, fields):
+    from app.jobs import _answer_fields
+
+    assert _answer_fields(answer) == fields

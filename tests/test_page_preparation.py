@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter, ImageOps, TiffImagePlugin
 
 from tests.documents import FRENCH_LINES, cer, text_image
 from workers.engines import pages, tesseract
@@ -164,3 +164,46 @@ def test_a_single_line_banner_is_told_from_a_page_on_its_side(turn):
     banner = gray.crop((left - 30, top - 30, right + 30, bottom + 30)).rotate(turn, expand=True)
 
     assert pages.measure(banner).turn == turn
+
+
+CAPITALS = ["FACTURE N 2024 017 TOTAL TTC 124,50 EUR", "12,50   3,00   45,90   1.234,56   TVA 21%   EUR"] * 4
+
+
+@pytest.mark.parametrize("turn", [0, 180])
+def test_lines_of_capitals_and_amounts_are_read_the_right_way_up(tmp_path, turn):
+    with Image.open(io.BytesIO(text_image(CAPITALS))) as page:
+        turned = page.convert("L").rotate(turn, expand=True)
+
+    text, reading = _read(tmp_path, turned)
+
+    assert reading["rotated"] == turn
+    assert cer("\n".join(CAPITALS), text) <= MAX_CER
+
+
+def test_a_near_blank_page_with_a_few_faint_pixels_is_read_without_error(tmp_path):
+    page = np.full((3508, 2480), 255, dtype=np.uint8)
+    page[np.random.default_rng(3).random(page.shape) < 0.01] = 251  # a duplex scan's blank back
+
+    text, reading = _read(tmp_path, Image.fromarray(page, "L"))
+
+    assert text.strip() == "" and reading["method"] == "ocr"
+
+
+def test_a_transparent_png_is_read_on_white(tmp_path, scan):
+    ink = Image.new("RGBA", scan.size, (0, 0, 0, 0))  # hidden pixels black, as editors save them
+    ink.putalpha(scan.point(lambda level: 255 - level))
+
+    text, reading = _read(tmp_path, ink, "transparent.png")
+
+    assert cer(TEXT, text) <= MAX_CER and reading["tesseract_runs"] == 1
+
+
+@pytest.mark.parametrize("resolution", [(0, 0), (1, 0), (10**12, 1)], ids=["0/0", "1/0", "huge"])
+def test_a_resolution_that_is_no_number_is_ignored(tmp_path, scan, resolution):
+    path = tmp_path / "odd.tiff"
+    ratio = TiffImagePlugin.IFDRational(*resolution)
+    scan.save(path, tiffinfo={282: ratio, 283: ratio, 296: 2})  # x and y resolution, in inches
+
+    result = tesseract.ocr_file(path, "fra")
+
+    assert cer(TEXT, result["text"]) <= MAX_CER

@@ -1182,12 +1182,20 @@ def _first(found: list[_Found]) -> str | None:
     return found[0].value if found else None
 
 
-def _printed_amount(doc: list[_Page], proposed: str) -> _Located | None:
+def _printed_total(doc: list[_Page], proposed: str) -> _Located | None:
+    """The amount printed, as a total: on a line with a total label, or the largest on its page
+    (a VAT amount or a line's price is not taken for the total)."""
     wanted = _first(_Page(0, proposed).amounts)
-    return next(
-        ((f.value, p, f.start, f.end, {}) for p in doc for f in p.amounts if wanted and f.value == wanted),
-        None,
-    )
+    for page in doc:
+        largest = max((Decimal(f.value) for f in page.amounts), default=None)
+        for f in page.amounts:
+            if not wanted or f.value != wanted:
+                continue
+            line = page.line_of(f.start)
+            labelled = any(h.label.field == "total" and page.line_of(h.start) == line for h in page.hits)
+            if labelled or Decimal(f.value) == largest:
+                return f.value, page, f.start, f.end, {}
+    return None
 
 
 def _printed_date(doc: list[_Page], proposed: str) -> _Located | None:
@@ -1235,9 +1243,9 @@ def _printed_name(doc: list[_Page], proposed: str) -> _Located | None:
         return None
     pattern = re.compile(r"(?<!\w)" + r"[ \t\u00a0]+".join(map(re.escape, words)) + r"(?!\w)", _FLAGS)
     for page in doc:
-        m = pattern.search(page.text)
-        if m:
-            return m.group(), page, m.start(), m.end(), {}
+        for m in pattern.finditer(page.text):
+            if not _in_customer_block(page, m.start(), m.end()):  # the customer is no supplier
+                return m.group(), page, m.start(), m.end(), {}
     return None
 
 
@@ -1258,7 +1266,7 @@ _PRINTED = {
     "invoice_number": _printed_number,
     "issue_date": _printed_date,
     "due_date": _printed_date,
-    "total": _printed_amount,
+    "total": _printed_total,
     "currency": _printed_currency,
     "iban": lambda doc, proposed: _printed_identifier(doc, proposed, _ibans),
     "structured_communication": _printed_communication,
@@ -1271,16 +1279,22 @@ def fill(found: dict, proposed: object, pages: list[str]) -> dict:
     is printed in the text: an amount, a date, a valid identifier (not in the customer's block),
     a number or a name found there. Such a field says ``"method": "llm"``, its confidence is
     ``MODEL_CONFIDENCE``, and its value and source are the text's, not the model's. A model's
-    answer is a node's claim: anything else in it is dropped."""
+    answer is a node's claim: anything else in it is dropped. That a value is printed is checked,
+    and a few roles (a total is labelled or the largest amount, a supplier is not in the
+    customer's block, a due date follows the issue date); the rest of its role is the model's
+    word, hence the lower confidence."""
     if not isinstance(proposed, dict):
         return found
     doc = [_Page(i + 1, unicodedata.normalize("NFC", text or "")) for i, text in enumerate(pages)]
     out = dict(found)
+    issued = (found.get("issue_date") or {}).get("value")
     for name, locate in _PRINTED.items():
         value = proposed.get(name)
         if name in out or not isinstance(value, str) or not 0 < len(value) <= MODEL_FIELD_MAX_CHARS:
             continue
         located = locate(doc, unicodedata.normalize("NFC", value))
+        if located is not None and name == "due_date" and issued and located[0] <= issued:
+            continue  # a due date is after the issue date
         if located is not None:
             value, page, start, end, extra = located
             out[name] = _field(value, page, start, end, MODEL_CONFIDENCE, method="llm", **extra)

@@ -66,6 +66,7 @@ def test_a_node_is_paid_for_what_the_coordinator_saw_and_for_the_slots_it_regist
     jobs = [client.submit_document("ocr", text_pdf([FRENCH_LINES[:2]]), languages="fra") for _ in range(3)]
 
     task_ids = []
+    began = time.monotonic()
     for _ in jobs:  # three tasks taken, three inputs fetched at once
         raw = wait_for(lambda: hostile.run("pop", "ocr", env=env).stdout.strip(), 30, "a task to take")
         task_id = json.loads(raw)["headers"]["id"]
@@ -76,6 +77,8 @@ def test_a_node_is_paid_for_what_the_coordinator_saw_and_for_the_slots_it_regist
     for task_id in task_ids:
         sent = hostile.run("send", "completed", _completion(task_id, worker), env=env)
         assert sent.returncode == 0, sent.stderr
+    # what the coordinator can have seen: at most the time this test took to take and answer
+    seen_at_most_ms = (time.monotonic() - began) * 1000
 
     def entries() -> list[LedgerEntry]:
         with flask_app.app_context():
@@ -88,7 +91,7 @@ def test_a_node_is_paid_for_what_the_coordinator_saw_and_for_the_slots_it_regist
     paid = wait_for(entries, 60, "the three completions to be entered")
     assert [e.units for e in paid] == [1, 1, 1]  # the pages the coordinator counted
     assert all(e.claimed_ms == 3_600_000 for e in paid)
-    assert paid[0].grant_basis == "observed" and 3_000 <= paid[0].granted_ms <= 8_000
+    assert paid[0].grant_basis == "observed" and 3_000 <= paid[0].granted_ms <= seen_at_most_ms + 1_000
     assert [e.grant_basis for e in paid[1:]] == ["concurrency", "concurrency"]
     # One slot's time (the first fetch to the last completion) and one allowance, not three.
     window = (paid[-1].received_at - paid[0].received_at).total_seconds() * 1000 + paid[0].observed_ms

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
+import celeryconfig as limits
+
 #: The paper's brightness is estimated on the page reduced by this factor.
 _BACKGROUND_REDUCTION = 16
 #: Rows divided at a time.
@@ -58,6 +60,10 @@ SIDEWAYS_RATIO = 1.3
 #: down: -0.27 to -0.64); within it, the page is read as it is, and again half round if it reads
 #: poorly.
 UPRIGHT_MARGIN = 0.2
+#: …and only when this share of the lines' ink lies outside their cores (ascenders, descenders):
+#: pages of capitals and amounts have 0–2 % and lean the wrong way (balance −0.3 to −1 upright);
+#: the evaluation set's pages 2–10 %, those turned upside down 3–6 %.
+MIN_OUTSIDE_CORE = 0.025
 #: Skews of at most this many degrees are left to Tesseract (measured: straightening 1–4° skews
 #: gained nothing on the evaluation set and cost a rotation of the whole page).
 DESKEW_ABOVE = 5.0
@@ -80,8 +86,10 @@ class Prepared:
     image: Image.Image
     #: Degrees the page was turned clockwise to stand upright (0, 90, 180, 270).
     turn: int = 0
-    #: Whether its way up was clear (else OSD may be asked if the reading is poor).
+    #: Whether its way up was clear, and whether that measure turned it half round (its reading
+    #: is then checked the other way unless confident).
     orientation_known: bool = False
+    flipped: bool = False
     #: The skew measured (degrees, counter-clockwise positive) and whether it was straightened.
     skew: float = 0.0
     deskewed: bool = False
@@ -147,7 +155,7 @@ def _ink_and_paper(histogram: list[int]) -> tuple[int, int] | None:
     quartile = int(np.searchsorted(cumulative, total / 4))
     grain = max(1.0, 1.4826 * (paper - quartile) / 0.6745)
     below = int(paper - INK_GRAIN_FACTOR * grain)
-    if below <= 0 or cumulative[below] < MIN_INK_SHARE * total:
+    if below <= 0 or cumulative[below - 1] < max(1.0, MIN_INK_SHARE * total):
         return None
     ink = int(round((counts[:below] * np.arange(below)).sum() / cumulative[below - 1]))
     white = round(paper - PAPER_GRAIN_CLIP * grain)  # the paper's grain goes white with it
@@ -219,10 +227,12 @@ def _a_line_or_two(across: np.ndarray, along: np.ndarray) -> bool:
     return max(end - start for start, end in runs) * 4 <= length
 
 
-def _upright_balance(histogram: np.ndarray) -> float:
-    """(ink above the lines' cores − ink below) / both, over the lines of a projection across them
-    (bins in reading order top to bottom)."""
-    above = below = 0.0
+def _upright_balance(histogram: np.ndarray) -> tuple[float, float]:
+    """(ink above the lines' cores − ink below) / both, and both over all the lines' ink, over
+    the lines of a projection across them (bins in reading order top to bottom). Lines of
+    capitals and digits have little ink outside their cores, and what there is (commas, a Q)
+    hangs below: the balance says nothing of their way up, and the share says so."""
+    above = below = total = 0.0
     for start, end in _lines(histogram):
         line = histogram[start:end].astype(np.float64)
         if len(line) < 5:
@@ -230,7 +240,8 @@ def _upright_balance(histogram: np.ndarray) -> float:
         core = np.flatnonzero(line >= 0.4 * line.max())
         above += line[: core[0]].sum()
         below += line[core[-1] + 1 :].sum()
-    return (above - below) / max(1.0, above + below)
+        total += line.sum()
+    return (above - below) / max(1.0, above + below), (above + below) / max(1.0, total)
 
 
 _TRANSPOSE = {
@@ -245,6 +256,8 @@ class Measures:
     #: Degrees to turn the page clockwise to stand it upright, and whether its way up is clear.
     turn: int = 0
     known: bool = False
+    #: Whether the way up measured turned it half round (upside down, or on its other side).
+    flipped: bool = False
     #: Degrees counter-clockwise that level its lines.
     skew: float = 0.0
     #: The median height of its lines of text, in pixels (0: no text found).
@@ -268,13 +281,15 @@ def measure(image: Image.Image) -> Measures:
         sideways = _empty_share(columns) > SIDEWAYS_RATIO * _empty_share(rows)
     # turned 90° clockwise, a page on its side has these columns for rows, in this order
     across = columns if sideways else rows
-    balance = _upright_balance(across)
-    known = abs(balance) > UPRIGHT_MARGIN
-    turn = (90 if sideways else 0) + (180 if known and balance < 0 else 0)
+    balance, outside = _upright_balance(across)
+    known = abs(balance) > UPRIGHT_MARGIN and outside >= MIN_OUTSIDE_CORE
+    flipped = known and balance < 0
+    turn = (90 if sideways else 0) + (180 if flipped else 0)
     heights = [end - start for start, end in _lines(across) if end - start >= 2]
     return Measures(
         turn=turn,
         known=known,
+        flipped=flipped,
         skew=round(across_columns if sideways else across_rows, 1),
         line_height=float(np.median(heights)) * reduction if heights else 0.0,
     )
@@ -298,7 +313,7 @@ def prepare(image: Image.Image, enlarge_small_print: bool = False) -> Prepared:
             turned.close()
         result.deskewed = True
         again = measure(result.image)
-        result.orientation_known = again.known
+        result.orientation_known, result.flipped = again.known, found.flipped != again.flipped
         if again.turn:
             with result.image as straight:
                 result.image = straight.transpose(_TRANSPOSE[again.turn])
@@ -306,7 +321,8 @@ def prepare(image: Image.Image, enlarge_small_print: bool = False) -> Prepared:
     elif found.turn:
         result.image = page.transpose(_TRANSPOSE[found.turn])
     result.small_print = 0 < found.line_height < SMALL_PRINT_BELOW
-    if result.small_print and enlarge_small_print:
+    enlarged_pixels = result.image.width * result.image.height * ENLARGE_BY**2
+    if result.small_print and enlarge_small_print and enlarged_pixels <= limits.OCR_MAX_PAGE_PIXELS:
         with result.image if result.image is not image else nullcontext(image) as small:
             result.image = small.resize(
                 (small.width * ENLARGE_BY, small.height * ENLARGE_BY), Image.Resampling.BICUBIC

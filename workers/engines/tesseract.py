@@ -12,7 +12,9 @@ costs one reading only.
 
 from __future__ import annotations
 
+import math
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,6 +68,9 @@ def _one_thread() -> Iterator[None]:
 #: Below this mean word confidence (0–100), a page is checked for orientation: an upright page
 #: of print reads at 80–95, a page on its side or upside down at 30 or less.
 ROTATE_BELOW_CONFIDENCE = 50
+#: A page the ink's measure turned half round is read the other way too below this confidence:
+#: lines of capitals and amounts can fool the measure, and their upside-down reading scores 50.
+TRUSTED_CONFIDENCE = 75
 #: OSD's own confidence in the orientation it found, below which the page is left as it is.
 MIN_ORIENTATION_CONFIDENCE = 2.0
 
@@ -160,7 +165,9 @@ def _read_page(
         text, confidence = _read(prepared.image, languages, dpi)
         turn, tried, runs = prepared.turn, {0}, 1
         for more in (180, None):
-            if confidence is None or confidence >= ROTATE_BELOW_CONFIDENCE:
+            # a page turned half round by the ink's measure is checked unless it reads well
+            enough = TRUSTED_CONFIDENCE if prepared.flipped and more == 180 else ROTATE_BELOW_CONFIDENCE
+            if confidence is None or confidence >= enough:
                 break  # a page without a word (blank) is not read again
             if more is None:
                 more, runs = _orientation(prepared.image), runs + 1
@@ -245,6 +252,28 @@ def _render_pdf_page(path: Path, page: documents.Page) -> Image.Image:
     return image
 
 
+def _dpi(resolution: object) -> int | None:
+    """An image's horizontal resolution as its file says it, if it is a number (a TIFF may say
+    0/0, NaN, or anything)."""
+    try:
+        value = float(resolution[0])  # type: ignore[index]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return round(value) if math.isfinite(value) and 0 < value < 100_000 else None
+
+
+def _gray(image: Image.Image) -> Image.Image:
+    """The image in 8-bit grayscale, transparent parts white (a transparent PNG's hidden pixels
+    are often black: read as they are, the page is a black sheet)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        with Image.new("RGBA", rgba.size, (255, 255, 255, 255)) as white:
+            white.alpha_composite(rgba)
+            rgba.close()
+            return white.convert("L")
+    return image.convert("L")
+
+
 def ocr_file(
     path: str | Path,
     languages: str,
@@ -270,10 +299,19 @@ def ocr_file(
         head = handle.read(16)
     layer_reading = None if force_ocr or documents.sniff(head) != "pdf" else textlayer.start(path)
     try:
-        info = documents.inspect(path)
-    except BaseException:
-        textlayer.stop(layer_reading)
-        raise
+        return _read_file(path, languages, on_page, quality, layer_reading)
+    finally:
+        textlayer.stop(layer_reading)  # on every way out: a time limit, an error, a bad page
+
+
+def _read_file(
+    path: Path,
+    languages: str,
+    on_page: Callable[[int, int], None],
+    quality: str,
+    layer_reading: subprocess.Popen | None,
+) -> dict:
+    info = documents.inspect(path)
     total = info.page_count
     texts: list[str] = []
     readings: list[dict] = []
@@ -300,11 +338,8 @@ def ocr_file(
             with Image.open(path) as document:
                 for number, frame in enumerate(ImageSequence.Iterator(document), start=1):
                     resolution = frame.info.get("dpi") or document.info.get("dpi")
-                    dpi = (
-                        round(float(resolution[0])) if isinstance(resolution, tuple) and resolution else None
-                    )
-                    with ImageOps.exif_transpose(frame) as shown, shown.convert("L") as gray:
-                        read(gray, number, dpi)
+                    with ImageOps.exif_transpose(frame) as shown, _gray(shown) as gray:
+                        read(gray, number, _dpi(resolution))
                     on_page(len(texts), total)
     except GridError:
         raise

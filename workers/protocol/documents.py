@@ -334,6 +334,8 @@ def parse_quality(value: object) -> str:
     """An OCR quality (``celeryconfig.OCR_QUALITIES``); none given is ``standard``."""
     if value is None or value == "":
         return limits.OCR_QUALITIES[0]
+    if isinstance(value, str):
+        value = value.strip().lower()
     if value not in limits.OCR_QUALITIES:
         raise BadInput(
             f"ocr_quality is one of {', '.join(limits.OCR_QUALITIES)}, not {str(value)[:40]!r}.",
