@@ -70,6 +70,16 @@ class Usage:
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def counts(self) -> dict:
+        """The token and call counts every LLM result carries."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "tokens": self.total_tokens,
+            "llm_calls": self.calls,
+            "pieces": self.pieces,
+        }
+
 
 def model_path() -> Path:
     value = os.environ.get(MODEL_ENV, "")
@@ -269,11 +279,7 @@ def _summary_result(summary: str, language: str, usage: Usage) -> dict:
     return {
         "summary": summary,
         "language": language,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "tokens": usage.total_tokens,
-        "llm_calls": usage.calls,
-        "pieces": usage.pieces,
+        **usage.counts(),
         "engine": describe(),
     }
 
@@ -299,11 +305,7 @@ def translate(text: str, target: str, on_progress: Progress | None = None) -> di
     return {
         "translation": "\n\n".join(out),
         "language": target,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "tokens": usage.total_tokens,
-        "llm_calls": usage.calls,
-        "pieces": usage.pieces,
+        **usage.counts(),
         "engine": describe(),
     }
 
@@ -347,11 +349,7 @@ def invoice_fields(text: str, on_progress: Progress | None = None) -> dict:
         "answer": json.dumps(fields, sort_keys=True, ensure_ascii=False),
         "complete": complete,
         "pieces_read": 1,
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "tokens": usage.total_tokens,
-        "llm_calls": usage.calls,
-        "pieces": usage.pieces,
+        **usage.counts(),
         "engine": describe(),
     }
 
