@@ -4,12 +4,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench chaos lint format system-demo system-test venv clean
+.PHONY: demo test bench chaos screenshots lint format system-demo system-test browser-assets venv clean
 
 demo: system-demo venv
 	$(PY) manage.py demo
 
-test: system-test venv
+test: system-test venv browser-assets
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: system-test venv
@@ -19,6 +19,11 @@ bench: system-test venv
 # about fifteen minutes; prints a table and fails if a job is lost or stuck.
 chaos: system-test venv
 	$(PY) -m bench.chaos
+
+# A PNG of every web page (tests/browser/pages.py), French and English, desktop and phone, in
+# var/screenshots/ for the docs: a grid of its own, signed in as a member and an operator.
+screenshots: system-test venv browser-assets
+	$(PY) -m tests.browser.screenshots var/screenshots
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -32,6 +37,10 @@ system-demo:
 system-test:
 	@scripts/system-packages.sh test
 
+# axe-core, the accessibility rules the browser tests inject, pinned and checked (var/vendor/).
+browser-assets:
+	@scripts/axe-core.sh >/dev/null
+
 venv: $(STAMP)
 
 # llama-cpp-python compiles llama.cpp on first install (about 5 minutes on 2 cores); pip
@@ -41,6 +50,13 @@ $(STAMP): requirements/coordinator.txt requirements/worker.txt requirements/dev.
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
 	touch $(STAMP)
+
+# The pages' messages: refresh the French and Dutch catalogues from the code (new messages appear
+# untranslated; tests/test_web_languages.py fails until each has its translation). The app compiles
+# them itself when it starts (app/web/i18n.py).
+translations: venv
+	$(VENV)/bin/pybabel extract -F babel.cfg -k lazy_gettext --no-location --sort-output -o var/messages.pot app
+	$(VENV)/bin/pybabel update -i var/messages.pot -d app/translations --no-fuzzy-matching --ignore-obsolete
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

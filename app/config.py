@@ -117,3 +117,7 @@ class Defaults:
     #: Sign-in attempts allowed per client address and, apart, per email address (Flask-Limiter's
     #: syntax), counted in the broker's Redis so that every API process shares them.
     SIGN_IN_LIMIT = "5 per minute"
+    # The web pages' languages (app.web.i18n, Flask-Babel): French first, for the cooperative.
+    #: Languages the pages are written in; the first is the default when the browser asks for
+    #: none of them.
+    LANGUAGES = ("fr", "nl", "en")

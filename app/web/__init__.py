@@ -1,5 +1,6 @@
-"""The web pages for members and operators, rendered on the server (Jinja2, app/templates/),
-working without JavaScript: sign-in and one's API tokens for now (docs/participants.md)."""
+"""The web pages for members and operators, rendered on the server (Jinja2, app/templates/,
+one stylesheet in app/static/), working without JavaScript and better with it; in French, Dutch
+and English (app.web.i18n). See docs/participants.md."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from flask_wtf.csrf import CSRFError
 
 from app import accounts, broker_acl, nodes
 from app.extensions import csrf, limiter, login_manager
+from app.web import i18n, layout
 from app.web.account import bp
 
 
@@ -34,6 +36,8 @@ def register(app: Flask) -> None:
     app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": broker_acl.client().connection_pool}
     app.config["RATELIMIT_HEADERS_ENABLED"] = True  # Retry-After on a 429
 
+    i18n.register(app)
+    layout.register(app)
     login_manager.init_app(app)
     login_manager.login_view = "web.sign_in"
     login_manager.login_message = None  # the sign-in page says why by itself

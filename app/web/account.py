@@ -26,6 +26,28 @@ def _email_key() -> str:
     return "email:" + request.form.get("email", "").strip().lower()
 
 
+def _local(target: str | None) -> str | None:
+    """A path on this site to go back to after signing in, never another site's address."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    return target
+
+
+def landing() -> str:
+    """Where a signed-in participant starts: the submission page when it exists."""
+    for endpoint in ("web.submit", "web.dashboard", "web.tokens"):
+        if endpoint in current_app.view_functions:
+            return url_for(endpoint)
+    return url_for("web.tokens")
+
+
+@bp.get("/")
+def home():
+    if current_user.is_authenticated:
+        return redirect(landing(), 303)
+    return redirect(url_for("web.sign_in"), 303)
+
+
 def _start_session(member) -> None:
     login_user(member)
     session.permanent = True  # lasts GRID_SESSION_HOURS, not until the browser closes
@@ -37,13 +59,16 @@ def _start_session(member) -> None:
 def sign_in():
     """The sign-in form; a wrong email or password gets one message, whichever was wrong."""
     if request.method == "GET":
-        return render_template("sign_in.html", email="")
+        return render_template("sign_in.html", email="", next_page=_local(request.args.get("next")))
     email = request.form.get("email", "")
+    next_page = _local(request.form.get("next"))
     member = accounts.authenticate(email, request.form.get("password", ""))
     if member is None:
-        return render_template("sign_in.html", email=email, error="invalid_credentials"), 401
+        return render_template(
+            "sign_in.html", email=email, next_page=next_page, error="invalid_credentials"
+        ), 401
     _start_session(member)
-    return redirect(url_for("web.tokens"), 303)
+    return redirect(next_page or landing(), 303)
 
 
 @bp.post("/sign-out")
@@ -71,7 +96,7 @@ def invite(token: str):
     member = accounts.accept(invitation, password)
     db.session.commit()
     _start_session(member)
-    return redirect(url_for("web.tokens"), 303)
+    return redirect(landing(), 303)
 
 
 def _scopes_offered() -> tuple[str, ...]:
