@@ -1,0 +1,50 @@
+"""The server's SVG charts: well-formed, bars in proportion, every figure also in words and in a
+table, labels escaped."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from app.web.charts import Point, bar_chart
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _figure(**kwargs):
+    defaults = dict(label_heading="Day", value_heading="Uptime", describe="Uptime per day.")
+    return ET.fromstring(str(bar_chart(**{**defaults, **kwargs})))
+
+
+def test_bars_are_in_proportion_and_every_value_is_in_the_table():
+    points = [Point("1 Dec", 100.0), Point("2 Dec", 50.0), Point("3 Dec", 0.0)]
+    figure = _figure(
+        chart_id="uptime", title="Uptime", points=points, show=lambda v: f"{v:.0f} %", ceiling=100
+    )
+    svg = figure.find(f"{SVG}svg")
+    assert svg.get("role") == "img" and svg.get("aria-labelledby") == "uptime-title uptime-desc"
+    assert svg.find(f"{SVG}title").text == "Uptime" and svg.find(f"{SVG}desc").text == "Uptime per day."
+    heights = [float(rect.get("height")) for rect in svg.iter(f"{SVG}rect")]
+    assert heights[0] > 0 and abs(heights[1] - heights[0] / 2) < 0.2 and heights[2] == 0
+    rows = [
+        (row.find("th").text, row.find("td").text) for row in figure.iter("tr") if row.find("td") is not None
+    ]
+    assert rows == [("1 Dec", "100 %"), ("2 Dec", "50 %"), ("3 Dec", "0 %")]
+    assert figure.find(".//caption").text == "Uptime"
+
+
+def test_no_points_all_zero_and_hostile_labels_draw_a_valid_chart():
+    empty = _figure(chart_id="e", title="Nothing", points=[])
+    assert empty.find(f"{SVG}svg") is not None and not list(empty.iter("tr"))[1:]
+    zeros = _figure(chart_id="z", title="Zeros", points=[Point("a", 0), Point("b", 0)])
+    assert all(float(rect.get("height")) == 0 for rect in zeros.iter(f"{SVG}rect"))
+    hostile = _figure(chart_id="h", title="<script>x</script>", points=[Point("<b>&", 3)])
+    assert hostile.find(".//caption").text == "<script>x</script>"  # text, not markup
+    assert hostile.find(".//script") is None and hostile.find(".//b") is None
+
+
+def test_a_long_series_labels_about_a_dozen_bars_but_tables_all():
+    points = [Point(f"{hour:02d}h", hour) for hour in range(48)]
+    figure = _figure(chart_id="l", title="Per hour", points=points)
+    labels = [text.text for text in figure.find(f"{SVG}svg").iter(f"{SVG}text")][2:]
+    assert 10 <= len(labels) <= 13 and labels[0] == "00h"
+    assert len([row for row in figure.iter("tr") if row.find("td") is not None]) == 48
