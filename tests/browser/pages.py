@@ -1,0 +1,66 @@
+"""Every web page the browser tests check (tests/browser/test_accessibility.py) and photograph
+(``make screenshots``): add yours here.
+
+An entry names the page (the screenshots' file name), its path, and who opens it: ``anonymous``
+(signed out), ``member`` or ``operator`` (each signed in, in a browser of its own, once a test
+session). ``path`` is a string, or a function of the :class:`~tests.browser.site.Site` that makes
+what the page needs (an invitation, a job…) and returns the path. ``act``, if given, is done on
+the opened page before it is checked (a form filled and sent, to check the page that answers).
+Each page is checked in every language of ``LANGUAGES``, chosen by the pages' ``?lang=`` switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser.site import Site, accept_invitation
+
+#: The languages each page is checked in.
+LANGUAGES = ("fr", "en")
+
+
+@dataclass(frozen=True)
+class Page:
+    name: str
+    path: str | Callable[[Site], str]
+    role: str = "anonymous"
+    act: Callable[[WebDriver, Site], None] | None = None
+
+    def path_on(self, site: Site) -> str:
+        return self.path(site) if callable(self.path) else self.path
+
+
+def submitted(driver: WebDriver, field_id: str) -> None:
+    """Send the form holding ``field_id`` by its submit button; wait for the page that answers."""
+    field = driver.find_element(By.ID, field_id)
+    field.find_element(By.XPATH, "ancestor::form//button[@type='submit']").click()
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(field))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def _passwords_differ(driver: WebDriver, site: Site) -> None:
+    field = driver.find_element(By.ID, "password")
+    accept_invitation(driver, "one long password here", "another long password")
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(field))
+
+
+def _token_created(driver: WebDriver, site: Site) -> None:
+    driver.find_element(By.ID, "name").send_keys("scanner of the office")
+    submitted(driver, "name")
+
+
+PAGES: list[Page] = [
+    Page("sign-in", "/sign-in"),
+    Page("invite", lambda site: site.invitation()),
+    Page("invite-passwords-differ", lambda site: site.invitation(), act=_passwords_differ),
+    Page("invite-unknown", "/invite/no-such-invitation"),
+    Page("tokens-member", "/account/tokens", "member"),
+    Page("tokens-member-created", "/account/tokens", "member", act=_token_created),
+    Page("tokens-operator", "/account/tokens", "operator"),
+]
