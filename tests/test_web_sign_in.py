@@ -5,15 +5,19 @@ against the session's PostgreSQL and Redis, through Flask's test client (HTML fo
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from tests.grid import manage
-
-PASSWORD = "correct horse battery staple"
+from tests.web import PASSWORD
+from tests.web import accept as _accept
+from tests.web import client as _client
+from tests.web import csrf as _csrf
+from tests.web import invite as _invite
+from tests.web import new_email as _email
+from tests.web import sign_in as _sign_in
+from tests.web import signed_up as _signed_up
 
 
 @pytest.fixture(scope="module")
@@ -23,61 +27,9 @@ def web_app():
     return create_app({"TESTING": True})
 
 
-def _address() -> str:
-    """A client address of the test's own: sign-in attempts are counted per address."""
-    number = uuid.uuid4().int
-    return f"10.{number % 250}.{number // 250 % 250}.{number // 62500 % 250 + 1}"
-
-
-def _client(web_app):
-    """A browser at an address of its own."""
-    client = web_app.test_client()
-    client.environ_base["REMOTE_ADDR"] = _address()
-    return client
-
-
 @pytest.fixture
 def browser(web_app):
     return _client(web_app)
-
-
-def _email() -> str:
-    return f"member-{uuid.uuid4().hex[:10]}@koprogo.test"
-
-
-def _csrf(page) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
-    assert found, page.get_data(as_text=True)
-    return found.group(1)
-
-
-def _invite(email: str, *options: str) -> str:
-    """The path of the link ``manage.py participants invite`` prints."""
-    done = manage("participants", "invite", email, *options)
-    assert done.returncode == 0, done.stderr
-    link = done.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"https?://\S+/invite/[A-Za-z0-9_-]{40,}", link), done.stdout
-    return "/invite/" + link.rsplit("/invite/", 1)[1]
-
-
-def _accept(browser, path: str, password: str = PASSWORD):
-    form = browser.get(path)
-    assert form.status_code == 200, form.get_data(as_text=True)
-    return browser.post(
-        path, data={"csrf_token": _csrf(form), "password": password, "confirmation": password}
-    )
-
-
-def _signed_up(browser, *options: str) -> str:
-    email = _email()
-    done = _accept(browser, _invite(email, *options))
-    assert done.status_code == 303 and done.headers["Location"].endswith("/account/tokens")
-    return email
-
-
-def _sign_in(browser, email: str, password: str):
-    form = browser.get("/sign-in")
-    return browser.post("/sign-in", data={"csrf_token": _csrf(form), "email": email, "password": password})
 
 
 def _create_token(browser, name: str, scopes: tuple[str, ...] = ("jobs:read", "jobs:write")):
