@@ -81,16 +81,26 @@ def set_viewport(driver: WebDriver, size: tuple[int, int]) -> None:
     )
 
 
-def overflow(driver: WebDriver) -> dict[str, int]:
-    """How wide the page is against the window's width (a horizontal scrollbar when wider)."""
-    return driver.execute_script(
-        "return {scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,"
-        " widest: Array.from(document.querySelectorAll('body *')).filter("
-        "  e => e.getBoundingClientRect().right > window.innerWidth + 0.5).slice(-3)"
-        "  .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +"
-        "   (e.className && typeof e.className === 'string' ? '.' + e.className.split(' ').join('.') : ''))"
-        "  .join(', ')};"
-    )
+_OVERFLOW = """
+const width = arguments[0];
+const past = e => e.getBoundingClientRect().right > width + 0.5;
+const name = e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+  + (typeof e.className === 'string' && e.className.trim()
+     ? '.' + e.className.trim().split(/\\s+/).join('.') : '');
+const outermost = Array.from(document.body.querySelectorAll('*'))
+  .filter(e => past(e) && (e.parentElement === document.body || !past(e.parentElement)));
+return {
+  scrollWidth: document.documentElement.scrollWidth,
+  innerWidth: window.innerWidth,
+  past: outermost.slice(0, 5).map(e => `${name(e)} (to ${Math.round(e.getBoundingClientRect().right)} px)`),
+};
+"""
+
+
+def overflow(driver: WebDriver, width: int) -> dict:
+    """How wide the page is laid out in a window ``width`` CSS pixels wide, and the elements that
+    reach past its right edge (the outermost of each: its parent does not)."""
+    return driver.execute_script(_OVERFLOW, width)
 
 
 def screenshot(driver: WebDriver, target: Path) -> Path:

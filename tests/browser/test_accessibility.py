@@ -49,11 +49,12 @@ def test_the_page_fits_a_phone_and_200_percent_zoom_without_scrolling_sideways(
     if screenshots is not None and size == PHONE:
         screenshot(driver, screenshots / f"{page.name}-{lang}-phone.png")
 
-    measured = overflow(driver)
-    assert measured["innerWidth"] == size[0], measured
-    assert measured["scrollWidth"] <= measured["innerWidth"], (
-        f"{page.name} ({lang}) is {measured['scrollWidth']} px wide in a {measured['innerWidth']} px "
-        f"window; past its right edge: {measured['widest']}"
+    measured = overflow(driver, size[0])
+    # A phone lays out a page wider than itself at that width and shows it zoomed out: the window
+    # is as wide as asked only when nothing reaches past its edge (and the viewport meta is there).
+    assert measured["innerWidth"] == size[0] and measured["scrollWidth"] <= size[0], (
+        f"{page.name} ({lang}) is laid out {max(measured['innerWidth'], measured['scrollWidth'])} px wide "
+        f"in a {size[0]} px window; reaching past its edge: {', '.join(measured['past']) or 'nothing'}"
     )
 
 
