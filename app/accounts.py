@@ -71,10 +71,15 @@ def password_problem(password: str, confirmation: str) -> str | None:
 def accept(invitation: Invitation, password: str) -> Participant:
     """Use the invitation: its participant's password is set (a checked one: password_problem);
     their earlier sessions end. Not committed."""
-    member = invitation.participant
-    member.password_hash = generate_password_hash(password, method=PASSWORD_METHOD)
-    member.session_generation += 1
+    member = set_password(invitation.participant, password)
     invitation.used_at = utcnow()
+    return member
+
+
+def set_password(member: Participant, password: str) -> Participant:
+    """The participant's new password (a checked one); their earlier sessions end. Not committed."""
+    member.password_hash = generate_password_hash(password, method=PASSWORD_METHOD)
+    member.session_generation = (member.session_generation or 1) + 1
     return member
 
 

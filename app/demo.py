@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,7 +34,7 @@ from flask_migrate import upgrade
 from sqlalchemy import select
 
 import celeryconfig
-from app import broker_acl, config, nodes
+from app import accounts, broker_acl, config, nodes
 from app.auth import create_token
 from app.extensions import db
 from app.models import Node
@@ -43,7 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "proces-verbal-ag.pdf"
 #: The demo's volunteer nodes and their owners: two members, so each node's results can be
 #: checked on a machine that is not its owner's (app.validation).
-VOLUNTEERS = (("demo-volunteer", "volunteer@koprogo.local"), ("demo-neighbour", "neighbour@koprogo.local"))
+#: The demo's member: owns the first volunteer, submits the sample and, as an operator, sees the
+#: operators' overview; signs in to the pages with a password made for each run.
+MEMBER = "demo@koprogo.local"
+VOLUNTEERS = (("demo-volunteer", MEMBER), ("demo-neighbour", "neighbour@koprogo.local"))
 BIN = Path(sys.executable).parent
 
 
@@ -283,7 +287,11 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
         click.echo(f"  model: {env['GRID_LLM_MODEL']}")
 
     upgrade(directory=str(ROOT / "migrations"))
-    _, token = create_token("demo", "demo@koprogo.local", ["admin"])
+    _, token = create_token("demo", MEMBER, ["admin"])
+    member = nodes.participant(MEMBER)
+    member.operator = True
+    password = secrets.token_urlsafe(12)
+    accounts.set_password(member, password)
     volunteers = []
     for name, owner in VOLUNTEERS:
         volunteer = db.session.scalar(select(Node).where(Node.name == name)) or nodes.create(name, owner)
@@ -339,6 +347,8 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
             "4",
             "app:create_app()",
         ],
+        # The pages' session cookie over plain http on this machine (never in production).
+        {**env, "GRID_COOKIE_SECURE": "false"},
     )
     children.start(
         "flower", [celery, "-A", "app.flower", "flower", f"--port={flower_port}", "--address=127.0.0.1"]
@@ -348,6 +358,7 @@ def _serve(once: bool, started: float, env: dict[str, str], children: Children) 
     for volunteer in volunteers:
         _wait_for(children, f"the volunteer {volunteer.name}", _log_has(children, volunteer.name, " ready."))
     click.echo(f"  ready in {time.monotonic() - started:.1f} s")
+    click.echo(f"  Pages   {api}/   (sign in: {MEMBER} / {password})")
     click.echo(f"  API     {api}   (token for this demo: {token})")
     click.echo(f"  Flower  http://127.0.0.1:{flower_port}")
 

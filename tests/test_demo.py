@@ -179,6 +179,22 @@ def test_a_second_demo_on_the_same_folder_is_refused_and_leaves_the_first_alone(
     assert requests.get(f"{demo.api}/healthz", timeout=10).ok
 
 
+def test_the_demo_prints_a_sign_in_that_opens_the_pages_over_plain_http(demo):
+    found = re.search(r"Pages   (http://\S+)/   \(sign in: (\S+) / (\S+)\)", demo.output())
+    assert found, demo.output()
+    base, email, password = found.groups()
+    browser = requests.Session()
+    form = browser.get(f"{base}/sign-in", timeout=30)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text).group(1)
+    done = browser.post(
+        f"{base}/sign-in", data={"csrf_token": token, "email": email, "password": password}, timeout=30
+    )
+    # Signed in: the session cookie came back over http, and the pages open.
+    assert done.status_code == 200 and "/sign-in" not in done.url, (done.status_code, done.url)
+    assert email in done.text
+    assert browser.get(f"{base}/account/tokens", timeout=30, allow_redirects=False).status_code == 200
+
+
 def test_soak_300_mixed_jobs_on_the_embedded_default(demo):
     """300 jobs, OCR of small images and summaries, as fast as four clients can submit them."""
     session = requests.Session()
