@@ -65,6 +65,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_web(app)
     app.register_blueprint(health)
     app.wsgi_app = BoundedBody(app.wsgi_app, float(app.config["REQUEST_BODY_TIMEOUT"]))
+    hops = int(app.config["TRUSTED_PROXIES"])
+    if hops > 0:  # the client's address and scheme as the proxies in front saw them
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     if not app.config.get("TESTING_NO_METRICS"):
         from app import metrics
 

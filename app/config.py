@@ -117,6 +117,11 @@ class Defaults:
     #: Sign-in attempts allowed per client address and, apart, per email address (Flask-Limiter's
     #: syntax), counted in the broker's Redis so that every API process shares them.
     SIGN_IN_LIMIT = "5 per minute"
+    #: Proxies in front of the API that set ``X-Forwarded-For`` / ``-Proto`` / ``-Host`` (a TLS
+    #: terminator: 1). 0 trusts none of these headers: a client could forge its address and
+    #: escape the per-address sign-in limit. Behind a proxy, leave it at 0 and every client
+    #: shares the proxy's address (and its limit).
+    TRUSTED_PROXIES = 0
     # The web pages' languages (app.web.i18n, Flask-Babel): French first, for the cooperative.
     #: Languages the pages are written in; the first is the default when the browser asks for
     #: none of them.

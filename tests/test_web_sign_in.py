@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from tests.web import PASSWORD
 from tests.web import accept as _accept
+from tests.web import address as _address
 from tests.web import client as _client
 from tests.web import csrf as _csrf
 from tests.web import invite as _invite
@@ -176,6 +177,30 @@ def test_the_sixth_sign_in_attempt_in_a_minute_from_one_address_is_refused(brows
     assert [a.status_code for a in answers] == [401] * 5 + [429]
     assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
     assert "Trop de tentatives" in answers[-1].get_data(as_text=True)
+
+
+def test_a_forged_forwarded_address_does_not_escape_the_limit_unless_a_proxy_is_trusted():
+    from app import create_app
+
+    def attempts(app, forwarded: bool) -> list[int]:
+        browser = _client(app)
+        codes = []
+        for _ in range(6):
+            # Each attempt claims another client address: forged, unless a proxy sets it.
+            headers = {"X-Forwarded-For": _address()} if forwarded else {}
+            form = browser.get("/sign-in")
+            codes.append(
+                browser.post(
+                    "/sign-in",
+                    data={"csrf_token": _csrf(form), "email": _email(), "password": "wrong password!"},
+                    headers=headers,
+                ).status_code
+            )
+        return codes
+
+    assert attempts(create_app({"TESTING": True}), forwarded=True) == [401] * 5 + [429]
+    # Behind one trusted proxy, the address it forwards is the client's: each gets its own count.
+    assert attempts(create_app({"TESTING": True, "TRUSTED_PROXIES": 1}), forwarded=True) == [401] * 6
 
 
 def test_the_sixth_sign_in_attempt_in_a_minute_for_one_email_is_refused_from_any_address(web_app):
