@@ -3,8 +3,6 @@ revoke. Operators see every node, participants their own."""
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, current_app, url_for
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -15,8 +13,6 @@ from app.auth import current_token, require
 from app.errors import Conflict, InvalidParameter, NotFound, Unavailable, broker_away
 from app.extensions import db
 from app.models import Node, Participant
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("nodes", __name__, url_prefix="/nodes")
 
@@ -131,9 +127,8 @@ def _active(node_id: str) -> Node:
 @require("admin")
 def approve(node_id: str):
     """An operator approves a pending node: it gets its broker user; its records are entered."""
-    node = _active(node_id)
-    nodes.approve(node)
-    db.session.commit()
+    node = _visible(node_id)
+    nodes.approve_by_operator(node)
     return registry.describe(node)
 
 
@@ -162,14 +157,6 @@ def resume(node_id: str):
 @require("nodes:write")
 def revoke(node_id: str):
     """Revoke the node for good: everything it sends from now on is refused."""
-    node = _active(node_id)
-    registry.pause(node, _who())
-    nodes.revoke(node)  # its broker user deleted (else 503, nothing saved): its sessions end
-    db.session.commit()
-    try:
-        registry.tell_worker(node)
-    except Exception as exc:
-        if not broker_away(exc):
-            raise
-        log.warning("node %s revoked; its worker could not be told: %s", node.name, exc)
+    node = _visible(node_id)
+    nodes.revoke_for_good(node, _who())  # its broker user deleted (else 503, nothing saved)
     return registry.describe(node)
