@@ -36,23 +36,30 @@ class Page:
         return self.path(site) if callable(self.path) else self.path
 
 
+def answered(driver: WebDriver, sent_from) -> None:
+    """Wait until the page that answers a form (sent from element ``sent_from``) has loaded."""
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(sent_from))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def submitted(driver: WebDriver, field_id: str) -> None:
     """Send the form holding ``field_id`` by its submit button; wait for the page that answers."""
     field = driver.find_element(By.ID, field_id)
     field.find_element(By.XPATH, "ancestor::form//button[@type='submit']").click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(field))
-    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    answered(driver, field)
 
 
 def _passwords_differ(driver: WebDriver, site: Site) -> None:
     field = driver.find_element(By.ID, "password")
     accept_invitation(driver, "one long password here", "another long password")
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(field))
+    answered(driver, field)
+    assert driver.find_elements(By.CSS_SELECTOR, "[role=alert]"), "no error shown"
 
 
 def _token_created(driver: WebDriver, site: Site) -> None:
     driver.find_element(By.ID, "name").send_keys("scanner of the office")
     submitted(driver, "name")
+    assert driver.find_element(By.ID, "new-token").get_attribute("value"), "no token shown"
 
 
 PAGES: list[Page] = [
