@@ -17,12 +17,13 @@ import secrets
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 
 import celeryconfig
 from app import broker_acl
-from app.errors import Conflict, broker_away
+from app.errors import Conflict, InvalidParameter, broker_away
 from app.extensions import db
 from app.models import Node, Participant, utcnow
 
@@ -115,6 +116,59 @@ def create(name: str, owner_email: str, broker_url: str | None = None, approved:
     db.session.flush()
     if approved:
         approve(node, broker_url)
+    return node
+
+
+class NodeLimit(Conflict):
+    """A participant holds as many nodes (not revoked) as they may enrol."""
+
+    code = "node_limit"
+
+    def __init__(self, held: int, limit: int) -> None:
+        super().__init__(
+            f"You have {held} nodes, the most a participant may enrol ({limit}): revoke one first."
+        )
+        self.held, self.limit = held, limit
+
+
+def enrol(name: str, owner_email: str, by_operator: bool) -> Node:
+    """Enrol a node as the API (``POST /api/v1/nodes``) and the member's dashboard do, committed.
+
+    An operator's node is approved at once (``approve``); a participant's is pending until an
+    operator approves it, and a participant holds at most ``NODES_PER_PARTICIPANT`` nodes not
+    revoked. Raises ``InvalidParameter`` for a name (``check_name``) or an address that cannot be
+    enrolled, ``Conflict`` ``node_exists`` for a name taken, ``NodeLimit`` (``node_limit``).
+    """
+    if not isinstance(name, str) or not isinstance(owner_email, str):
+        raise InvalidParameter("A node's name and its owner are text.")
+    try:  # before any lookup: the database refuses some of what a client may send
+        check_name(name)
+        check_email(owner_email)
+    except ValueError as exc:
+        raise InvalidParameter(str(exc)) from None
+    taken = Conflict(f"A node named {name!r} exists already.", code="node_exists")
+    if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
+        raise taken
+    if not by_operator:
+        limit = current_app.config["NODES_PER_PARTICIPANT"]
+        member = participant(owner_email)
+        # Locked while counting: two enrolments at once cannot both take the last place.
+        db.session.execute(select(Participant.id).where(Participant.id == member.id).with_for_update())
+        held = db.session.scalar(
+            select(func.count(Node.id)).where(Node.participant_id == member.id, Node.revoked_at.is_(None))
+        )
+        if held >= limit:
+            db.session.rollback()
+            raise NodeLimit(held, limit)
+    try:
+        node = create(name, owner_email, approved=by_operator)
+        db.session.commit()
+    except ValueError as exc:
+        db.session.rollback()
+        raise InvalidParameter(str(exc)) from None
+    except IntegrityError:  # another enrolment took the name between our look and our insert
+        db.session.rollback()
+        raise taken from None
     return node
 
 

@@ -10,22 +10,23 @@ the checks shared with every record are ``app.ledger.verification``'s.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 import celeryconfig
 from app import nodes
-from app.errors import PausedByOperator
+from app.errors import Conflict, PausedByOperator, Unavailable, broker_away
 from app.extensions import db
 from app.ledger import rules, settlement
 from app.ledger.context import Context
 from app.ledger.values import aware
 from app.ledger.verification import Refused, as_evidence, reject, verify_node
-from app.models import LedgerEntry, Node, NodeHeartbeat, utcnow
+from app.models import Node, NodeHeartbeat, utcnow
 from app.validation import settings
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ def pause(node: Node, by: str) -> None:
 
 def resume(node: Node, by: str) -> None:
     """Let the node work again (not committed; then ``tell_worker``)."""
-    if node.paused_at is not None and node.paused_by in _OPERATORS_ONLY and by != OPERATOR:
+    if not may_resume(node, by):
         why = "an operator" if node.paused_by == OPERATOR else "the grid (its results were found invalid)"
         raise PausedByOperator(f"Node {node.name} was paused by {why}: ask the cooperative to resume it.")
     node.paused_at = node.paused_by = node.pause_reason = None
@@ -143,6 +144,38 @@ def tell_worker(node: Node) -> None:
         stop_consuming(node.worker, node.queues or [])
     else:
         start_consuming(node.worker, node.queues or [])
+
+
+def set_paused(node: Node, paused: bool, by: str) -> None:
+    """Pause or resume a node as its owner or an operator asks (``by``: ``OWNER`` or
+    ``OPERATOR``), through the API (``POST /api/v1/nodes/<id>/pause|resume``) or the member's
+    dashboard: committed, then its worker told.
+
+    Raises ``Conflict`` (``node_revoked``) for a revoked node and ``PausedByOperator`` when its
+    owner asks to resume a node an operator or the grid paused (nothing changed); ``Unavailable``
+    (``broker_unavailable``) when the worker could not be told because the broker is away: the
+    change stands (asking again is harmless, and a worker that registers again is told anyway).
+    """
+    if node.revoked_at is not None:
+        raise Conflict("The node is revoked.", code="node_revoked")
+    (pause if paused else resume)(node, by)
+    db.session.commit()
+    try:
+        tell_worker(node)
+    except Exception as exc:
+        if not broker_away(exc):
+            raise
+        done = "paused" if paused else "resumed"
+        raise Unavailable(
+            f"Node {node.name} is {done}, but its worker could not be told: the broker is unreachable. "
+            "Ask again shortly."
+        ) from None
+
+
+def may_resume(node: Node, by: str) -> bool:
+    """Whether ``by`` may resume the node (``resume``'s rule): an operator's or the grid's pause
+    is lifted by an operator only."""
+    return node.paused_at is None or node.paused_by not in _OPERATORS_ONLY or by == OPERATOR
 
 
 def gone_since(node: Node | None, moment: datetime, now: datetime | None = None) -> bool:
@@ -194,13 +227,65 @@ def uptime(node: Node, window: timedelta, now: datetime | None = None) -> float:
     return round(100.0 * min(seen, possible) / possible, 2) if possible > 0 else 0.0
 
 
+SECONDS_PER_DAY = 86_400
+
+
+def uptime_by_day(
+    nodes_seen: Sequence[Node], days: int = 30, now: datetime | None = None
+) -> dict[str, list[tuple[date, float]]]:
+    """Per node, the percentage of each UTC day's heartbeat intervals it was seen in (as
+    ``uptime`` counts them), for the last ``days`` days, today so far included, from the day it
+    was enrolled on: one grouped query for all the nodes, whatever the number of heartbeats.
+
+    A day's intervals are those that start in it, from the one the node was enrolled in and up
+    to the current one."""
+    now = now or utcnow()
+    every = celeryconfig.HEARTBEAT_SECONDS
+    first_day = now.astimezone(UTC).date() - timedelta(days=days - 1)
+    start = datetime.combine(first_day, time(), UTC)
+    day_of = (NodeHeartbeat.slot * every) // SECONDS_PER_DAY  # the epoch day its interval starts in
+    first_slot = -(-int(start.timestamp()) // every)
+    if not nodes_seen:
+        return {}
+    seen = {
+        (node_id, int(day)): int(count)
+        for node_id, day, count in db.session.execute(
+            select(NodeHeartbeat.node_id, day_of, func.count())
+            .where(
+                or_(
+                    *(  # each node's range of its unique (node, slot) index, from its enrolment
+                        and_(
+                            NodeHeartbeat.node_id == node.id,
+                            NodeHeartbeat.slot >= max(first_slot, slot_of(aware(node.created_at))),
+                            NodeHeartbeat.slot <= slot_of(now),
+                        )
+                        for node in nodes_seen
+                    )
+                )
+            )
+            .group_by(NodeHeartbeat.node_id, day_of)
+        )
+    }
+    out: dict[str, list[tuple[date, float]]] = {}
+    for node in nodes_seen:
+        enrolled = slot_of(aware(node.created_at))
+        days_up = []
+        for offset in range(days):
+            day_start = int(start.timestamp()) + offset * SECONDS_PER_DAY
+            first = max(-(-day_start // every), enrolled)  # the first interval starting in the day
+            last = min((day_start + SECONDS_PER_DAY - 1) // every, slot_of(now))
+            possible = last - first + 1
+            if possible <= 0:
+                continue  # before its enrolment
+            count = min(seen.get((node.id, day_start // SECONDS_PER_DAY), 0), possible)
+            days_up.append((first_day + timedelta(days=offset), round(100.0 * count / possible, 2)))
+        out[node.id] = days_up
+    return out
+
+
 def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
-    granted = db.session.execute(
-        select(LedgerEntry.capability, func.coalesce(func.sum(LedgerEntry.granted_ms), 0))
-        .where(LedgerEntry.node_id == node.id, settlement.counted())
-        .group_by(LedgerEntry.capability)
-    ).all()
+    granted = settlement.granted_ms_by_capability([node.id]).items()
     probe = node.probe or {}
     return {
         "id": node.id,

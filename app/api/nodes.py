@@ -3,14 +3,13 @@ revoke. Operators see every node, participants their own."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, url_for
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from flask import Blueprint, url_for
+from sqlalchemy import select
 
 from app import nodes, registry
 from app.api import params
 from app.auth import current_token, require
-from app.errors import Conflict, InvalidParameter, NotFound, Unavailable, broker_away
+from app.errors import NotFound
 from app.extensions import db
 from app.models import Node, Participant
 
@@ -49,39 +48,8 @@ def enrol():
     secret and the worker's configuration, shown this once. A participant's node is pending
     until an operator approves it; an operator's is approved at once."""
     body = params.fields()
-    token = current_token()
-    owner = body.get("owner") if _is_admin() and body.get("owner") else token.owner
-    name = body.get("name") or ""
-    if not isinstance(name, str) or not isinstance(owner, str):
-        raise InvalidParameter("A node's name and its owner are text.")
-    try:  # before any lookup: the database refuses some of what a client may send
-        nodes.check_name(name)
-        nodes.check_email(owner)
-    except ValueError as exc:
-        raise InvalidParameter(str(exc)) from None
-    if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
-        raise Conflict(f"A node named {name!r} exists already.", code="node_exists")
-    if not _is_admin():
-        limit = current_app.config["NODES_PER_PARTICIPANT"]
-        member = nodes.participant(owner)
-        # Locked while counting: two enrolments at once cannot both take the last place.
-        db.session.execute(select(Participant.id).where(Participant.id == member.id).with_for_update())
-        held = db.session.scalar(
-            select(func.count(Node.id)).where(Node.participant_id == member.id, Node.revoked_at.is_(None))
-        )
-        if held >= limit:
-            raise Conflict(
-                f"You have {held} nodes, the most a participant may enrol ({limit}): revoke one first.",
-                code="node_limit",
-            )
-    try:
-        node = nodes.create(name, owner, approved=_is_admin())
-        db.session.commit()
-    except ValueError as exc:
-        raise InvalidParameter(str(exc)) from None
-    except IntegrityError:  # another enrolment took the name between our look and our insert
-        db.session.rollback()
-        raise Conflict(f"A node named {name!r} exists already.", code="node_exists") from None
+    owner = body.get("owner") if _is_admin() and body.get("owner") else current_token().owner
+    node = nodes.enrol(body.get("name") or "", owner, by_operator=_is_admin())
     environment = nodes.worker_environment(node)
     return (
         {
@@ -100,29 +68,6 @@ def show(node_id: str):
     return registry.describe(_visible(node_id))
 
 
-def _tell_worker(node: Node, done: str) -> None:
-    """Once the change is committed, tell the node's worker. The change stands whatever the
-    broker says: while it is away the answer is 503 ``broker_unavailable`` (asking again is
-    harmless: pausing or resuming twice changes nothing), and a worker that registers again is
-    told anyway (``app.registry``)."""
-    try:
-        registry.tell_worker(node)
-    except Exception as exc:
-        if not broker_away(exc):
-            raise
-        raise Unavailable(
-            f"Node {node.name} is {done}, but its worker could not be told: the broker is unreachable. "
-            "Ask again shortly."
-        ) from None
-
-
-def _active(node_id: str) -> Node:
-    node = _visible(node_id)
-    if node.revoked_at is not None:
-        raise Conflict("The node is revoked.", code="node_revoked")
-    return node
-
-
 @bp.post("/<node_id>/approve")
 @require("admin")
 def approve(node_id: str):
@@ -136,20 +81,16 @@ def approve(node_id: str):
 @require("nodes:write")
 def pause(node_id: str):
     """Drain the node: it finishes its current work and takes no more until resumed."""
-    node = _active(node_id)
-    registry.pause(node, _who())
-    db.session.commit()
-    _tell_worker(node, "paused")
+    node = _visible(node_id)
+    registry.set_paused(node, True, _who())  # Conflict if revoked; the worker told (else 503)
     return registry.describe(node)
 
 
 @bp.post("/<node_id>/resume")
 @require("nodes:write")
 def resume(node_id: str):
-    node = _active(node_id)
-    registry.resume(node, _who())
-    db.session.commit()
-    _tell_worker(node, "resumed")
+    node = _visible(node_id)
+    registry.set_paused(node, False, _who())  # 403 paused_by_operator for an owner, if so
     return registry.describe(node)
 
 

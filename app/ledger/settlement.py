@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -41,31 +42,45 @@ def counted() -> ColumnElement[bool]:
     return or_(LedgerEntry.held.is_(False), released)
 
 
-def _payable_groups(period: str) -> list[tuple]:
-    """(node, capability, rate, granted ms, entries) of the grants that count in ``period``:
-    unheld entries received in it, and held ones released in it."""
+def payable_groups(in_periods: Sequence[str], node_ids: Sequence[str] | None = None) -> list[tuple]:
+    """(period, node, capability, rate, granted ms, entries) of the grants that count in each of
+    ``in_periods``: unheld entries received in it, and held ones released in it; of the nodes
+    ``node_ids`` only when given. Two grouped queries, whatever the number of entries."""
     columns = (LedgerEntry.node_id, LedgerEntry.capability, LedgerEntry.rate_eur_per_hour)
+    nodes = LedgerEntry.node_id.in_(node_ids) if node_ids is not None else LedgerEntry.node_id.is_not(None)
     unheld = db.session.execute(
-        select(*columns, func.sum(LedgerEntry.granted_ms), func.count())
-        .where(LedgerEntry.period == period, LedgerEntry.node_id.is_not(None), LedgerEntry.held.is_(False))
-        .group_by(*columns)
+        select(LedgerEntry.period, *columns, func.sum(LedgerEntry.granted_ms), func.count())
+        .where(LedgerEntry.period.in_(in_periods), nodes, LedgerEntry.held.is_(False))
+        .group_by(LedgerEntry.period, *columns)
     ).all()
     released = db.session.execute(
-        select(*columns, func.sum(LedgerEntry.granted_ms), func.count())
+        select(GrantDecision.period, *columns, func.sum(LedgerEntry.granted_ms), func.count())
         .join(GrantDecision, GrantDecision.entry_id == LedgerEntry.id)
-        .where(
-            GrantDecision.period == period,
-            GrantDecision.decision == RELEASED,
-            LedgerEntry.node_id.is_not(None),
-        )
-        .group_by(*columns)
+        .where(GrantDecision.period.in_(in_periods), GrantDecision.decision == RELEASED, nodes)
+        .group_by(GrantDecision.period, *columns)
     ).all()
     merged: dict[tuple, list[int]] = {}
-    for node_id, capability, rate, granted, count in [*unheld, *released]:
-        sums = merged.setdefault((node_id, capability, rate), [0, 0])
+    for period, node_id, capability, rate, granted, count in [*unheld, *released]:
+        sums = merged.setdefault((period, node_id, capability, rate), [0, 0])
         sums[0] += int(granted)
         sums[1] += int(count)
     return [(*key, granted, count) for key, (granted, count) in merged.items()]
+
+
+def _payable_groups(period: str) -> list[tuple]:
+    """(node, capability, rate, granted ms, entries) of the grants that count in ``period``."""
+    return [group[1:] for group in payable_groups([period])]
+
+
+def granted_ms_by_capability(node_ids: Sequence[str]) -> dict[str, int]:
+    """The granted milliseconds that count (``counted``) of the nodes ``node_ids``, all periods,
+    by capability: one grouped query."""
+    rows = db.session.execute(
+        select(LedgerEntry.capability, func.coalesce(func.sum(LedgerEntry.granted_ms), 0))
+        .where(LedgerEntry.node_id.in_(node_ids), counted())
+        .group_by(LedgerEntry.capability)
+    ).all()
+    return {capability: int(ms) for capability, ms in rows}
 
 
 class SettlementError(ValueError):
@@ -305,6 +320,95 @@ def statement(participant: Participant, period: str) -> dict[str, Any]:
             for r in rewards
         ],
     }
+
+
+#: A month's rewards as its participant reads them: not settled yet, nothing to pay, paid, partly
+#: paid, or to be paid.
+OPEN, NOTHING_DUE, PAID, PARTLY_PAID, UNPAID = "open", "nothing_due", "paid", "partly_paid", "unpaid"
+
+
+def earnings(participant: Participant, in_periods: Sequence[str]) -> list[dict[str, Any]]:
+    """The participant's nodes' grants that count in each of ``in_periods``, as their
+    statements (``statement``) sum them: granted ms by capability, exact euros, and the euros
+    owed: the settled rewards once the period is closed, else the exact euros to the cent.
+    ``payment``: ``OPEN``, ``NOTHING_DUE``, ``PAID``, ``PARTLY_PAID`` or ``UNPAID``. A few
+    grouped queries, whatever the number of entries."""
+    node_ids = [node.id for node in participant.nodes]
+    groups = payable_groups(in_periods, node_ids)
+    rewards = db.session.scalars(
+        select(Reward).where(Reward.period.in_(in_periods), Reward.node_id.in_(node_ids))
+    ).all()
+    closed = set(
+        db.session.scalars(
+            select(LedgerPeriod.period).where(
+                LedgerPeriod.period.in_(in_periods), LedgerPeriod.closed_at.is_not(None)
+            )
+        )
+    )
+    out = []
+    for period in in_periods:
+        granted: dict[str, int] = {}
+        exact = Decimal(0)
+        for _, _, capability, rate, ms, _ in (g for g in groups if g[0] == period):
+            granted[capability] = granted.get(capability, 0) + ms
+            exact += rules.reward(ms, rate if rate is not None else Decimal(0))
+        due = [r for r in rewards if r.period == period and r.amount_eur > 0]
+        if period not in closed:
+            payment, eur = OPEN, rules.to_cents(exact)
+        else:
+            eur = sum((r.amount_eur for r in rewards if r.period == period), Decimal("0.00"))
+            paid = sum(1 for r in due if r.paid_at is not None)
+            payment = (
+                NOTHING_DUE if not due else PAID if paid == len(due) else PARTLY_PAID if paid else UNPAID
+            )
+        out.append(
+            {
+                "period": period,
+                "granted_ms": granted,
+                "exact_eur": exact,
+                "eur": eur,
+                "settled": period in closed,
+                "payment": payment,
+            }
+        )
+    return out
+
+
+#: A statement's CSV columns: its period, then each line's fields (``statement``).
+STATEMENT_FIELDS = (
+    "period",
+    "entry_id",
+    "received_at",
+    "node",
+    "node_id",
+    "task_id",
+    "attempt",
+    "job_id",
+    "capability",
+    "outcome",
+    "units",
+    "unit",
+    "claimed_seconds",
+    "observed_seconds",
+    "cap_seconds",
+    "granted_seconds",
+    "grant_basis",
+    "grant_status",
+    "rate_eur_per_hour",
+    "amount_eur",
+    "reverses_entry",
+    "reason",
+)
+
+
+def statement_csv(statement_: dict[str, Any]) -> str:
+    """A statement's lines (``statement``) as CSV, one execution a row, for a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=STATEMENT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for line in statement_["entries"]:
+        writer.writerow({"period": statement_["period"], **line})
+    return out.getvalue()
 
 
 def _grant_status(entry: LedgerEntry, decision: GrantDecision | None, period: str) -> tuple[str, bool]:
