@@ -159,9 +159,13 @@ class Site:
         path = self.invitation(operator, email)
         driver.get(self.url(path))
         accept_invitation(driver, PASSWORD, PASSWORD)
+        # Signed in, the member lands on the pages' start (wherever it is): a page with a way out.
         WebDriverWait(driver, 15).until(
-            lambda d: urlsplit(d.current_url).path == "/account/tokens",
-            f"accepting {path} did not lead to /account/tokens",
+            lambda d: (
+                not urlsplit(d.current_url).path.startswith("/invite/")
+                and d.find_elements(By.CSS_SELECTOR, "form[action$='/sign-out']")
+            ),
+            f"accepting the invitation {path} did not sign {email} in",
         )
         return email
 
