@@ -130,6 +130,8 @@ class Site:
         self.base_url = base_url.rstrip("/")
         self._invite = invite
         self._drivers: dict[str, WebDriver] = {}
+        #: Why a role's browser could not be had: said again at once to the tests after the first.
+        self._failed: dict[str, str] = {}
         self.emails: dict[str, str] = {}
 
     def invitation(self, operator: bool = False, email: str | None = None) -> str:
@@ -143,13 +145,18 @@ class Site:
         """The browser of ``role``: signed out, or signed in as a member or as an operator."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}: one of {ROLES}")
+        if role in self._failed:
+            raise AssertionError(f"the {role}'s browser failed earlier in this session: {self._failed[role]}")
         if role not in self._drivers:
-            driver = new_driver()
+            driver = None
             try:
+                driver = new_driver()
                 if role != "anonymous":
                     self.emails[role] = self._sign_up(driver, operator=role == "operator")
-            except BaseException:
-                driver.quit()
+            except Exception as exc:
+                self._failed[role] = f"{type(exc).__name__}: {exc}".strip()
+                if driver is not None:
+                    driver.quit()
                 raise
             self._drivers[role] = driver
         return self._drivers[role]
