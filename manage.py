@@ -8,6 +8,7 @@ submit FILE --wait         submit a document through the pipeline and follow it
 ledger show                the latest ledger entries
 stats --period week        requests, compute hours, euros, nodes and CO₂ (--json)
 models                     the models the grid serves now (--json)
+mcp                        the MCP server for assistants, over stdio (--http: streamable HTTP)
 demo                       the whole grid on this machine, with a sample document
 """
 
