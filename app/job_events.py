@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
+from flask import Response, current_app, stream_with_context
 
 from app import jobs
 from app.errors import known_fault
@@ -102,3 +102,15 @@ def stream(job_id: str, last_event_id: str | None, pacing: Pacing) -> Iterator[s
             yield KEEP_ALIVE
             last_spoke = now
         time.sleep(min(pacing.poll_seconds, max(0.0, started + pacing.max_seconds - now)))
+
+
+def response(job_id: str, last_event_id: str | None) -> Response:
+    """The streamed answer of a job's events, for a caller already allowed to see the job (the
+    API's token holder, the web page's signed-in owner)."""
+    return Response(
+        # The request's context is kept for the stream's life: the database session lives in it.
+        stream_with_context(stream(job_id, last_event_id, Pacing.from_config())),
+        mimetype="text/event-stream",
+        # X-Accel-Buffering: nginx passes each event on at once instead of buffering the answer.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 import celeryconfig as cc
 from app import footprints, lifecycle, progress
-from app.errors import Conflict, Unavailable
+from app.errors import Conflict, InvalidParameter, Unavailable
 from app.extensions import db
 from app.ledger import settlement
 from app.models import (
@@ -266,6 +266,42 @@ def cancel(job: Job) -> Job:
         except BrokerError as exc:  # the job stays cancelled; its records will be ignored
             log.warning("could not broadcast the revocation of job %s: %s", job.id, exc)
     return job
+
+
+def visible(job_id: str, viewer: str, everyone: bool = False) -> Job | None:
+    """The job ``job_id`` if ``viewer`` may see it (its owner; anyone's job when ``everyone``:
+    an admin token, an operator), else None, whether it does not exist or is another's. Ids are
+    UUIDs: anything else names no job, without reaching the database (which refuses a NUL byte)."""
+    from app.api.params import uuid_id
+
+    stored_id = uuid_id(job_id)
+    job = db.session.get(Job, stored_id) if stored_id else None
+    if job is None or (job.owner != viewer and not everyone):
+        return None
+    return job
+
+
+def listing(
+    owner: str | None, state: str | None, kind: str | None, page: int, per_page: int
+) -> tuple[list[Job], int]:
+    """A page of jobs, newest first: ``owner``'s (everyone's if None), of ``state`` and ``kind``
+    when given; and how many match. An unknown state or kind is ``InvalidParameter``."""
+    query = select(Job)
+    if owner is not None:
+        query = query.where(Job.owner == owner)
+    if state:
+        if state not in JobState.ALL:
+            raise InvalidParameter(f"Unknown state {state!r}: one of {', '.join(JobState.ALL)}.")
+        query = query.where(Job.state == state)
+    if kind:
+        if kind not in KINDS:
+            raise InvalidParameter(f"Unknown kind {kind!r}: one of {', '.join(KINDS)}.")
+        query = query.where(Job.kind == kind)
+    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id).offset((page - 1) * per_page).limit(per_page)
+    ).all()
+    return list(rows), total
 
 
 def fail_stalled(now: datetime | None = None) -> list[str]:

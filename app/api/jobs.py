@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, stream_with_context, url_for
-from sqlalchemy import func, select
+from flask import Blueprint, current_app, request, url_for
 
 from app import job_events, jobs
 from app.api import params
 from app.auth import current_token, require
-from app.errors import InvalidParameter, NotFound
-from app.extensions import db
-from app.models import Job, JobState
+from app.errors import NotFound
+from app.models import Job
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -29,12 +27,9 @@ def _document() -> jobs.Document | None:
 
 
 def _owned(job_id: str) -> Job:
-    # Ids are UUIDs: anything else cannot name a job (nor reach the database, which refuses a
-    # NUL byte in a query).
-    stored_id = params.uuid_id(job_id)
-    job = db.session.get(Job, stored_id) if stored_id else None
     token = current_token()
-    if job is None or (job.owner != token.owner and "admin" not in token.scope_set):
+    job = jobs.visible(job_id, token.owner, everyone="admin" in token.scope_set)
+    if job is None:
         raise NotFound(f"No job {job_id:.64} among yours.")
     return job
 
@@ -59,15 +54,7 @@ def show(job_id: str):
 @require("jobs:read")
 def events(job_id: str):
     """The job's progress as Server-Sent Events, until it ends or EVENTS_MAX_SECONDS pass."""
-    job_id = _owned(job_id).id
-    body = job_events.stream(job_id, request.headers.get("Last-Event-ID"), job_events.Pacing.from_config())
-    return Response(
-        # The request's context is kept for the stream's life: the database session lives in it.
-        stream_with_context(body),
-        mimetype="text/event-stream",
-        # X-Accel-Buffering: nginx passes each event on at once instead of buffering the answer.
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return job_events.response(_owned(job_id).id, request.headers.get("Last-Event-ID"))
 
 
 @bp.get("")
@@ -75,32 +62,19 @@ def events(job_id: str):
 def index():
     """Your jobs, newest first: ?state=&kind=&page=&per_page=."""
     token = current_token()
-    query = select(Job)
+    owner = token.owner
     filters = {}
-    if "admin" not in token.scope_set or request.args.get("mine"):
-        query = query.where(Job.owner == token.owner)
-    elif owner := params.query_text("owner"):
-        query = query.where(Job.owner == owner)
-        filters["owner"] = owner
+    if "admin" in token.scope_set and not request.args.get("mine"):
+        owner = params.query_text("owner")
+        if owner:
+            filters["owner"] = owner
     state, kind = params.query_text("state"), params.query_text("kind")
-    if state:
-        if state not in JobState.ALL:
-            raise InvalidParameter(f"Unknown state {state!r}: one of {', '.join(JobState.ALL)}.")
-        query = query.where(Job.state == state)
-        filters["state"] = state
-    if kind:
-        if kind not in jobs.KINDS:
-            raise InvalidParameter(f"Unknown kind {kind!r}: one of {', '.join(jobs.KINDS)}.")
-        query = query.where(Job.kind == kind)
-        filters["kind"] = kind
-    if request.args.get("mine"):
-        filters["mine"] = "1"
     page = params.query_int("page", 1, 1, 1_000_000)
     per_page = params.query_int("per_page", 20, 1, current_app.config["JOBS_PER_PAGE_MAX"])
-    total = db.session.scalar(select(func.count()).select_from(query.subquery()))
-    rows = db.session.scalars(
-        query.order_by(Job.created_at.desc(), Job.id).offset((page - 1) * per_page).limit(per_page)
-    ).all()
+    rows, total = jobs.listing(owner, state, kind, page, per_page)
+    filters.update({name: value for name, value in (("state", state), ("kind", kind)) if value})
+    if request.args.get("mine"):
+        filters["mine"] = "1"
     more = page * per_page < total
     return {
         "items": [jobs.describe(job, full=False) for job in rows],

@@ -14,6 +14,7 @@ from app import accounts, broker_acl, nodes
 from app.extensions import csrf, limiter, login_manager
 from app.web import dashboard as _dashboard  # noqa: F401  (routes on bp)
 from app.web import i18n, layout
+from app.web import jobs as _jobs  # noqa: F401  (routes on bp)
 from app.web import operators as _operators  # noqa: F401  (routes on bp)
 from app.web.account import bp
 
