@@ -18,6 +18,7 @@ from typing import Any
 from flask import Response, current_app, redirect, render_template, request, url_for
 from flask_babel import format_currency, format_date, format_decimal, format_percent, gettext, lazy_gettext
 from flask_login import current_user, login_required
+from markupsafe import Markup, escape
 
 import celeryconfig
 from app import nodes, registry
@@ -96,6 +97,18 @@ def _pause_note(node: Node) -> str | None:
     return gettext("Paused by you: its worker finishes its current task and takes no more until resumed.")
 
 
+def _folded(chart: Markup, summary: str) -> Markup:
+    """The chart with its data table folded under ``summary`` (a ``<details>``): a page of
+    several charts stays short; the figures are a click or a key away."""
+    head, found, rest = str(chart).partition('<div class="table-wrap">')
+    if not found or not rest.endswith("</figure>"):
+        return chart  # not the markup expected: shown whole
+    return Markup(
+        f"{head}<details><summary>{escape(summary)}</summary>"
+        f'<div class="table-wrap">{rest.removesuffix("</figure>")}</details></figure>'
+    )
+
+
 def _uptime_chart(node: Node, days: list[tuple[date, float]]) -> Any:
     points = [Point(format_date(day, "d MMM"), value) for day, value in days]
     if points:
@@ -113,7 +126,7 @@ def _uptime_chart(node: Node, days: list[tuple[date, float]]) -> Any:
         )
     else:
         describe = gettext("No day to show yet.")
-    return bar_chart(
+    chart = bar_chart(
         f"uptime-{node.id}",
         gettext("Uptime of %(name)s per day, last %(count)s days", name=node.name, count=DAYS_SHOWN),
         points,
@@ -123,13 +136,15 @@ def _uptime_chart(node: Node, days: list[tuple[date, float]]) -> Any:
         show=_percent,
         ceiling=100,
     )
+    return _folded(chart, gettext("Uptime day by day, as a table"))
 
 
 def _earnings_chart(months: list[dict[str, Any]]) -> Any:
-    points = [Point(_month(m["period"], "MMM y"), m["eur"]) for m in months]
-    best = max(points, key=lambda p: p.value)
+    # Twelve months at most: each short name is one month's.
+    points = [Point(_month(m["period"], "MMM"), m["eur"]) for m in months]
+    best = max(months, key=lambda m: m["eur"])
     total = sum((m["eur"] for m in months), Decimal(0))
-    return bar_chart(
+    chart = bar_chart(
         "earnings",
         gettext("Earnings per month, last %(count)s months", count=len(points)),
         points,
@@ -138,14 +153,15 @@ def _earnings_chart(months: list[dict[str, Any]]) -> Any:
         describe=gettext(
             "What your nodes earned each month from %(first)s to %(last)s: %(total)s in all; "
             "the best month, %(best)s, %(best_eur)s. A month not settled yet is an estimate.",
-            first=points[0].label,
-            last=points[-1].label,
+            first=_month(months[0]["period"]),
+            last=_month(months[-1]["period"]),
             total=_euros(total),
-            best=best.label,
-            best_eur=_euros(best.value),
+            best=_month(best["period"]),
+            best_eur=_euros(best["eur"]),
         ),
         show=_euros,
     )
+    return _folded(chart, gettext("Earnings month by month, as a table"))
 
 
 def _dashboard(status: int = 200, **context: Any):

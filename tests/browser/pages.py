@@ -11,6 +11,7 @@ Each page is checked in every language of ``LANGUAGES``, chosen by the pages' ``
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import member_nodes
 from tests.browser.site import Site, accept_invitation
 
 #: The languages each page is checked in.
@@ -62,6 +64,13 @@ def _token_created(driver: WebDriver, site: Site) -> None:
     assert driver.find_element(By.ID, "new-token").get_attribute("value"), "no token shown"
 
 
+def _node_enrolled(driver: WebDriver, site: Site) -> None:
+    name = f"{member_nodes.ENROLLED_PREFIX}-{uuid.uuid4().hex[:8]}"
+    driver.find_element(By.ID, "node-name").send_keys(name)
+    submitted(driver, "node-name")
+    assert driver.find_element(By.ID, "configuration").get_attribute("value"), "no configuration shown"
+
+
 PAGES: list[Page] = [
     Page("sign-in", "/sign-in"),
     Page("invite", lambda site: site.invitation()),
@@ -70,4 +79,7 @@ PAGES: list[Page] = [
     Page("tokens-member", "/account/tokens", "member"),
     Page("tokens-member-created", "/account/tokens", "member", act=_token_created),
     Page("tokens-operator", "/account/tokens", "operator"),
+    Page("dashboard", member_nodes.dashboard, "member"),
+    Page("dashboard-statement", member_nodes.statement, "member"),
+    Page("dashboard-enrolled", member_nodes.room_to_enrol, "member", act=_node_enrolled),
 ]
