@@ -34,8 +34,9 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import CallToolResult, TextContent
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -372,6 +373,25 @@ class GridTools:
             job = await self.call("GET", f"/api/v1/jobs/{job['id']}")
 
 
+class GridMCPServer(MCPServer):
+    """Arguments that do not fit a tool's schema (a word for a number, a missing text) are a tool
+    error with the API's code, ``invalid_parameter``, like the API's own refusals."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None):
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise  # a bug: the SDK logs it and answers a generic tool error
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'arguments'}: {error['msg']}"
+                for error in exc.__cause__.errors()
+            )
+            return error_result(GridError("invalid_parameter", f"{name}: {problems}."))
+
+
 def build_server(settings: Settings, *, http: bool = False) -> MCPServer:
     """The MCP server and its tools; ``http``: each request needs a bearer token the grid accepts."""
     tools = GridTools(settings)
@@ -381,7 +401,7 @@ def build_server(settings: Settings, *, http: bool = False) -> MCPServer:
             "token_verifier": GridTokenVerifier(tools.api),
             "auth": AuthSettings(issuer_url=settings.api_url, resource_server_url=None),
         }
-    server = MCPServer(
+    server = GridMCPServer(
         "koprogo-grid",
         instructions=(
             "KoproGo Grid: OCR, summaries, translations and invoice fields, computed by volunteers' "

@@ -23,7 +23,7 @@ import requests
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.documents import FRENCH_LINES, text_pdf
+from tests.documents import FRENCH_LINES, blank_pdf, text_pdf
 from tests.grid import ROOT, GridProcess, free_port, manage
 
 TOOLS = {"ocr_document", "summarise", "translate", "extract_invoice", "job_status", "grid_stats"}
@@ -361,10 +361,24 @@ def test_bad_input_is_a_tool_error_with_the_apis_code_and_the_server_goes_on(mcp
                 await session.call_tool("summarise", {"text": "   "}),
                 await session.call_tool("job_status", {"job_id": "not-a-job"}),
                 await session.call_tool("grid_stats", {"period": "year"}),
+                await session.call_tool("summarise", {"text": TEXT, "max_words": "twenty"}),
+                await session.call_tool("translate", {"text": TEXT}),
                 await session.call_tool("grid_stats", {"period": "week"}),
             ]
 
-    language, not_base64, not_a_document, target, words, empty, unknown, period, week = run(scenario)
+    (
+        language,
+        not_base64,
+        not_a_document,
+        target,
+        words,
+        empty,
+        unknown,
+        period,
+        not_a_number,
+        no_target,
+        week,
+    ) = run(scenario)
     assert_tool_error(language, "unknown_language")
     assert language.structured_content["error"]["status"] == 422
     assert_tool_error(not_base64, "invalid_parameter")
@@ -374,6 +388,8 @@ def test_bad_input_is_a_tool_error_with_the_apis_code_and_the_server_goes_on(mcp
     assert_tool_error(empty, "empty_text")
     assert_tool_error(unknown, "not_found")
     assert_tool_error(period, "invalid_period")
+    assert "max_words" in assert_tool_error(not_a_number, "invalid_parameter")["message"]  # the schema's
+    assert "target" in assert_tool_error(no_target, "invalid_parameter")["message"]
     assert not week.is_error and week.structured_content["period"]["name"] == "week"
 
 
@@ -396,3 +412,24 @@ def test_a_job_longer_than_the_wait_is_given_as_still_running_then_followed_with
     assert "job_status" in text_of(early) and answered_in < 5
     assert_succeeded(done, "summarise", "llm-node@")
     assert done.structured_content["job_id"] == job_id
+
+
+def test_a_job_that_fails_on_the_grid_is_a_tool_error_with_the_jobs_code(mcp_http, member_token):
+    async def scenario():
+        async with http_session(mcp_http, member_token) as session:
+            # A blank scan is a sound document: the API takes it; only OCR finds it has no text.
+            document = {"content_base64": b64(blank_pdf(1)), "filename": "scan.pdf", "max_words": 20}
+            return await session.call_tool("summarise", document)
+
+    failed = run(scenario)
+    assert_tool_error(failed, "empty_text")
+    content = failed.structured_content
+    assert (
+        content["state"] == "failed"
+        and content["kind"] == "pipeline"
+        and content["job_id"] in text_of(failed)
+    )
+    assert [(step["name"], step["state"]) for step in content["steps"]] == [
+        ("ocr", "succeeded"),
+        ("summarise", "failed"),
+    ]
