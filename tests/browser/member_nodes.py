@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from decimal import Decimal
 from functools import cache
 
 from tests.browser.site import Site
@@ -74,43 +73,18 @@ def _earning_nodes(email: str) -> tuple[str, ...]:
     from sqlalchemy import select
 
     from app.extensions import db
-    from app.ledger import periods, rules
-    from app.models import LedgerEntry, Node, utcnow
+    from app.ledger import periods
+    from app.models import Node, utcnow
+    from tests.test_settlement import _entry
 
     names = (new_node(email), new_node(email))
     current = periods.of(utcnow())
     with _app().app_context():
         for index, name in enumerate(names):
             node = db.session.scalar(select(Node).where(Node.name == name))
-            for period, capability, ms, rate, held in (
-                (current, "ocr", 5_400_000, "0.60", False),
-                (current, "llm", 1_800_000, "1.20", index == 1),
-                (_previous(current), "ocr", 7_200_000, "0.60", False),
-            ):
-                db.session.add(
-                    LedgerEntry(
-                        task_id=str(uuid.uuid4()),
-                        attempt=0,
-                        node_id=node.id,
-                        node=f"{node.name}@host",
-                        capability=capability,
-                        task_name="grid.ocr.extract" if capability == "ocr" else "grid.llm.summarise",
-                        outcome="succeeded",
-                        wall_ms=ms,
-                        cpu_ms=ms,
-                        unit=rules.UNIT_OF_CAPABILITY[capability],
-                        units=3,
-                        claimed_ms=ms,
-                        observed_ms=ms + 1000,
-                        cap_ms=ms * 3,
-                        granted_ms=ms,
-                        grant_basis="claimed",
-                        rate_eur_per_hour=Decimal(rate),
-                        period=period,
-                        signature=uuid.uuid4().hex,
-                        held=held,
-                    )
-                )
+            _entry(node, current, "ocr", 5_400_000, "0.60")
+            _entry(node, current, "llm", 1_800_000, "1.20", held=index == 1)  # awaits validation
+            _entry(node, _previous(current), "ocr", 7_200_000, "0.60")
         db.session.commit()
     return names
 
