@@ -239,11 +239,15 @@ def answer_text(job: dict[str, Any]) -> str:
     return "\n\n".join(part for part in parts if part) or f"Job {job.get('id')} {job.get('state')}."
 
 
-def error_result(error: GridError) -> CallToolResult:
+def error_result(error: GridError, job_id: str | None = None) -> CallToolResult:
+    """A tool error with the API's code; ``job_id``: the job was submitted, following it failed."""
+    text = f"{error.code}: {error.message}"
+    content: dict[str, Any] = {"error": error.as_dict()}
+    if job_id is not None:
+        text += f" Job {job_id} was submitted: follow it with job_status."
+        content["job_id"] = job_id
     return CallToolResult(
-        content=[TextContent(type="text", text=f"{error.code}: {error.message}")],
-        structured_content={"error": error.as_dict()},
-        is_error=True,
+        content=[TextContent(type="text", text=text)], structured_content=content, is_error=True
     )
 
 
@@ -349,9 +353,12 @@ class GridTools:
             else:
                 body = {key: value for key, value in fields.items() if value is not None}
                 job = await self.call("POST", f"/api/v1/jobs/{kind}", json=body)
-            job = await self.follow(ctx, job, wait_seconds)
         except GridError as exc:
             return error_result(exc)
+        try:
+            job = await self.follow(ctx, job, wait_seconds)
+        except GridError as exc:  # the API went away mid-wait (503, a restart): the job goes on
+            return error_result(exc, job["id"])
         return job_result(job)
 
     async def follow(self, ctx: Context, job: dict[str, Any], wait_seconds: float | None) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.documents import FRENCH_LINES, blank_pdf, text_pdf
-from tests.grid import ROOT, GridProcess, free_port, manage
+from tests.grid import ROOT, Client, GridProcess, free_port, manage
 
 TOOLS = {"ocr_document", "summarise", "translate", "extract_invoice", "job_status", "grid_stats"}
 TEXT = "Le conseil approuve le budget des travaux de la toiture et la réfection des gouttières."
@@ -433,3 +433,40 @@ def test_a_job_that_fails_on_the_grid_is_a_tool_error_with_the_jobs_code(mcp_htt
         ("ocr", "succeeded"),
         ("summarise", "failed"),
     ]
+
+
+@pytest.mark.parametrize("fresh_grid", [14], indirect=True)  # a Redis database no other test uses
+def test_an_api_gone_while_a_tool_waits_is_a_tool_error_naming_the_job_and_the_server_goes_on(
+    fresh_grid, grid, make_token
+):
+    token = make_token("mcp-outage@koprogo.test")
+    fresh_grid.api()  # an API of its own, and no node: the job stays queued
+    api = fresh_grid.processes[-1]
+
+    async def scenario():
+        async with stdio_session(fresh_grid.api_url, token) as session:
+
+            async def stop_the_api() -> None:
+                await anyio.sleep(1.5)
+                await anyio.to_thread.run_sync(api.stop)
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(stop_the_api)
+                waiting = await session.call_tool(
+                    "translate", {"text": TEXT, "target": "en", "wait_seconds": 60}
+                )
+            after = await session.call_tool("grid_stats", {})
+            return waiting, after
+
+    started = time.monotonic()
+    waiting, after = run(scenario)
+
+    assert time.monotonic() - started < 45
+    assert_tool_error(waiting, "grid_unreachable")
+    job_id = waiting.structured_content["job_id"]
+    assert f"Job {job_id} was submitted: follow it with job_status" in text_of(waiting)
+    assert_tool_error(after, "grid_unreachable")  # the server still answers, and says why
+    # The job was recorded (the same database as the session's grid): it is there, and cancelled.
+    member = Client(grid.api_url, token)
+    assert member.job(job_id)["state"] == "queued"
+    assert member.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
