@@ -20,7 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import member_nodes
+from tests.browser import member_jobs, member_nodes
 from tests.browser.site import Site, accept_invitation
 
 #: The languages each page is checked in.
@@ -82,4 +82,8 @@ PAGES: list[Page] = [
     Page("dashboard", member_nodes.dashboard, "member"),
     Page("dashboard-statement", member_nodes.statement, "member"),
     Page("dashboard-enrolled", member_nodes.room_to_enrol, "member", act=_node_enrolled),
+    Page("submit", "/submit", "member"),
+    Page("submit-refused", "/submit", "member", act=member_jobs.refused_submission),
+    Page("job-finished", member_jobs.finished_job, "member"),
+    Page("jobs", member_jobs.jobs_list, "member"),
 ]
