@@ -21,6 +21,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import member_jobs, member_nodes
+from tests.browser.nodes import pending_node
 from tests.browser.site import Site, accept_invitation
 
 #: The languages each page is checked in.
@@ -64,6 +65,19 @@ def _token_created(driver: WebDriver, site: Site) -> None:
     assert driver.find_element(By.ID, "new-token").get_attribute("value"), "no token shown"
 
 
+def _with_a_pending_node(site: Site) -> str:
+    """The operators' overview with a member's node awaiting approval (its forms checked too)."""
+    pending_node()
+    return "/operators"
+
+
+def _node_approved(driver: WebDriver, site: Site) -> None:
+    button = driver.find_element(By.CSS_SELECTOR, "#pending-nodes button[type=submit]")
+    button.click()
+    answered(driver, button)
+    assert driver.find_element(By.CSS_SELECTOR, "[role=status] .notice").text, "no confirmation shown"
+
+
 def _node_enrolled(driver: WebDriver, site: Site) -> None:
     name = f"{member_nodes.ENROLLED_PREFIX}-{uuid.uuid4().hex[:8]}"
     driver.find_element(By.ID, "node-name").send_keys(name)
@@ -82,6 +96,8 @@ PAGES: list[Page] = [
     Page("dashboard", member_nodes.dashboard, "member"),
     Page("dashboard-statement", member_nodes.statement, "member"),
     Page("dashboard-enrolled", member_nodes.room_to_enrol, "member", act=_node_enrolled),
+    Page("operators", _with_a_pending_node, "operator"),
+    Page("operators-approved", _with_a_pending_node, "operator", act=_node_approved),
     Page("submit", "/submit", "member"),
     Page("submit-refused", "/submit", "member", act=member_jobs.refused_submission),
     Page("job-finished", member_jobs.finished_job, "member"),
