@@ -424,3 +424,34 @@ def test_earnings_and_statements_agree_with_the_ledger_s_statements(web_app, bro
         for suffix in ("", ".csv"):
             answer = browser.get(f"/dashboard/statements/{bad}{suffix}")
             assert answer.status_code == 404, (bad, suffix)
+
+
+def test_pausing_on_the_page_tells_the_node_s_running_worker(web_app, browser, grid):
+    """A real worker of the member's node: paused on the page, it stops consuming its queue;
+    resumed, it consumes it again (its own log says so)."""
+    from tests.grid import wait_for
+
+    email = _signed_up(browser)
+    name = _name("told")
+    worker = grid.worker(name, "ocr", owner=email)
+    try:
+        with web_app.app_context():
+
+            def registered():
+                from app.extensions import db
+
+                db.session.expire_all()
+                node = _node(name)
+                return node.id if node is not None and node.worker and node.queues == ["ocr"] else None
+
+            node_id = wait_for(registered, 30, "the worker to register", interval=0.3)
+
+        def logged(line: str, count: int = 1):
+            return worker.log_path.read_text(errors="replace").count(line) >= count or None
+
+        assert _post(browser, f"/dashboard/nodes/{node_id}/pause").status_code == 303
+        wait_for(lambda: logged("Canceling queue ocr"), 20, "the worker to stop consuming", 0.2)
+        assert _post(browser, f"/dashboard/nodes/{node_id}/resume").status_code == 303
+        wait_for(lambda: logged("Started consuming from ocr"), 20, "the worker to consume again", 0.2)
+    finally:
+        worker.stop()
