@@ -215,10 +215,12 @@
       finish(JSON.parse(event.data).state);
     });
     source.addEventListener("error", function () {
-      // A stream closed after its time reconnects by itself; one that keeps failing is left
-      // for polling.
+      // A stream closed after its time reconnects by itself. One closed for good (an answer
+      // that is no event stream: signed out, the server away) or failing again and again is
+      // left for polling.
       errors += 1;
-      if (errors >= ERRORS_BEFORE_POLLING && !ended) {
+      var closed = source.readyState === 2;
+      if ((closed || errors >= ERRORS_BEFORE_POLLING) && !ended) {
         source.close();
         startPolling();
       }

@@ -97,6 +97,8 @@ def test_a_member_submits_the_sample_pdf_and_reads_its_summary_as_the_page_follo
     _wait_done(driver)
 
     assert driver.execute_script("return window.__notReloaded === true"), "the page reloaded itself"
+    # Followed by its events all along: the page fell back to polling at no point.
+    assert driver.find_element(By.ID, "job").get_attribute("data-live") == "events"
     news = driver.find_element(By.ID, "job-news")
     assert news.get_attribute("aria-live") == "polite" and "ended" in news.text, news.text
     progress = driver.find_element(By.ID, "pages-progress")
