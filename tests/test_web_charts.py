@@ -48,3 +48,11 @@ def test_a_long_series_labels_about_a_dozen_bars_but_tables_all():
     labels = [text.text for text in figure.find(f"{SVG}svg").iter(f"{SVG}text")][2:]
     assert 10 <= len(labels) <= 13 and labels[0] == "00h"
     assert len([row for row in figure.iter("tr") if row.find("td") is not None]) == 48
+
+
+def test_a_folded_chart_keeps_its_table_under_a_summary():
+    folded = _figure(chart_id="f", title="Jobs", points=[Point("10:00", 2)], folded="Jobs <hour> by hour")
+    details = folded.find("details")
+    assert details.find("summary").text == "Jobs <hour> by hour"  # escaped, read back as text
+    assert details.find(".//table").get("id") == "f-table" and folded.find("div") is None
+    assert _figure(chart_id="o", title="Jobs", points=[Point("10:00", 2)]).find("details") is None

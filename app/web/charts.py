@@ -45,12 +45,15 @@ def bar_chart(
     show: Callable[[float | Decimal | int], str] = _plain,
     ceiling: float | None = None,
     every: int | None = None,
+    folded: str | None = None,
 ) -> Markup:
     """One series of bars with its table.
 
     ``describe``: a sentence saying what the figures show (the caller's, translated); ``show``
     writes a value for people (units, locale); ``ceiling``: the axis' top (100 for percents),
-    else the highest value; ``every``: label one bar in this many (default: about twelve labels).
+    else the highest value; ``every``: label one bar in this many (default: about twelve labels);
+    ``folded``: the table folded under this summary (a ``<details>``), so that a page of several
+    charts stays short while its figures are a click or a key away.
     """
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
@@ -101,6 +104,8 @@ def bar_chart(
         f'<th scope="col" class="number">{escape(value_heading)}</th></tr></thead>'
         f"<tbody>{rows}</tbody></table></div>"
     )
+    if folded is not None:
+        table = f"<details><summary>{escape(folded)}</summary>{table}</details>"
     return Markup(
         f'<figure class="chart" id="{chart_id}"><figcaption>{escape(title)}</figcaption>{"".join(parts)}'
         f'<p class="hint">{escape(describe)}</p>{table}</figure>'

@@ -18,7 +18,6 @@ from typing import Any
 from flask import Response, current_app, redirect, render_template, request, url_for
 from flask_babel import format_currency, format_date, format_decimal, format_percent, gettext, lazy_gettext
 from flask_login import current_user, login_required
-from markupsafe import Markup, escape
 
 import celeryconfig
 from app import nodes, registry
@@ -97,18 +96,6 @@ def _pause_note(node: Node) -> str | None:
     return gettext("Paused by you: its worker finishes its current task and takes no more until resumed.")
 
 
-def _folded(chart: Markup, summary: str) -> Markup:
-    """The chart with its data table folded under ``summary`` (a ``<details>``): a page of
-    several charts stays short; the figures are a click or a key away."""
-    head, found, rest = str(chart).partition('<div class="table-wrap">')
-    if not found or not rest.endswith("</figure>"):
-        return chart  # not the markup expected: shown whole
-    return Markup(
-        f"{head}<details><summary>{escape(summary)}</summary>"
-        f'<div class="table-wrap">{rest.removesuffix("</figure>")}</details></figure>'
-    )
-
-
 def _uptime_chart(node: Node, days: list[tuple[date, float]]) -> Any:
     points = [Point(format_date(day, "d MMM"), value) for day, value in days]
     if points:
@@ -126,7 +113,7 @@ def _uptime_chart(node: Node, days: list[tuple[date, float]]) -> Any:
         )
     else:
         describe = gettext("No day to show yet.")
-    chart = bar_chart(
+    return bar_chart(
         f"uptime-{node.id}",
         gettext("Uptime of %(name)s per day, last %(count)s days", name=node.name, count=DAYS_SHOWN),
         points,
@@ -135,8 +122,8 @@ def _uptime_chart(node: Node, days: list[tuple[date, float]]) -> Any:
         describe=describe,
         show=_percent,
         ceiling=100,
+        folded=gettext("Uptime day by day, as a table"),
     )
-    return _folded(chart, gettext("Uptime day by day, as a table"))
 
 
 def _earnings_chart(months: list[dict[str, Any]]) -> Any:
@@ -144,7 +131,7 @@ def _earnings_chart(months: list[dict[str, Any]]) -> Any:
     points = [Point(_month(m["period"], "MMM"), m["eur"]) for m in months]
     best = max(months, key=lambda m: m["eur"])
     total = sum((m["eur"] for m in months), Decimal(0))
-    chart = bar_chart(
+    return bar_chart(
         "earnings",
         gettext("Earnings per month, last %(count)s months", count=len(points)),
         points,
@@ -160,8 +147,8 @@ def _earnings_chart(months: list[dict[str, Any]]) -> Any:
             best_eur=_euros(best["eur"]),
         ),
         show=_euros,
+        folded=gettext("Earnings month by month, as a table"),
     )
-    return _folded(chart, gettext("Earnings month by month, as a table"))
 
 
 def _dashboard(status: int = 200, **context: Any):

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from babel.dates import format_skeleton
 from flask import flash, redirect, render_template, request, url_for
-from flask_babel import format_currency, format_decimal, get_locale, gettext, lazy_gettext
+from flask_babel import format_currency, format_decimal, get_locale, gettext
 from flask_login import current_user, login_required
 from markupsafe import Markup
 from sqlalchemy import select
@@ -29,34 +29,14 @@ from app.extensions import db
 from app.models import JobState, Node, Participant, utcnow
 from app.web.account import bp
 from app.web.charts import Point, bar_chart
+from app.web.dashboard import NODE_STATES  # (label, class) of each registry state
+from app.web.jobs import STATE_LABELS as JOB_STATES
 
 #: Seconds the page waits for the broker before saying its figures are unavailable.
 BROKER_TIMEOUT_SECONDS = 1.0
 HOURS_SHOWN = 24
 DAYS_SHOWN = 30
 MONTHS_SHOWN = 12
-
-#: The registry's node states and the jobs' states, as people read them.
-NODE_STATES = {
-    registry.ONLINE: lazy_gettext("online"),
-    registry.OFFLINE: lazy_gettext("offline"),
-    registry.PAUSED: lazy_gettext("paused"),
-    registry.PENDING: lazy_gettext("awaiting approval"),
-    registry.REVOKED: lazy_gettext("revoked"),
-}
-JOB_STATES = {
-    JobState.QUEUED: lazy_gettext("queued"),
-    JobState.RUNNING: lazy_gettext("running"),
-    JobState.SUCCEEDED: lazy_gettext("succeeded"),
-    JobState.FAILED: lazy_gettext("failed"),
-    JobState.CANCELLED: lazy_gettext("cancelled"),
-}
-#: How each state is marked (text and symbol, never colour alone: grid.css).
-NODE_STATE_CLASS = {
-    registry.ONLINE: "state-ok",
-    registry.REVOKED: "state-bad",
-    registry.PENDING: "state-wait",
-}
 
 
 def operator_only(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,6 +102,7 @@ def _jobs_chart(now: datetime) -> tuple[Markup, dict[str, int]]:
         ),
         show=_number,
         every=3,
+        folded=gettext("Jobs hour by hour, as a table"),
     )
     return chart, by_state
 
@@ -148,6 +129,7 @@ def _hours_chart(now: datetime) -> tuple[Markup, Decimal]:
         ),
         show=_hours,
         every=5,
+        folded=gettext("Compute hours day by day, as a table"),
     )
     return chart, total
 
@@ -183,6 +165,7 @@ def _euros_chart(now: datetime) -> Markup:
         describe=gettext("%(total)s of rewards settled in the last 12 months.", total=_euros(total)),
         show=_euros,
         every=2,
+        folded=gettext("Euros month by month, as a table"),
     )
 
 
@@ -215,7 +198,6 @@ def _page(status: int = 200, **context: Any):
         refusals=figures.refusals_by_reason(db.session),
         pending=_pending_nodes(),
         node_states=NODE_STATES,
-        node_state_class=NODE_STATE_CLASS,
         job_states=JOB_STATES,
         number=_number,
         hours=_hours,
