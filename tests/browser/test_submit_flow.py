@@ -197,3 +197,28 @@ def test_without_event_source_the_page_polls_until_the_job_is_done(site):
         driver.execute_cdp_cmd(
             "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
         )
+
+
+_DROP = """
+const zone = document.getElementById('dropzone');
+const moved = new DataTransfer();
+moved.items.add(new File([arguments[0]], 'dropped.pdf', {type: 'application/pdf'}));
+for (const name of ['dragenter', 'dragover']) {
+  zone.dispatchEvent(new DragEvent(name, {dataTransfer: moved, bubbles: true, cancelable: true}));
+}
+const over = zone.classList.contains('over');
+zone.dispatchEvent(new DragEvent('drop', {dataTransfer: moved, bubbles: true, cancelable: true}));
+const input = document.getElementById('file');
+return {over: over, after: zone.classList.contains('over'), files: Array.from(input.files).map(f => f.name),
+        focused: document.activeElement === input};
+"""
+
+
+def test_a_file_dropped_on_the_drop_zone_goes_into_the_form_s_file_input(site):
+    driver = site.browser("member")
+    driver.get(site.url("/submit?lang=en"))
+    assert driver.find_element(By.ID, "drop-hint").is_displayed()  # said only where dropping works
+
+    dropped = driver.execute_script(_DROP, "%PDF-1.4 not read here")
+
+    assert dropped == {"over": True, "after": False, "files": ["dropped.pdf"], "focused": True}
