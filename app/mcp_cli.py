@@ -13,6 +13,13 @@ from flask import current_app
 @click.option("--http", "http", is_flag=True, help="Serve streamable HTTP (at /mcp) instead of stdio.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --http: the address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=int, help="With --http: the port.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="With --http: a Host a reverse proxy passes on (name, or name:* for any port); "
+    "also GRID_MCP_ALLOWED_HOSTS.",
+)
 @click.option("--api-url", default=None, help="The grid's API (default GRID_API_URL, else PUBLIC_URL).")
 @click.option(
     "--wait-seconds",
@@ -20,13 +27,24 @@ from flask import current_app
     default=None,
     help="How long a job tool waits for its job (default GRID_MCP_WAIT_SECONDS, 120).",
 )
-def mcp_command(http: bool, host: str, port: int, api_url: str | None, wait_seconds: float | None) -> None:
+def mcp_command(
+    http: bool,
+    host: str,
+    port: int,
+    allowed_hosts: tuple[str, ...],
+    api_url: str | None,
+    wait_seconds: float | None,
+) -> None:
     """The MCP server: tools ocr_document, summarise, translate, extract_invoice, job_status,
     grid_stats. Over stdio it acts with GRID_API_TOKEN; over HTTP with each client's bearer token."""
     from app import mcp_server
 
     settings = mcp_server.Settings.from_environment(
-        current_app.config["PUBLIC_URL"], api_url=api_url, wait_seconds=wait_seconds, local_files=not http
+        current_app.config["PUBLIC_URL"],
+        api_url=api_url,
+        wait_seconds=wait_seconds,
+        local_files=not http,
+        allowed_hosts=allowed_hosts or None,
     )
     if http:
         import uvicorn

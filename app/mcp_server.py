@@ -35,6 +35,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field, ValidationError
 
@@ -59,6 +60,9 @@ class Settings:
     poll_seconds: float = 0.5
     request_timeout: float = 60.0
     local_files: bool = False
+    #: Over HTTP: the Host headers a reverse proxy may pass on besides local ones (``name`` or
+    #: ``name:*`` for any port); other hosts are refused (DNS-rebinding protection).
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def from_environment(cls, default_url: str, **overrides: Any) -> Settings:
@@ -67,6 +71,7 @@ class Settings:
             "token": os.environ.get("GRID_API_TOKEN") or None,
             "wait_seconds": float(os.environ.get("GRID_MCP_WAIT_SECONDS", "120")),
             "poll_seconds": float(os.environ.get("GRID_MCP_POLL_SECONDS", "0.5")),
+            "allowed_hosts": tuple(os.environ.get("GRID_MCP_ALLOWED_HOSTS", "").replace(",", " ").split()),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         values["api_url"] = values["api_url"].rstrip("/")
@@ -554,9 +559,29 @@ def max_request_bytes() -> int:
     return document * 4 // 3 + 1024 * 1024
 
 
+LOCAL_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings | None:
+    """With allowed hosts: those and the local ones, nothing else (Host checked, and Origin when a
+    browser sends one). Without: the SDK's default, the local ones only when listening on a local
+    address, no check otherwise."""
+    if not settings.allowed_hosts:
+        return None
+    hosts = [*LOCAL_HOSTS, *settings.allowed_hosts]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")],
+    )
+
+
 def http_app(settings: Settings, host: str):
     """The streamable-HTTP ASGI app (Starlette), at ``/mcp``."""
     server = build_server(settings, http=True)
     return server.streamable_http_app(
-        stateless_http=True, host=host, max_request_body_size=max_request_bytes()
+        stateless_http=True,
+        host=host,
+        max_request_body_size=max_request_bytes(),
+        transport_security=transport_security(settings),
     )

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -89,7 +90,16 @@ def mcp_http(grid, workdir):
     env = {**grid.env, "GRID_API_URL": grid.api_url, "GRID_MCP_POLL_SECONDS": "0.2"}
     process = GridProcess(
         "mcp-http",
-        [sys.executable, "manage.py", "mcp", "--http", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "manage.py",
+            "mcp",
+            "--http",
+            "--port",
+            str(port),
+            "--allowed-host",
+            "mcp.koprogo.test",
+        ],
         env,
         workdir / "logs",
     ).start()
@@ -267,25 +277,30 @@ def test_over_http_every_tool_gives_the_grids_real_result(mcp_http, member_token
     assert not stats.is_error and stats.structured_content["jobs"]["submitted"] >= 4
 
 
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"},
+    },
+}
+
+
+def initialize(url: str, token: str | None, **headers: str) -> requests.Response:
+    """An MCP ``initialize`` request by hand, to see the HTTP answer the SDK's client hides."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json", **headers}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return requests.post(url, data=json.dumps(INITIALIZE), headers=headers, timeout=30)
+
+
 def test_over_http_an_unknown_or_revoked_token_is_refused_before_any_tool_runs(
     mcp_http, flask_app, make_token
 ):
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "test", "version": "0"},
-        },
-    }
-    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-    def post(token: str | None) -> requests.Response:
-        auth = {"Authorization": f"Bearer {token}"} if token else {}
-        return requests.post(mcp_http, data=json.dumps(initialize), headers={**headers, **auth}, timeout=30)
-
+    post = partial(initialize, mcp_http)
     assert post(None).status_code == 401
     assert post("kg_not-a-token").status_code == 401
     token = make_token("mcp-revoked@koprogo.test")
@@ -313,6 +328,17 @@ def test_over_http_an_unknown_or_revoked_token_is_refused_before_any_tool_runs(
         run(with_the_sdk)
     assert caught.group_contains(MCPError), repr(caught.value)
     assert statuses == [401], statuses
+
+
+def test_over_http_the_local_hosts_and_the_allowed_ones_are_served_no_other(mcp_http, member_token):
+    """A proxy passes its Host on (--allowed-host); a page elsewhere cannot aim a browser at it."""
+    post = partial(initialize, mcp_http, member_token)
+    assert post().status_code == 200  # 127.0.0.1:port
+    assert post(Host="mcp.koprogo.test").status_code == 200
+    assert post(Host="mcp.koprogo.test", Origin="https://mcp.koprogo.test").status_code == 200
+    assert post(Host="evil.example").status_code == 421
+    assert post(Host="mcp.koprogo.test", Origin="https://evil.example").status_code == 403
+    assert initialize(mcp_http, "kg_not-a-token", Host="evil.example").status_code == 401  # token first
 
 
 def test_over_http_each_client_acts_with_its_own_token(mcp_http, member_token, make_token):
