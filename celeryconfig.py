@@ -50,6 +50,7 @@ TASK_LEDGER_HEARTBEAT = "grid.ledger.heartbeat"
 TASK_LEDGER_STOPPING = "grid.ledger.stopping"
 TASK_LEDGER_SETTLE_DUE = "grid.ledger.settle_due"
 TASK_SWEEP_STALLED = "grid.coordinator.sweep_stalled"
+TASK_ERASE_EXPIRED = "grid.coordinator.erase_expired"
 
 #: Which capability (and so queue) each volunteer task needs.
 CAPABILITY_OF_TASK = {
@@ -235,6 +236,12 @@ beat_schedule = {
     "settle-ended-periods": {
         "task": TASK_LEDGER_SETTLE_DUE,
         "schedule": crontab(hour=2, minute=15),  # daily; a month is closed on its first night
+        "options": {"queue": COORDINATOR_QUEUE, "routing_key": COORDINATOR_QUEUE},
+    },
+    # The content of jobs ended more than GRID_RETENTION_DAYS ago, in batches (app.gdpr).
+    "erase-expired-content": {
+        "task": TASK_ERASE_EXPIRED,
+        "schedule": crontab(minute=40),  # hourly
         "options": {"queue": COORDINATOR_QUEUE, "routing_key": COORDINATOR_QUEUE},
     },
 }

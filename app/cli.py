@@ -491,6 +491,7 @@ def ledger_rejections(limit: int) -> None:
 
 
 def register(app: Flask) -> None:
+    from app.gdpr_cli import gdpr_group
     from app.mcp_cli import mcp_command
     from app.participants_cli import participants
     from app.stats_cli import models_command, stats_command
@@ -505,3 +506,4 @@ def register(app: Flask) -> None:
     app.cli.add_command(stats_command)
     app.cli.add_command(models_command)
     app.cli.add_command(mcp_command)
+    app.cli.add_command(gdpr_group)

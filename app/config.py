@@ -126,3 +126,9 @@ class Defaults:
     #: Languages the pages are written in; the first is the default when the browser asks for
     #: none of them.
     LANGUAGES = ("fr", "nl", "en")
+    # Data protection (app.gdpr, docs/decisions/0016).
+    #: Days after a job ends before its content (document, text, results' texts, the file's name)
+    #: is erased by the coordinator's hourly schedule; its metadata and cost stay.
+    RETENTION_DAYS = 30
+    #: Jobs whose content one run of the schedule erases at most (the rest wait for the next run).
+    RETENTION_BATCH = 500

@@ -38,6 +38,8 @@ BROKER_UNAVAILABLE = "broker_unavailable"
 DATABASE_UNAVAILABLE = "database_unavailable"
 INTERNAL_ERROR = "internal_error"
 INVALID_PERIOD = "invalid_period"
+#: A job whose content was erased (retention or a request, app.gdpr): its result is gone for good.
+CONTENT_ERASED = "content_erased"
 
 
 class ApiError(Exception):
@@ -100,6 +102,12 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status, code = 409, "conflict"
+
+
+class ContentErased(ApiError):
+    """410: the job's content was erased (retention or a request); its metadata stays."""
+
+    status, code = 410, CONTENT_ERASED
 
 
 class PausedByOperator(ApiError):

@@ -473,10 +473,12 @@ def describe(job: Job, *, full: bool = True, with_result: bool = True) -> dict[s
             "bytes": job.input_bytes,
             "pages": job.input_pages,
         }
+    if job.content_erased_at is not None:  # by retention or on request (app.gdpr)
+        body["content_erased"] = True
     if full:
         body["steps"] = [describe_step(step) for step in job.steps]
         if with_result:
-            body["result"] = result_of(job)
+            body["result"] = None if job.content_erased_at is not None else result_of(job)
         body["cost"] = settlement.job_cost(job)
         body["co2_grams"] = footprints.job_co2_grams(job.id)
     return body

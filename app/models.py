@@ -99,6 +99,14 @@ class ApiToken(db.Model):
 
 class Job(db.Model):
     __tablename__ = "jobs"
+    #: Ended jobs whose content is kept, by end: the retention run's batches (app.gdpr).
+    __table_args__ = (
+        Index(
+            "ix_jobs_content_kept_finished_at",
+            "finished_at",
+            postgresql_where=text("content_erased_at IS NULL AND finished_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     kind: Mapped[str] = mapped_column(String(16), index=True)
@@ -115,6 +123,9 @@ class Job(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When its content (input, texts of its results, the file's name) was erased, by retention
+    #: or on request (app.gdpr); its metadata, timings and cost stay.
+    content_erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     #: The job's steps, in order; replicas of a step (``JobStep.replica_of_id``) are not among
     #: them but under their step's ``replicas``.

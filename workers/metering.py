@@ -65,9 +65,20 @@ class Execution:
     wall0: float = field(default_factory=time.monotonic)
     cpu0: float = field(default_factory=_cpu_seconds)
     units: dict[str, int] = field(default_factory=dict)
+    #: The task's result, kept here by the task (``GridTask.__call__``) for the completion record:
+    #: what the task returns to Celery is its metadata only.
+    result: object = None
+    has_result: bool = False
 
 
 _running: dict[str, Execution] = {}
+
+
+def keep_result(task_id: str, result: object) -> None:
+    """The result of the running execution ``task_id``, for its completion record."""
+    execution = _running.get(task_id)
+    if execution is not None:
+        execution.result, execution.has_result = result, True
 
 
 def count(task_id: str, **units: int) -> None:
@@ -166,7 +177,7 @@ def _on_postrun(task_id: str, task, retval=None, state: str | None = None, **_) 
         return
     record = _record(execution, outcome)
     if outcome == "succeeded":
-        record["result"] = retval
+        record["result"] = execution.result if execution.has_result else retval
     elif outcome == "retried":
         record["error"] = _error_of(getattr(retval, "exc", None))
     else:

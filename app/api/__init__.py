@@ -2,12 +2,13 @@
 
 from flask import Blueprint, Flask
 
-from app.api import catalog, jobs, ledger, nodes, stats, work
+from app.api import admin, catalog, jobs, ledger, nodes, stats, work
 from app.extensions import csrf
 
 
 def register(app: Flask) -> None:
     api = Blueprint("api", __name__, url_prefix="/api/v1")
+    api.register_blueprint(admin.bp)
     api.register_blueprint(catalog.bp)
     api.register_blueprint(jobs.bp)
     api.register_blueprint(ledger.bp)

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, request, url_for
 from app import job_events, jobs
 from app.api import params
 from app.auth import current_token, require
-from app.errors import NotFound
+from app.errors import ContentErased, NotFound
 from app.models import Job
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -48,6 +48,19 @@ def submit(kind: str):
 @require("jobs:read")
 def show(job_id: str):
     return jobs.describe(_owned(job_id))
+
+
+@bp.get("/<job_id>/result")
+@require("jobs:read")
+def result(job_id: str):
+    """The job's result alone; 410 ``content_erased`` once its content was erased (app.gdpr)."""
+    job = _owned(job_id)
+    if job.content_erased_at is not None:
+        raise ContentErased(
+            f"The content of job {job.id} was erased on {job.content_erased_at:%Y-%m-%d}: its result "
+            "is gone for good (its metadata and cost stay at GET /api/v1/jobs/<id>)."
+        )
+    return {"id": job.id, "state": job.state, "result": jobs.result_of(job)}
 
 
 @bp.get("/<job_id>/events")

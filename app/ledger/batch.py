@@ -25,7 +25,7 @@ from app.errors import database_away
 from app.extensions import db
 from app.ledger.context import Context
 from app.ledger.executions import on_completed
-from app.ledger.verification import Refused, checked, reject
+from app.ledger.verification import Refused, as_evidence, checked, reject
 from workers import protocol
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,9 @@ def apply_safely(messages: Sequence[tuple[str, Any]]) -> None:
                 if database_away(failed):
                     raise
                 db.session.rollback()
-                log.critical("a ledger record could be neither entered nor refused: %r", record)
+                # Without its result: no log line holds a document's text (docs/decisions/0016).
+                shown = as_evidence(record) if isinstance(record, dict) else type(record).__name__
+                log.critical("a ledger record could be neither entered nor refused: %r", shown)
 
 
 def _apply(messages: Sequence[tuple[str, Any]]) -> Context:

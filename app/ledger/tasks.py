@@ -1,6 +1,7 @@
-"""The coordinator's own tasks, on the ``coordinator`` queue: settlement and the sweep of
-stalled jobs, run by the ledger worker on the beat schedule. (The ``ledger`` queue's records
-are not tasks: the ledger worker enters them in batches, ``app.ledger.intake``.)
+"""The coordinator's own tasks, on the ``coordinator`` queue: settlement, the sweep of stalled
+jobs and the erasure of expired content, run by the ledger worker on the beat schedule. (The
+``ledger`` queue's records are not tasks: the ledger worker enters them in batches,
+``app.ledger.intake``.)
 """
 
 from __future__ import annotations
@@ -44,3 +45,16 @@ def sweep_stalled() -> list[str]:
         db.session.rollback()
         raise
     return failed
+
+
+@shared_task(name=celeryconfig.TASK_ERASE_EXPIRED, **_RETRY)
+def erase_expired() -> int:
+    """Erase the content of jobs ended more than ``RETENTION_DAYS`` ago, one batch (run hourly by
+    the beat schedule; app.gdpr). Returns how many: never their ids' content, nor anything of it."""
+    from app import gdpr
+
+    try:
+        return len(gdpr.erase_expired())
+    except Exception:
+        db.session.rollback()
+        raise

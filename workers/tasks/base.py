@@ -11,6 +11,7 @@ from celery.exceptions import Ignore
 
 import celeryconfig
 from workers import inputs, metering, progress
+from workers.protocol import content
 from workers.protocol.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,19 @@ class GridTask(Task):
     retry_on_worker_lost = True
     ignore_result = True
     typing = True
+
+    def __call__(self, *args, **kwargs):
+        """Run the task; in a worker, its result goes to the ledger's record (``workers.metering``)
+        and Celery is given its metadata only: Celery logs a task's return value at INFO
+        ("succeeded in …: <result>") and sends it in the ``task-succeeded`` event (Flower), and
+        neither may hold the document's text (docs/decisions/0016). Called directly (tests), the
+        result itself."""
+        request = self.request
+        if request.called_directly or not request.id:
+            return super().__call__(*args, **kwargs)
+        result = self.run(*args, **kwargs)
+        metering.keep_result(request.id, result)
+        return content.metadata(result)
 
     def fetch_input(self) -> tuple[str, bytes]:
         """This attempt's input, from the coordinator (``workers.inputs``)."""
