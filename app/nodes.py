@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import logging
 import os
 import re
 import secrets
@@ -23,11 +22,9 @@ from sqlalchemy.exc import IntegrityError
 
 import celeryconfig
 from app import broker_acl
-from app.errors import Conflict, InvalidParameter, broker_away
+from app.errors import Conflict, InvalidParameter
 from app.extensions import db
 from app.models import Node, Participant, utcnow
-
-log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 #: A node's worker is named ``<node name>@<host>``, and the coordinator's control commands go to
@@ -204,29 +201,6 @@ def approve_by_operator(node: Node) -> None:
     _not_revoked(node)
     approve(node)
     db.session.commit()
-
-
-def revoke_for_good(node: Node, by: str) -> bool:
-    """What revoking a node does, through the API (``POST /api/v1/nodes/<id>/revoke``) or the
-    operators' page: paused by ``by`` (``registry.OWNER`` or ``registry.OPERATOR``), its broker
-    user deleted (which ends its sessions; ``broker_acl.BrokerAclError`` and nothing saved while
-    the broker is away), committed, then its worker told to stop consuming. Returns whether the
-    worker could be told (the revocation stands either way). ``Conflict`` (``node_revoked``) for a
-    node revoked already."""
-    from app import registry  # app.registry imports this module
-
-    _not_revoked(node)
-    registry.pause(node, by)
-    revoke(node)
-    db.session.commit()
-    try:
-        registry.tell_worker(node)
-    except Exception as exc:
-        if not broker_away(exc):
-            raise
-        log.warning("node %s revoked; its worker could not be told: %s", node.name, exc)
-        return False
-    return True
 
 
 def rotate_secret(node: Node) -> str:

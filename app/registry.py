@@ -172,6 +172,28 @@ def set_paused(node: Node, paused: bool, by: str) -> None:
         ) from None
 
 
+def revoke_for_good(node: Node, by: str) -> bool:
+    """What revoking a node does, through the API (``POST /api/v1/nodes/<id>/revoke``) or the
+    operators' page: paused by ``by`` (``OWNER`` or ``OPERATOR``), its broker user deleted (which
+    ends its sessions; ``broker_acl.BrokerAclError`` and nothing saved while the broker is away),
+    committed, then its worker told to stop consuming. Returns whether the worker could be told
+    (the revocation stands either way). ``Conflict`` (``node_revoked``) for a node revoked
+    already."""
+    if node.revoked_at is not None:
+        raise Conflict("The node is revoked.", code="node_revoked")
+    pause(node, by)
+    nodes.revoke(node)
+    db.session.commit()
+    try:
+        tell_worker(node)
+    except Exception as exc:
+        if not broker_away(exc):
+            raise
+        log.warning("node %s revoked; its worker could not be told: %s", node.name, exc)
+        return False
+    return True
+
+
 def may_resume(node: Node, by: str) -> bool:
     """Whether ``by`` may resume the node (``resume``'s rule): an operator's or the grid's pause
     is lifted by an operator only."""

@@ -99,5 +99,5 @@ def resume(node_id: str):
 def revoke(node_id: str):
     """Revoke the node for good: everything it sends from now on is refused."""
     node = _visible(node_id)
-    nodes.revoke_for_good(node, _who())  # its broker user deleted (else 503, nothing saved)
+    registry.revoke_for_good(node, _who())  # its broker user deleted (else 503, nothing saved)
     return registry.describe(node)

@@ -226,7 +226,7 @@ def _act(node: Node | None, action: str):
             nodes.approve_by_operator(node)
             done = "approved"
         else:
-            told = nodes.revoke_for_good(node, registry.OPERATOR)
+            told = registry.revoke_for_good(node, registry.OPERATOR)
             done = "revoked" if told else "revoked_untold"
     except Conflict:
         db.session.rollback()
