@@ -419,7 +419,10 @@ def _answer_fields(answer: object) -> dict | None:
 
 
 def result_of(job: Job) -> dict[str, Any] | None:
-    """The job's outputs: OCR text, invoice fields, summary, translation, with their token counts."""
+    """The job's outputs: OCR text, invoice fields, summary, translation, with their token counts;
+    None once its content was erased (app.gdpr)."""
+    if job.content_erased_at is not None:
+        return None
     out: dict[str, Any] = {}
     model_fields = None
     for step in job.steps:
@@ -478,7 +481,7 @@ def describe(job: Job, *, full: bool = True, with_result: bool = True) -> dict[s
     if full:
         body["steps"] = [describe_step(step) for step in job.steps]
         if with_result:
-            body["result"] = None if job.content_erased_at is not None else result_of(job)
+            body["result"] = result_of(job)
         body["cost"] = settlement.job_cost(job)
         body["co2_grams"] = footprints.job_co2_grams(job.id)
     return body

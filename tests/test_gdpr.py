@@ -229,6 +229,34 @@ def test_the_schedule_runs_the_erasure_on_the_coordinator_queue(flask_app):
     assert isinstance(celery.tasks[cc.TASK_ERASE_EXPIRED].apply().get(), int)
 
 
+def test_a_result_s_metadata_keeps_no_text_wherever_a_node_put_it():
+    from workers.protocol.content import metadata
+
+    text = "Jeanne Membre, rue de la Loi 16, owes 1,234.00 EUR to the co-owners. " * 3
+    result = {
+        "text": text,
+        "summary": text,
+        "pages": 2,
+        "characters": 420,
+        "languages": "fra+eng",
+        "kind": text,  # a node may put text under a metadata key…
+        "engine": {"name": "tesseract", "version": "5.3.0", "note": text, "text": "short"},
+        "page_readings": [{"page": 1, "method": "ocr", "confidence": 91.5, "words": [text]}],
+        "my_notes": "short",  # … or under a key of its own
+    }
+    kept = metadata(result)
+    assert text[:20] not in json.dumps(kept) and "short" not in json.dumps(kept)
+    assert kept == {
+        "pages": 2,
+        "characters": 420,
+        "languages": "fra+eng",
+        "kind": None,
+        "engine": {"name": "tesseract", "version": "5.3.0", "note": None},
+        "page_readings": [{"page": 1, "method": "ocr", "confidence": 91.5, "words": None}],
+    }
+    assert metadata("a bare text") is None and metadata(None) is None
+
+
 # --- erasure and export on request -----------------------------------------------------------
 
 
