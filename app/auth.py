@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
 from flask import g, request
 from sqlalchemy import select
 
-from app.errors import AuthRequired, InsufficientScope, InvalidToken
+from app.errors import AuthRequired, InsufficientScope, InvalidToken, TokenExpired
 from app.extensions import db
 from app.models import ApiToken, utcnow
 
@@ -27,8 +27,43 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(name: str, owner: str, scopes: list[str]) -> tuple[ApiToken, str]:
-    """A new token row (added to the session, not committed) and the token, shown once."""
+def aware(moment: datetime | None) -> datetime | None:
+    """A stored time with its zone (UTC when the database gave none)."""
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def expired(row: ApiToken, now: datetime | None = None) -> bool:
+    return row.expires_at is not None and aware(row.expires_at) <= (now or utcnow())
+
+
+def state(row: ApiToken, now: datetime | None = None) -> str:
+    """``revoked``, ``expired`` or ``active``."""
+    if row.revoked_at is not None:
+        return "revoked"
+    return "expired" if expired(row, now) else "active"
+
+
+def bearer() -> str | None:
+    """The token the request's ``Authorization: Bearer`` header carries, if it carries one."""
+    kind, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if kind.lower() == "bearer" and token else None
+
+
+def token_row(token: str) -> ApiToken | None:
+    """The row of ``token`` (unknown: None), looked up once per request: the rate limits ask
+    before the route does (app.api.limits)."""
+    found = g.setdefault("api_token_rows", {})
+    if token not in found:
+        found[token] = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    return found[token]
+
+
+def create_token(
+    name: str, owner: str, scopes: list[str], expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    """A new token row (added to the session, not committed) and the token, shown once; it
+    stops working at ``expires_at`` if given."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
         raise ValueError(
@@ -41,6 +76,7 @@ def create_token(name: str, owner: str, scopes: list[str]) -> tuple[ApiToken, st
         token_hash=hash_token(token),
         prefix=token[:10],
         scopes=" ".join(sorted(set(scopes))),
+        expires_at=expires_at,
     )
     db.session.add(row)
     return row, token
@@ -62,20 +98,21 @@ def require(scope: str | None) -> Callable:
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            header = request.headers.get("Authorization", "")
-            if not header:
+            if not request.headers.get("Authorization", ""):
                 raise AuthRequired("Send your API token: Authorization: Bearer <token>.")
-            kind, _, token = header.partition(" ")
-            if kind.lower() != "bearer" or not token.strip():
+            token = bearer()
+            if token is None:
                 raise InvalidToken("Use the form Authorization: Bearer <token>.")
-            row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip())))
+            row = token_row(token)
             if row is None or row.revoked_at is not None:
                 raise InvalidToken("This API token is unknown or revoked.")
+            now = utcnow()
+            if expired(row, now):
+                raise TokenExpired(f"This API token expired at {aware(row.expires_at).isoformat()}.")
             if scope is not None and scope not in row.scope_set and "admin" not in row.scope_set:
                 raise InsufficientScope(f"This token lacks the {scope!r} scope.")
-            now = utcnow()
-            last = row.last_used_at
-            if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=UTC))) > USE_RESOLUTION:
+            last = aware(row.last_used_at)
+            if last is None or now - last > USE_RESOLUTION:
                 row.last_used_at = now  # at most one write a minute per token
             g.api_token = row
             return view(*args, **kwargs)

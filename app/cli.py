@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import jobs
-from app.auth import SCOPES, create_token, revoke
+from app.auth import SCOPES, aware, create_token, revoke, state
 from app.extensions import db
 from app.models import ApiToken, Job, JobState, LedgerEntry, utcnow
 
@@ -36,19 +37,42 @@ rates_group = AppGroup("rates", help="€ per compute hour per capability, with 
     default=("jobs:read", "jobs:write"),
     show_default=True,
 )
-def tokens_create(owner: str, name: str, scopes: tuple[str, ...]) -> None:
+@click.option(
+    "--expires-in-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="The token stops working after this many days (default: never; revoke it instead).",
+)
+def tokens_create(owner: str, name: str, scopes: tuple[str, ...], expires_in_days: float | None) -> None:
     """Create a token; it is shown once, only its hash is kept."""
-    row, token = create_token(name, owner, list(scopes))
+    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
+    row, token = create_token(name, owner, list(scopes), expires_at=expires_at)
     db.session.commit()
-    click.echo(f"token {row.id} for {owner} ({row.scopes}); shown once, keep it:")
+    until = f", expires {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
+    click.echo(f"token {row.id} for {owner} ({row.scopes}{until}); shown once, keep it:")
     click.echo(token)
 
 
+def _when(moment) -> str:
+    return f"{aware(moment):%Y-%m-%d %H:%M}" if moment is not None else "-"
+
+
 @tokens.command("list")
-def tokens_list() -> None:
-    for row in db.session.scalars(select(ApiToken).order_by(ApiToken.id)):
-        state = "revoked" if row.revoked_at else "active"
-        click.echo(f"{row.id:>4}  {row.prefix}…  {row.owner:<30} {row.name:<16} {row.scopes:<30} {state}")
+@click.option("--owner", default=None, help="Only this owner's tokens (an email).")
+def tokens_list(owner: str | None) -> None:
+    """Tokens, oldest first: id, prefix, owner, name, scopes, state, last used, expiry (UTC)."""
+    query = select(ApiToken).order_by(ApiToken.id)
+    if owner:
+        query = query.where(func.lower(ApiToken.owner) == owner.strip().lower())
+    click.echo(
+        f"{'id':>4}  {'prefix':<11}  {'owner':<30} {'name':<16} {'scopes':<30} {'state':<8} "
+        f"{'last used':<16}  expires"
+    )
+    for row in db.session.scalars(query):
+        click.echo(
+            f"{row.id:>4}  {row.prefix}…  {row.owner:<30} {row.name:<16} {row.scopes:<30} {state(row):<8} "
+            f"{_when(row.last_used_at):<16}  {_when(row.expires_at)}"
+        )
 
 
 @tokens.command("revoke")

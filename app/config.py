@@ -122,6 +122,29 @@ class Defaults:
     #: escape the per-address sign-in limit. Behind a proxy, leave it at 0 and every client
     #: shares the proxy's address (and its limit).
     TRUSTED_PROXIES = 0
+    # Limits on the JSON API (app.api.limits; Flask-Limiter's syntax, counted in the broker's Redis
+    # so that every API process shares them; a request over one is 429 ``rate_limited`` with
+    # ``Retry-After``). A bearer token's requests count for that token, whoever sends them.
+    #: Requests that change something (POST: a submission, a cancellation, a node enrolled, a
+    #: token made or revoked) per token.
+    API_SUBMIT_LIMIT = "60 per minute"
+    #: Reads (GET: a job's state, lists; an event stream counts once, when it opens) per token.
+    API_READ_LIMIT = "600 per minute"
+    #: Every request to the API from one client address, whatever token it carries (all the
+    #: clients behind one address share it: see TRUSTED_PROXIES).
+    API_ADDRESS_LIMIT = "1200 per minute"
+    #: Answers 401 (a missing, unknown, revoked or expired token) one address may get; past
+    #: it, every request from that address without a live token is 429 until the window ends:
+    #: a client cycling made-up tokens is stopped by its address, its neighbours are not.
+    API_AUTH_FAILURE_LIMIT = "30 per minute"
+    #: Volunteers' workers on ``/api/v1/work`` (inputs, progress; signed by their node), per
+    #: address, apart from the clients' limits: a client's flood never starves the workers.
+    API_WORK_LIMIT = "3000 per minute"
+    #: Tokens an owner may hold at once (neither revoked nor expired) to make another through
+    #: ``POST /api/v1/tokens``: tokens made there do not multiply a client's limits without end.
+    TOKENS_PER_OWNER = 20
+    #: The longest life, in days, of a token made with an expiry.
+    TOKEN_MAX_DAYS = 3650
     # The web pages' languages (app.web.i18n, Flask-Babel): French first, for the cooperative.
     #: Languages the pages are written in; the first is the default when the browser asks for
     #: none of them.

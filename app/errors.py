@@ -38,6 +38,13 @@ BROKER_UNAVAILABLE = "broker_unavailable"
 DATABASE_UNAVAILABLE = "database_unavailable"
 INTERNAL_ERROR = "internal_error"
 INVALID_PERIOD = "invalid_period"
+#: Over one of the API's limits (app.api.limits): 429 with ``Retry-After``.
+RATE_LIMITED = "rate_limited"
+#: A token past its ``expires_at``: 401, apart from ``invalid_token`` so a client knows to get
+#: a new one rather than check what it sent.
+TOKEN_EXPIRED = "token_expired"
+#: ``POST /api/v1/tokens`` by an owner already holding GRID_TOKENS_PER_OWNER live tokens.
+TOO_MANY_TOKENS = "too_many_tokens"
 #: A job whose content was erased (retention or a request, app.gdpr): its result is gone for good.
 CONTENT_ERASED = "content_erased"
 
@@ -90,6 +97,10 @@ class AuthRequired(ApiError):
 
 class InvalidToken(ApiError):
     status, code = 401, "invalid_token"
+
+
+class TokenExpired(ApiError):
+    status, code = 401, TOKEN_EXPIRED
 
 
 class InsufficientScope(ApiError):

@@ -91,6 +91,8 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: None: the token works until revoked; else it is refused (``token_expired``) from then on.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def scope_set(self) -> frozenset[str]:

@@ -60,6 +60,13 @@ def pytest_configure(config: pytest.Config) -> None:
             # results are taken as they come there. Checking results by replicas is tested on
             # grids of several nodes and owners (tests/test_validation.py, the demo).
             "GRID_VALIDATION": "false",
+            # Every test speaks from 127.0.0.1, many with one token, polling jobs: the API's limits
+            # are far above what the suite sends. tests/test_api_limits_and_tokens.py sets small ones.
+            "GRID_API_SUBMIT_LIMIT": "100000 per minute",
+            "GRID_API_READ_LIMIT": "100000 per minute",
+            "GRID_API_ADDRESS_LIMIT": "100000 per minute",
+            "GRID_API_AUTH_FAILURE_LIMIT": "100000 per minute",
+            "GRID_API_WORK_LIMIT": "100000 per minute",
         }
     )
     upgrade = manage("db", "upgrade")

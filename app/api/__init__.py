@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Flask
 
-from app.api import admin, catalog, jobs, ledger, nodes, stats, work
+from app.api import admin, catalog, jobs, ledger, limits, nodes, stats, tokens, work
 from app.extensions import csrf
 
 
@@ -14,7 +14,9 @@ def register(app: Flask) -> None:
     api.register_blueprint(ledger.bp)
     api.register_blueprint(nodes.bp)
     api.register_blueprint(stats.bp)
+    api.register_blueprint(tokens.bp)
     api.register_blueprint(work.bp)
+    limits.register(api, work.bp)  # per token and per address; the workers' routes apart
     app.register_blueprint(api)
     # Clients authenticate with bearer tokens, never cookies: no CSRF token to ask for. Flask-WTF
     # looks up the blueprint of the request's endpoint, a nested one ("api.jobs") included, so

@@ -11,6 +11,7 @@ from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 
 from app import accounts, broker_acl, nodes
+from app.api.limits import seconds_to_wait
 from app.extensions import csrf, limiter, login_manager
 from app.web import dashboard as _dashboard  # noqa: F401  (routes on bp)
 from app.web import i18n, layout
@@ -35,9 +36,15 @@ def register(app: Flask) -> None:
         app.config[f"{cookie}_SAMESITE"] = "Lax"
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(app.config["SESSION_HOURS"]))
     # The counts live in the broker's Redis (any URL form it takes, redis+socket:// included).
+    # Without retries and within a second: while the broker is away, each process counts in
+    # its own memory (checking now and then whether Redis is back) rather than refuse or slow
+    # the requests that need only PostgreSQL.
     app.config["RATELIMIT_STORAGE_URI"] = "redis://"
-    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": broker_acl.client().connection_pool}
-    app.config["RATELIMIT_HEADERS_ENABLED"] = True  # Retry-After on a 429
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": broker_acl.quick_client(1).connection_pool}
+    app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
+    # Off: Flask-Limiter would write its Retry-After on every answer (a 503's included, its
+    # own seconds replaced by the window's); the 429 handlers below and app.api.limits set it.
+    app.config["RATELIMIT_HEADERS_ENABLED"] = False
 
     i18n.register(app)
     layout.register(app)
@@ -56,5 +63,5 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def too_many(exc: RateLimitExceeded):
-        # Flask-Limiter adds Retry-After to this answer (RATELIMIT_HEADERS_ENABLED).
-        return render_template("refused.html", reason="rate_limited"), 429
+        page = render_template("refused.html", reason="rate_limited")
+        return page, 429, {"Retry-After": str(seconds_to_wait())}

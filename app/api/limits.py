@@ -1,0 +1,109 @@
+"""Rate limits on the JSON API (Flask-Limiter, counted in the broker's Redis: every process of
+the API, on every coordinator, shares the counts).
+
+- ``API_SUBMIT_LIMIT``: requests that change something (POST) per token;
+- ``API_READ_LIMIT``: reads (GET, HEAD) per token (an event stream counts once, when it opens);
+- ``API_ADDRESS_LIMIT``: every request per client address, whatever token it carries;
+- ``API_AUTH_FAILURE_LIMIT``: 401 answers per client address; past it the address gets 429 for
+  the rest of the window, so a client cycling made-up tokens (each its own per-token count) is
+  stopped by its address; requests with a live token are not held back by it;
+- ``API_WORK_LIMIT``: the volunteers' workers on ``/api/v1/work`` (signed by their node, no
+  token), per address, apart from every limit above: a client's flood never starves them.
+
+A token is counted by a prefix of its SHA-256 (the hash the database keeps), never by the token
+itself. ``/healthz``, ``/readyz``, ``/metrics`` and the web pages are not under these limits. A
+request over a limit is 429 ``rate_limited`` with ``Retry-After`` (seconds), as JSON.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, g
+from flask_limiter import RateLimitExceeded
+from flask_limiter.util import get_remote_address
+
+from app.auth import bearer, hash_token, state, token_row
+from app.errors import RATE_LIMITED, ApiError, answer
+from app.extensions import db, limiter
+
+WRITES = ["POST", "PUT", "PATCH", "DELETE"]
+READS = ["GET", "HEAD"]
+
+
+def address_key() -> str:
+    return f"address:{get_remote_address()}"
+
+
+def token_key() -> str:
+    """The token's count (by its hash's first 16 hex digits); a request without one is counted
+    by its address."""
+    token = bearer()
+    return f"token:{hash_token(token)[:16]}" if token else address_key()
+
+
+def _setting(name: str):
+    def limit() -> str:
+        return current_app.config[name]
+
+    limit.__name__ = name.lower()
+    return limit
+
+
+submit_limit = _setting("API_SUBMIT_LIMIT")
+read_limit = _setting("API_READ_LIMIT")
+address_limit = _setting("API_ADDRESS_LIMIT")
+auth_failure_limit = _setting("API_AUTH_FAILURE_LIMIT")
+work_limit = _setting("API_WORK_LIMIT")
+
+
+def refused_authentication(response) -> bool:
+    return response.status_code == 401
+
+
+def carries_live_token() -> bool:
+    """True when the request's token is known, neither revoked nor expired: its holder is not
+    held back by the failures of others at the same address (a shared proxy, an office). Any
+    fault reading it (the database away) counts as no token, and the route then answers it."""
+    token = bearer()
+    if token is None:
+        return False
+    try:
+        row = token_row(token)
+    except Exception:  # noqa: BLE001  the route meets the same fault and answers it (503)
+        db.session.rollback()
+        g.pop("api_token_rows", None)
+        return False
+    return row is not None and state(row) == "active"
+
+
+def seconds_to_wait() -> int:
+    """Seconds until the window of the limit the request broke ends (``Retry-After``)."""
+    current = limiter.current_limit
+    return max(1, int(current.reset_at - time.time())) if current is not None else 60
+
+
+def too_many(exc: RateLimitExceeded):
+    """429 ``rate_limited`` as JSON, ``Retry-After`` the seconds until the window ends."""
+    wait = seconds_to_wait()
+    message = f"Too many requests ({exc.description}); try again in {wait} s."
+    return answer(ApiError(message, code=RATE_LIMITED, status=429, retry_after=wait))
+
+
+def register(api: Blueprint, work: Blueprint) -> None:
+    """Every route of ``api`` (and its nested blueprints) under the clients' limits, except
+    ``work``'s, which has its own: a limit on a nested blueprint replaces its parents'."""
+    limiter.shared_limit(submit_limit, "api-submit", key_func=token_key, methods=WRITES)(api)
+    limiter.shared_limit(read_limit, "api-read", key_func=token_key, methods=READS)(api)
+    limiter.shared_limit(address_limit, "api-address", key_func=address_key)(api)
+    limiter.shared_limit(
+        auth_failure_limit,
+        "api-auth-failures",
+        key_func=address_key,
+        deduct_when=refused_authentication,
+        exempt_when=carries_live_token,
+    )(api)
+    limiter.shared_limit(work_limit, "api-work", key_func=address_key)(work)
+    # Raised in the limiter's before_request: the handler of the request's blueprint answers,
+    # before the web pages' HTML one (app.web).
+    api.register_error_handler(RateLimitExceeded, too_many)
