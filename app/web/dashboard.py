@@ -67,7 +67,7 @@ def _percent(value: float | Decimal | int) -> str:
     return format_percent(float(value) / 100, format="#,##0.##%")
 
 
-def _recent_periods(count: int) -> list[str]:
+def recent_periods(count: int) -> list[str]:
     """The last ``count`` settlement periods, oldest first, the current one last."""
     year, month = periods.parse(periods.of(utcnow()))
     months = []
@@ -174,7 +174,7 @@ def _dashboard(status: int = 200, **context: Any):
                 "chart": _uptime_chart(node, by_day.get(node.id, [])),
             }
         )
-    months = settlement.earnings(member, _recent_periods(MONTHS_SHOWN))
+    months = settlement.earnings(member, recent_periods(MONTHS_SHOWN))
     this_month = months[-1]["granted_ms"]
     all_time = settlement.granted_ms_by_capability([node.id for node in own])
     capabilities = sorted({*celeryconfig.VOLUNTEER_QUEUES, *this_month, *all_time})

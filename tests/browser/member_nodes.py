@@ -78,13 +78,15 @@ def _earning_nodes(email: str) -> tuple[str, ...]:
     from tests.test_settlement import _entry
 
     names = (new_node(email), new_node(email))
-    current = periods.of(utcnow())
     with _app().app_context():
+        closed = periods.closed()  # a settled month takes no more entries (the ledger refuses them)
+        current = periods.open_period_for(utcnow(), closed)
         for index, name in enumerate(names):
             node = db.session.scalar(select(Node).where(Node.name == name))
             _entry(node, current, "ocr", 5_400_000, "0.60")
             _entry(node, current, "llm", 1_800_000, "1.20", held=index == 1)  # awaits validation
-            _entry(node, _previous(current), "ocr", 7_200_000, "0.60")
+            if _previous(current) not in closed:
+                _entry(node, _previous(current), "ocr", 7_200_000, "0.60")
         db.session.commit()
     return names
 
