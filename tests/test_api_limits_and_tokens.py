@@ -367,3 +367,37 @@ def test_the_cli_makes_tokens_that_expire_lists_them_by_owner_and_revokes_them()
     assert "revoked" in manage("tokens", "revoke", str(token_id))
     assert " revoked " in manage("tokens", "list", "--owner", owner).splitlines()[-1]
     assert runner.invoke(args=["tokens", "create", "--owner", owner, "--expires-in-days", "0"]).exit_code != 0
+
+
+def test_the_tokens_page_makes_a_token_that_expires_and_says_when():
+    import re
+
+    from app import accounts
+    from app.extensions import db
+    from tests.web import PASSWORD, accept, csrf
+
+    app = _app()
+    email = _owner()
+    with app.app_context():
+        _, invitation = accounts.invite(email)
+        db.session.commit()
+    browser = _client(app)
+    assert accept(browser, f"/invite/{invitation}", PASSWORD).status_code == 303
+
+    def create(days: str):
+        page = browser.get("/account/tokens?lang=en")
+        form = {"csrf_token": csrf(page), "name": "cron", "scope": ["jobs:read"], "expires_in_days": days}
+        return browser.post("/account/tokens", data=form)
+
+    for wrong in ("0", "-1", "2.5", "x", "3651"):
+        refused = create(wrong)
+        assert refused.status_code == 400 and "whole number from 1 to 3650" in refused.get_data(as_text=True)
+    made = create("2")
+    assert made.status_code == 201, made.get_data(as_text=True)
+    token = re.search(r'value="(kgg_[^"]+)"', made.get_data(as_text=True)).group(1)
+    listed = _client(app).get("/api/v1/tokens", headers=_bearer(token)).get_json()["items"]
+    expires = datetime.fromisoformat(listed[0]["expires_at"])
+    assert timedelta(days=2) - timedelta(minutes=1) < expires - datetime.now(UTC) <= timedelta(days=2)
+    assert create("").status_code == 201  # no expiry
+    page = browser.get("/account/tokens").get_data(as_text=True)
+    assert "Expires" in page and "never" in page

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
 from app import accounts
-from app.auth import SCOPES, create_token, revoke
+from app.auth import SCOPES, create_token, expired, revoke
 from app.extensions import db, limiter
-from app.models import ApiToken
+from app.models import ApiToken, utcnow
 
 bp = Blueprint("web", __name__)
 
@@ -107,7 +109,22 @@ def _tokens_page(status: int = 200, **context):
     rows = db.session.scalars(
         select(ApiToken).where(ApiToken.owner == current_user.email).order_by(ApiToken.id.desc())
     ).all()
-    return render_template("tokens.html", tokens=rows, scopes=_scopes_offered(), **context), status
+    return (
+        render_template("tokens.html", tokens=rows, scopes=_scopes_offered(), expired=expired, **context),
+        status,
+    )
+
+
+def _expiry(raw: str) -> datetime | None | bool:
+    """The expiry asked for on the form (empty: none), or False when it is not a whole number
+    of days within TOKEN_MAX_DAYS."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    longest = int(current_app.config["TOKEN_MAX_DAYS"])
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6 and 1 <= int(raw) <= longest):
+        return False
+    return utcnow() + timedelta(days=int(raw))
 
 
 @bp.get("/account/tokens")
@@ -126,7 +143,10 @@ def create():
         return _tokens_page(400, error="token_name")
     if not scopes or not set(scopes) <= set(_scopes_offered()):
         return _tokens_page(400, error="token_scopes")
-    row, token = create_token(name, current_user.email, scopes)
+    expires_at = _expiry(request.form.get("expires_in_days", ""))
+    if expires_at is False:
+        return _tokens_page(400, error="token_expiry")
+    row, token = create_token(name, current_user.email, scopes, expires_at=expires_at)
     db.session.commit()
     return _tokens_page(201, created=row, token=token)
 
