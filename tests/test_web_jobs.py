@@ -381,3 +381,21 @@ def test_one_s_jobs_are_listed_newest_first_filtered_and_paged(web_app):
     assert done.status_code == 303 and done.headers["Location"] == "/jobs?kind=summarise"
     with web_app.app_context():
         assert db.session.get(Job, newest).state == "cancelled"
+
+
+def test_an_erased_job_s_page_says_so_and_its_texts_are_gone(web_app, member):
+    from app import gdpr
+    from app.extensions import db
+    from app.models import Job
+
+    job_id = _job_id(_send(member, {"action": "summarise", "text": SHORT, "language": "fr", "max_words": "20"}))
+    assert _wait(member, job_id)["state"] == "succeeded"
+    assert member.get(f"/jobs/{job_id}/summary.txt").status_code == 200
+    with web_app.app_context():
+        assert gdpr.erase_job_content(db.session.get(Job, job_id))
+        db.session.commit()
+
+    page = member.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert 'id="content-erased"' in page and 'id="result-summary"' not in page
+    gone = member.get(f"/jobs/{job_id}/summary.txt")
+    assert gone.status_code == 410 and "effacé" in gone.get_data(as_text=True)

@@ -357,6 +357,8 @@ def _attachment(body: str, filename: str, mimetype: str) -> Response:
 def download_text(job_id: str, part: str):
     """One text of the job's result (its summary, translation or text read) as a .txt file."""
     found = _visible(job_id)
+    if found.content_erased_at is not None:
+        abort(make_response(render_template("refused.html", reason="erased"), 410))
     text = (jobs.result_of(found) or {}).get(part)
     if not isinstance(text, str):
         abort(make_response(render_template("refused.html", reason="job"), 404))
