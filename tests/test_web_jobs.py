@@ -388,7 +388,9 @@ def test_an_erased_job_s_page_says_so_and_its_texts_are_gone(web_app, member):
     from app.extensions import db
     from app.models import Job
 
-    job_id = _job_id(_send(member, {"action": "summarise", "text": SHORT, "language": "fr", "max_words": "20"}))
+    job_id = _job_id(
+        _send(member, {"action": "summarise", "text": SHORT, "language": "fr", "max_words": "20"})
+    )
     assert _wait(member, job_id)["state"] == "succeeded"
     assert member.get(f"/jobs/{job_id}/summary.txt").status_code == 200
     with web_app.app_context():
