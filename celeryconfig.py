@@ -51,6 +51,8 @@ TASK_LEDGER_STOPPING = "grid.ledger.stopping"
 TASK_LEDGER_SETTLE_DUE = "grid.ledger.settle_due"
 TASK_SWEEP_STALLED = "grid.coordinator.sweep_stalled"
 TASK_ERASE_EXPIRED = "grid.coordinator.erase_expired"
+#: One attempt at delivering a job's event to its callback URL (app.webhooks).
+TASK_WEBHOOK = "grid.coordinator.webhook"
 
 #: Which capability (and so queue) each volunteer task needs.
 CAPABILITY_OF_TASK = {

@@ -35,7 +35,9 @@ def celery_init_app(app: Flask) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
-    celery = CoordinatorCelery(app.name, task_cls=FlaskTask, include=["app.ledger.tasks"])
+    celery = CoordinatorCelery(
+        app.name, task_cls=FlaskTask, include=["app.ledger.tasks", "app.webhook_delivery"]
+    )
     celery.config_from_object(celeryconfig)
     celery.set_default()
     celery.flask_app = app  # for the ledger worker's batch consumer

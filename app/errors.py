@@ -47,6 +47,9 @@ TOKEN_EXPIRED = "token_expired"
 TOO_MANY_TOKENS = "too_many_tokens"
 #: A job whose content was erased (retention or a request, app.gdpr): its result is gone for good.
 CONTENT_ERASED = "content_erased"
+#: A job's ``callback_url`` that may not be called (not https, a private or loopback address, no
+#: URL at all, …): 422 (app.webhooks).
+CALLBACK_URL_REFUSED = "callback_url_refused"
 
 
 class ApiError(Exception):

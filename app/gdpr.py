@@ -93,6 +93,7 @@ def erase_job_content(job: Job, now: datetime | None = None) -> bool:
             row.result = content.metadata(row.result)
     job.params = _params_metadata(job.params)
     job.input_name = None
+    job.callback_url = None  # the member's address: no event is delivered any more
     job.content_erased_at = now or utcnow()
     _forget_in_redis([row.task_id for row in rows])
     return True

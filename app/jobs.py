@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
 import celeryconfig as cc
-from app import footprints, lifecycle, progress
+from app import footprints, lifecycle, progress, webhooks
 from app.errors import Conflict, InvalidParameter, Unavailable
 from app.extensions import db
 from app.ledger import settlement
@@ -198,9 +198,24 @@ def submit(
     owner: str,
     token: ApiToken | None = None,
 ) -> Job:
-    """Validate, record and dispatch a job; returns it queued (or failed if the broker is down)."""
+    """Validate, record and dispatch a job; returns it queued (or failed if the broker is down).
+    ``params["callback_url"]``: where its events are POSTed, signed with the token's webhook
+    secret (app.webhooks): a job submitted without a token takes none."""
+    callback_url = params.get("callback_url")
+    if callback_url in (None, ""):
+        callback_url = None
+    elif token is None:
+        raise webhooks.CallbackRefused("callback_url refused: only a job submitted with a token has one.")
+    else:
+        webhooks.check_url(callback_url)
     clean, steps, job_input = plan(kind, params, document)
-    job = Job(kind=kind, owner=owner, token_id=token.id if token else None, params=clean)
+    job = Job(
+        kind=kind,
+        owner=owner,
+        token_id=token.id if token else None,
+        params=clean,
+        callback_url=callback_url,
+    )
     if document is not None:
         job.input_name = _display_name(document.filename)
         job.input_type = documents.MEDIA_TYPES.get(clean.get("document_type", ""), None)
@@ -478,6 +493,8 @@ def describe(job: Job, *, full: bool = True, with_result: bool = True) -> dict[s
         }
     if job.content_erased_at is not None:  # by retention or on request (app.gdpr)
         body["content_erased"] = True
+    if job.callback_url:
+        body["callback_url"] = job.callback_url
     if full:
         body["steps"] = [describe_step(step) for step in job.steps]
         if with_result:

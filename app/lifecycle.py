@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import delete, event
 from sqlalchemy.orm import Session
 
+from app import webhooks
 from app.extensions import db
 from app.models import Job, JobInput, JobState, JobStep, StepState, utcnow
 
@@ -47,6 +48,7 @@ def step_started(step: JobStep, worker: str, attempt: int, at: datetime, node_id
     if job.state == JobState.QUEUED:
         job.state = JobState.RUNNING
         job.started_at = at
+        webhooks.job_changed(job)
 
 
 def step_succeeded(
@@ -71,6 +73,7 @@ def step_succeeded(
         succeed_job(job, step.finished_at)
     elif job.state == JobState.QUEUED:
         job.state = JobState.RUNNING
+        webhooks.job_changed(job)
     return send
 
 
@@ -121,6 +124,7 @@ def succeed_job(job: Job, at: datetime) -> None:
     job.state = JobState.SUCCEEDED
     job.finished_at = at
     _forget_input(job)
+    webhooks.job_changed(job)
 
 
 _TO_FORGET = "grid_inputs_to_forget"
@@ -158,6 +162,7 @@ def fail_job(job: Job, code: str, message: str) -> None:
             if row.state not in StepState.FINAL:
                 row.state = StepState.SKIPPED
     _forget_input(job)
+    webhooks.job_changed(job)
 
 
 def cancel_job(job: Job) -> list[JobStep]:
@@ -172,4 +177,5 @@ def cancel_job(job: Job) -> list[JobStep]:
     for step in pending:
         step.state = StepState.CANCELLED
     _forget_input(job)
+    webhooks.job_changed(job)
     return pending

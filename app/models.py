@@ -93,6 +93,9 @@ class ApiToken(db.Model):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     #: None: the token works until revoked; else it is refused (``token_expired``) from then on.
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The webhook signing secret is derived from the coordinator's key, the token's id and this
+    #: (app.webhooks.secret): rotating it counts one on; nothing secret is stored.
+    webhook_secret_generation: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     @property
     def scope_set(self) -> frozenset[str]:
@@ -128,6 +131,8 @@ class Job(db.Model):
     #: When its content (input, texts of its results, the file's name) was erased, by retention
     #: or on request (app.gdpr); its metadata, timings and cost stay.
     content_erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Where the job's events are POSTed, signed (app.webhooks); checked at submission.
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
 
     #: The job's steps, in order; replicas of a step (``JobStep.replica_of_id``) are not among
     #: them but under their step's ``replicas``.
@@ -544,3 +549,24 @@ class JobLatencyTally(db.Model):
     le: Mapped[float] = mapped_column(Float(precision=53))
     jobs: Mapped[int] = mapped_column(BigInteger)
     seconds: Mapped[float] = mapped_column(Float(precision=53))
+
+
+class WebhookDelivery(db.Model):
+    """One attempt at delivering a job's event to its ``callback_url`` (app.webhooks): never the
+    secret, never the body."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    delivery_id: Mapped[str] = mapped_column(String(36))
+    event: Mapped[str] = mapped_column(String(32))
+    sequence: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    #: ``delivered``, ``retrying``, ``failed`` (an answer retrying cannot mend), ``gave_up``
+    #: (WEBHOOK_RETRY_SECONDS passed) or ``skipped`` (no callback or live token any more).
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(200))
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

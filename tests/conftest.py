@@ -67,6 +67,13 @@ def pytest_configure(config: pytest.Config) -> None:
             "GRID_API_ADDRESS_LIMIT": "100000 per minute",
             "GRID_API_AUTH_FAILURE_LIMIT": "100000 per minute",
             "GRID_API_WORK_LIMIT": "100000 per minute",
+            # Webhooks to the tests' receivers on http://127.0.0.1 (refused in production), retried
+            # for seconds, not an hour. tests/test_webhooks.py checks the production defaults too.
+            "GRID_WEBHOOK_ALLOW_HTTP": "true",
+            "GRID_WEBHOOK_ALLOW_PRIVATE": "true",
+            "GRID_WEBHOOK_RETRY_SECONDS": "6",
+            "GRID_WEBHOOK_RETRY_BASE_SECONDS": "0.3",
+            "GRID_WEBHOOK_TIMEOUT_SECONDS": "2",
         }
     )
     upgrade = manage("db", "upgrade")

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, current_app, url_for
 from sqlalchemy import func, or_, select
 
+from app import webhooks
 from app.api import params
 from app.auth import SCOPES, aware, create_token, current_token, require, revoke, state
 from app.errors import TOO_MANY_TOKENS, ApiError, InsufficientScope, InvalidParameter, NotFound
@@ -145,7 +146,8 @@ def create():
     row, token = create_token(name.strip(), owner, scopes, expires_at=expires_at)
     db.session.commit()
     return (
-        {"token": token, **describe(row)},
+        # The webhook signing secret too, shown here and by the rotation route only (app.webhooks).
+        {"token": token, "webhook_secret": webhooks.secret(row), **describe(row)},
         201,
         {"Location": url_for("api.tokens.index"), "Cache-Control": "no-store"},
     )
@@ -162,3 +164,18 @@ def revoke_token(token_id: int):
     revoke(row)
     db.session.commit()
     return describe(row)
+
+
+@bp.post("/<int:token_id>/webhook-secret")
+@require(None)
+def rotate_webhook_secret(token_id: int):
+    """A new webhook signing secret for a live token of the caller's (never anyone else's, an
+    admin's call included: the secret is its owner's), shown this once; the one before stops
+    signing at once (app.webhooks)."""
+    stored_id = params.integer_id(token_id)
+    row = db.session.get(ApiToken, stored_id) if stored_id else None
+    if row is None or row.owner != current_token().owner or state(row) != "active":
+        raise NotFound(f"No live token {token_id} among yours.")
+    secret = webhooks.rotate(row)
+    db.session.commit()
+    return {"id": row.id, "webhook_secret": secret}, 200, {"Cache-Control": "no-store"}
