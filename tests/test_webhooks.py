@@ -326,3 +326,30 @@ def test_the_address_is_checked_again_at_delivery(receiver_factory):
         assert "private, loopback" in log[0]["error"]
     time.sleep(0.5)
     assert receiver.received == []
+
+
+@pytest.mark.parametrize("fresh_grid", [7], indirect=True)  # a Redis database no other test uses
+def test_a_cancelled_job_sends_its_end_from_the_api_process(fresh_grid, make_token, receiver_factory):
+    """No volunteer here: the job stays queued until its member cancels it through the API, whose
+    process then sends the event (job.cancelled, sequence 2; it never ran)."""
+    fresh_grid.ledger_worker()
+    fresh_grid.api()
+    receiver = receiver_factory()
+    member, _, _, secret = _new_token(Client(fresh_grid.api_url, make_token("canceller@koprogo.test")))
+    job = member.submit_text("translate", text=TEXT, target="en", callback_url=receiver.url)
+    assert job["state"] == "queued"
+    cancelled = member.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
+    wait_for(lambda: receiver.received, 30, "the cancellation's delivery")
+    body = _verified(receiver.received[0], secret)
+    assert (body["event"], body["sequence"], body["state"], body["result_url"]) == (
+        "job.cancelled",
+        2,
+        "cancelled",
+        None,
+    )
+    assert body["job"]["error"]["code"] == "cancelled"
+    log = _log(member, job["id"], lambda log: log)
+    assert [(e["event"], e["outcome"]) for e in log] == [("job.cancelled", "delivered")]
+    time.sleep(1)
+    assert len(receiver.received) == 1
