@@ -45,11 +45,11 @@ RATE_LIMITED = "rate_limited"
 TOKEN_EXPIRED = "token_expired"
 #: ``POST /api/v1/tokens`` by an owner already holding GRID_TOKENS_PER_OWNER live tokens.
 TOO_MANY_TOKENS = "too_many_tokens"
+#: One more open event stream than GRID_EVENTS_STREAMS_PER_CLIENT (a client's) or
+#: GRID_EVENTS_STREAMS_PER_PROCESS (the API process's): 429; poll the job instead (app.job_events).
+TOO_MANY_STREAMS = "too_many_streams"
 #: A job whose content was erased (retention or a request, app.gdpr): its result is gone for good.
 CONTENT_ERASED = "content_erased"
-#: A job's ``callback_url`` that may not be called (not https, a private or loopback address, no
-#: URL at all, …): 422 (app.webhooks).
-CALLBACK_URL_REFUSED = "callback_url_refused"
 
 
 class ApiError(Exception):
@@ -116,6 +116,10 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status, code = 409, "conflict"
+
+
+class TooManyStreams(ApiError):
+    status, code = 429, TOO_MANY_STREAMS
 
 
 class ContentErased(ApiError):

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from flask import Response, current_app, stream_with_context
 
-from app import jobs
-from app.errors import known_fault
+from app import broker_acl, jobs
+from app.errors import TooManyStreams, known_fault
 from app.extensions import db
 from app.models import Job, JobState
 
@@ -104,13 +106,86 @@ def stream(job_id: str, last_event_id: str | None, pacing: Pacing) -> Iterator[s
         time.sleep(min(pacing.poll_seconds, max(0.0, started + pacing.max_seconds - now)))
 
 
-def response(job_id: str, last_event_id: str | None) -> Response:
+_process_streams = threading.Lock()
+_open_here = 0
+
+
+def _open_stream(client: str) -> Callable[[], None]:
+    """Counts a stream opening for ``client`` in this process and across processes, or raises
+    TooManyStreams; returns what closes it (idempotent). A stream holds one of the API's threads
+    for up to EVENTS_MAX_SECONDS: without these bounds one member's tabs (or a script) could hold
+    them all. The count across processes lives in the broker's Redis and expires by itself
+    should a process die with streams open; with Redis away only this process's bound holds."""
+    global _open_here
+    config = current_app.config
+    per_process = int(config["EVENTS_STREAMS_PER_PROCESS"])
+    per_client = int(config["EVENTS_STREAMS_PER_CLIENT"])
+    retry_after = max(1, int(config["EVENTS_RETRY_MILLISECONDS"]) // 1000)
+    with _process_streams:
+        if _open_here >= per_process:
+            raise TooManyStreams(
+                f"This server already serves {per_process} event streams: follow the job with "
+                "GET /api/v1/jobs/<id> a while.",
+                retry_after=retry_after,
+            )
+        _open_here += 1
+    key = f"grid:events:open:{hashlib.sha256(client.encode()).hexdigest()[:24]}"
+    counted = False
+    try:
+        broker = broker_acl.client()
+        with broker.pipeline() as pipe:
+            held, _ = pipe.incr(key).expire(key, int(config["EVENTS_MAX_SECONDS"]) + 120).execute()
+        counted = True
+        if held > per_client:
+            broker.decr(key)
+            counted = False
+            raise TooManyStreams(
+                f"You have {per_client} event streams open already: close one, or follow the job "
+                "with GET /api/v1/jobs/<id>.",
+                retry_after=retry_after,
+            )
+    except redis.RedisError:
+        pass  # the broker away: this process's bound still holds
+    except TooManyStreams:
+        _release_process()
+        raise
+    closed = False
+
+    def close() -> None:
+        nonlocal closed
+        if closed:
+            return
+        closed = True
+        _release_process()
+        if counted:
+            try:
+                broker_acl.client().decr(key)
+            except redis.RedisError:
+                pass  # the key expires by itself
+
+    return close
+
+
+def _release_process() -> None:
+    global _open_here
+    with _process_streams:
+        _open_here = max(0, _open_here - 1)
+
+
+def response(job_id: str, last_event_id: str | None, client: str) -> Response:
     """The streamed answer of a job's events, for a caller already allowed to see the job (the
-    API's token holder, the web page's signed-in owner)."""
-    return Response(
-        # The request's context is kept for the stream's life: the database session lives in it.
-        stream_with_context(stream(job_id, last_event_id, Pacing.from_config())),
-        mimetype="text/event-stream",
-        # X-Accel-Buffering: nginx passes each event on at once instead of buffering the answer.
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    API's token holder, the web page's signed-in owner), counted as ``client``'s stream."""
+    close = _open_stream(client)
+    try:
+        answer = Response(
+            # The request's context is kept for the stream's life: the database session lives in it.
+            stream_with_context(stream(job_id, last_event_id, Pacing.from_config())),
+            mimetype="text/event-stream",
+            # X-Accel-Buffering: nginx passes each event on at once instead of buffering the answer.
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    except BaseException:
+        close()
+        raise
+    answer.call_on_close(close)  # the stream ended, the client left, or it never started
+    return answer

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import requests
 
 from tests.documents import FRENCH_LINES, text_pdf
-from tests.grid import Client
+from tests.grid import Client, wait_for
 
 JOB_STATES = ("queued", "running", "succeeded")
 SHORT = "Le conseil approuve le budget des travaux de la toiture."
@@ -193,3 +193,38 @@ def test_a_stream_on_a_job_that_does_not_end_closes_after_its_time_with_retry_ad
         assert any("keep-alive" in block.comments for block in again)
     finally:
         assert client.post(f"/api/v1/jobs/{job['id']}/cancel").status_code == 200
+
+
+def test_open_streams_are_bounded_per_client_and_per_process(fresh_grid, make_token):
+    """A stream holds one of the API's threads: one client's tabs or script cannot take them all."""
+    fresh_grid.env.update(
+        GRID_EVENTS_STREAMS_PER_CLIENT="2",
+        GRID_EVENTS_STREAMS_PER_PROCESS="3",
+        GRID_EVENTS_HEARTBEAT_SECONDS="1",  # a client gone is noticed at the next write
+    )
+    mine = Client(fresh_grid.api(), make_token("streamer@koprogo.test"))
+    theirs = Client(fresh_grid.api_url, make_token("another-streamer@koprogo.test"))
+    job_id = mine.submit_text("summarise", text=SHORT, language="fr")["id"]  # no worker: stays queued
+    other_job = theirs.submit_text("summarise", text=SHORT, language="fr")["id"]
+
+    def open_stream(who: Client, job: str) -> requests.Response:
+        return who.session.get(f"{who.base_url}/api/v1/jobs/{job}/events", stream=True, timeout=(5, 30))
+
+    first, second = open_stream(mine, job_id), open_stream(mine, job_id)
+    assert first.status_code == second.status_code == 200
+    third = open_stream(mine, job_id)
+    assert third.status_code == 429 and third.json()["error"]["code"] == "too_many_streams"
+    assert int(third.headers["Retry-After"]) >= 1
+    # Another client still gets one, up to the process's bound (a thread is left for the rest).
+    one = open_stream(theirs, other_job)
+    assert one.status_code == 200
+    full = open_stream(theirs, other_job)
+    assert full.status_code == 429 and full.json()["error"]["code"] == "too_many_streams"
+    assert theirs.get(f"/api/v1/jobs/{other_job}").status_code == 200  # reads still answered
+    # A stream its client leaves gives its place back.
+    first.close()
+    again = wait_for(
+        lambda: (r := open_stream(mine, job_id)).status_code == 200 and r, 10, "a place to open again"
+    )
+    for response in (second, one, again):
+        response.close()

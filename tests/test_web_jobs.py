@@ -401,3 +401,17 @@ def test_an_erased_job_s_page_says_so_and_its_texts_are_gone(web_app, member):
     assert 'id="content-erased"' in page and 'id="result-summary"' not in page
     gone = member.get(f"/jobs/{job_id}/summary.txt")
     assert gone.status_code == 410 and "effacé" in gone.get_data(as_text=True)
+
+
+def test_a_member_s_submissions_through_the_page_are_under_the_api_s_submission_limit(grid):
+    from app import create_app
+
+    limited = create_app({"TESTING": True, "API_SUBMIT_LIMIT": "3 per minute"})
+    browser = _client(limited)
+    _signed_up(browser)
+    answers = [_send(browser, {"action": "summarise", "text": "   "}) for _ in range(4)]
+    # Refused submissions count too: a member cannot flood the grid's checks through the page.
+    assert [a.status_code for a in answers] == [422, 422, 422, 429]
+    assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+    # The form itself is still served: reading is not limited by it.
+    assert browser.get("/submit").status_code == 200

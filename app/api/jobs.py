@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request, url_for
 
-from app import job_events, jobs, webhooks
+from app import job_events, jobs
 from app.api import params
 from app.auth import current_token, require
 from app.errors import ContentErased, NotFound
@@ -47,11 +47,7 @@ def submit(kind: str):
 @bp.get("/<job_id>")
 @require("jobs:read")
 def show(job_id: str):
-    job = _owned(job_id)
-    body = jobs.describe(job)
-    if job.callback_url:
-        body["webhook_deliveries"] = webhooks.deliveries(job)  # the last attempts, newest first
-    return body
+    return jobs.describe(_owned(job_id))
 
 
 @bp.get("/<job_id>/result")
@@ -71,7 +67,8 @@ def result(job_id: str):
 @require("jobs:read")
 def events(job_id: str):
     """The job's progress as Server-Sent Events, until it ends or EVENTS_MAX_SECONDS pass."""
-    return job_events.response(_owned(job_id).id, request.headers.get("Last-Event-ID"))
+    job = _owned(job_id)
+    return job_events.response(job.id, request.headers.get("Last-Event-ID"), current_token().owner)
 
 
 @bp.get("")

@@ -25,8 +25,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 import celeryconfig as limits
 from app import job_events, jobs
+from app.api import limits as api_limits
 from app.api import params
 from app.errors import ApiError
+from app.extensions import limiter
 from app.models import Job, JobState, StepState
 from app.web.account import _local, bp
 from workers.protocol import errors
@@ -218,7 +220,13 @@ def _file_given() -> bool:
     return upload is not None and bool(upload.filename)
 
 
+def _member_key() -> str:
+    """A member's submissions are counted as one client, whatever their address."""
+    return f"member:{current_user.get_id() or api_limits.address_key()}"
+
+
 @bp.route("/submit", methods=["GET", "POST"])
+@limiter.limit(api_limits.submit_limit, methods=["POST"], key_func=_member_key)
 @login_required
 def submit():
     """The form; a valid submission becomes a job (as ``POST /api/v1/jobs/<kind>``) and the
@@ -333,7 +341,8 @@ def job(job_id: str):
 def job_events_stream(job_id: str):
     """The job's Server-Sent Events, as ``GET /api/v1/jobs/<id>/events`` sends them, for the
     signed-in owner (an EventSource sends the session's cookie, never a bearer token)."""
-    return job_events.response(_visible(job_id).id, request.headers.get("Last-Event-ID"))
+    job = _visible(job_id)
+    return job_events.response(job.id, request.headers.get("Last-Event-ID"), current_user.email)
 
 
 @bp.get("/jobs/<job_id>/status")
