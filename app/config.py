@@ -161,3 +161,17 @@ class Defaults:
     RETENTION_DAYS = 30
     #: Jobs whose content one run of the schedule erases at most (the rest wait for the next run).
     RETENTION_BATCH = 500
+    # Webhooks: a job's events POSTed to its callback_url, signed (app.webhooks, docs/decisions/0017).
+    #: Accept http:// callback URLs (else https only). True in the test configuration only.
+    WEBHOOK_ALLOW_HTTP = False
+    #: Accept hosts that resolve to private, loopback, link-local, multicast, reserved or
+    #: unspecified addresses (else public ones only). True in the test configuration only.
+    WEBHOOK_ALLOW_PRIVATE = False
+    #: Seconds after an event during which a failed delivery is tried again (then given up).
+    WEBHOOK_RETRY_SECONDS = 3600
+    #: Seconds before the first retry; each later one waits twice as long (with jitter, at most 10 min).
+    WEBHOOK_RETRY_BASE_SECONDS = 10
+    #: Seconds each network operation of an attempt may take (connect, send, read); twice that in all.
+    WEBHOOK_TIMEOUT_SECONDS = 5
+    #: Delivery attempts a job's API answer shows (``webhook_deliveries``), newest first.
+    WEBHOOK_LOG_SHOWN = 20

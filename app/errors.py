@@ -50,6 +50,9 @@ TOO_MANY_TOKENS = "too_many_tokens"
 TOO_MANY_STREAMS = "too_many_streams"
 #: A job whose content was erased (retention or a request, app.gdpr): its result is gone for good.
 CONTENT_ERASED = "content_erased"
+#: A job's ``callback_url`` that may not be called (not https, a private or loopback address, no
+#: URL at all, …): 422 (app.webhooks).
+CALLBACK_URL_REFUSED = "callback_url_refused"
 
 
 class ApiError(Exception):

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request, url_for
 
-from app import job_events, jobs
+from app import job_events, jobs, webhooks
 from app.api import params
 from app.auth import current_token, require
 from app.errors import ContentErased, NotFound
@@ -47,7 +47,11 @@ def submit(kind: str):
 @bp.get("/<job_id>")
 @require("jobs:read")
 def show(job_id: str):
-    return jobs.describe(_owned(job_id))
+    job = _owned(job_id)
+    body = jobs.describe(job)
+    if job.callback_url:
+        body["webhook_deliveries"] = webhooks.deliveries(job)  # the last attempts, newest first
+    return body
 
 
 @bp.get("/<job_id>/result")
