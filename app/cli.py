@@ -86,6 +86,22 @@ def tokens_revoke(token_id: int) -> None:
     click.echo(f"token {token_id} revoked")
 
 
+@tokens.command("webhook-secret")
+@click.argument("token_id", type=int)
+def tokens_webhook_secret(token_id: int) -> None:
+    """Rotate a live token's webhook signing secret and show the new one (docs/api.md, "Webhooks"):
+    the one before stops signing at once."""
+    from app import webhooks
+
+    row = db.session.get(ApiToken, token_id)
+    if row is None or state(row) != "active":
+        raise click.ClickException(f"no live token {token_id}")
+    secret = webhooks.rotate(row)
+    db.session.commit()
+    click.echo(f"webhook signing secret of token {token_id} ({row.owner}); shown once, keep it:")
+    click.echo(secret)
+
+
 def _wait(job: Job, out) -> Job:
     """Follow a job until it ends, with a progress bar over its steps and pages."""
     total = max(1, len(job.steps))

@@ -353,3 +353,16 @@ def test_a_cancelled_job_sends_its_end_from_the_api_process(fresh_grid, make_tok
     assert [(e["event"], e["outcome"]) for e in log] == [("job.cancelled", "delivered")]
     time.sleep(1)
     assert len(receiver.received) == 1
+
+
+def test_an_operator_rotates_a_tokens_webhook_secret_with_manage_py(grid, client):
+    from tests.grid import manage
+
+    member, token_id, _, secret = _new_token(client)
+    made = manage("tokens", "webhook-secret", str(token_id))
+    assert made.returncode == 0, made.stderr
+    header, rotated = made.stdout.strip().splitlines()
+    assert str(token_id) in header and rotated.startswith("whsec_") and rotated != secret
+    again = member.post(f"/api/v1/tokens/{token_id}/webhook-secret").json()["webhook_secret"]
+    assert again not in (secret, rotated)
+    assert manage("tokens", "webhook-secret", "999999999").returncode != 0
