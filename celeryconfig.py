@@ -43,6 +43,9 @@ TASK_OCR = "grid.ocr.extract"
 TASK_SUMMARISE = "grid.llm.summarise"
 TASK_TRANSLATE = "grid.llm.translate"
 TASK_INVOICE_FIELDS = "grid.llm.invoice_fields"
+#: The OpenAI-compatible API's work (app.api.openai_compat, docs/decisions/0018).
+TASK_CHAT = "grid.llm.chat"
+TASK_EMBEDDINGS = "grid.llm.embeddings"
 TASK_LEDGER_STARTED = "grid.ledger.started"
 TASK_LEDGER_RECORD = "grid.ledger.record"
 TASK_LEDGER_REGISTER = "grid.ledger.register"
@@ -60,6 +63,8 @@ CAPABILITY_OF_TASK = {
     TASK_SUMMARISE: LLM_QUEUE,
     TASK_TRANSLATE: LLM_QUEUE,
     TASK_INVOICE_FIELDS: LLM_QUEUE,
+    TASK_CHAT: LLM_QUEUE,
+    TASK_EMBEDDINGS: LLM_QUEUE,
 }
 
 
@@ -121,6 +126,22 @@ OCR_MAX_PAGE_PIXELS = int(os.environ.get("GRID_OCR_MAX_PAGE_PIXELS", str(40_000_
 MAX_TEXT_CHARS = int(os.environ.get("GRID_MAX_TEXT_CHARS", "200000"))
 SUMMARY_DEFAULT_WORDS = 150
 SUMMARY_MAX_WORDS = 600
+
+#: Chat completions (``/v1/chat/completions``): messages per request, characters in all of
+#: them, tokens an answer may ask for, stop sequences and their length.
+CHAT_MAX_MESSAGES = 64
+CHAT_MAX_CHARS = int(os.environ.get("GRID_CHAT_MAX_CHARS", "100000"))
+CHAT_MAX_TOKENS = int(os.environ.get("GRID_CHAT_MAX_TOKENS", "4096"))
+CHAT_DEFAULT_MAX_TOKENS = 256
+CHAT_MAX_STOP = 4
+CHAT_MAX_STOP_CHARS = 64
+#: Embeddings (``/v1/embeddings``): inputs per request and characters per input.
+EMBEDDINGS_MAX_INPUTS = 32
+EMBEDDINGS_MAX_CHARS = 8000
+#: A streamed answer's text deltas (``/api/v1/work/<task>/delta``): the most bytes a token may
+#: stand for (a token is a few bytes; 64 leaves room), and the most characters in one post.
+STREAM_BYTES_PER_TOKEN = 64
+STREAM_MAX_DELTA_CHARS = 8192
 
 # --- broker and results -------------------------------------------------------------------
 

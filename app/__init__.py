@@ -60,6 +60,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app)
     register_error_handlers(app)
     register_api(app)
+    from app.api import openai_compat
+
+    openai_compat.register(app)  # /v1: the OpenAI-compatible API
     from app.web import register as register_web
 
     register_web(app)

@@ -161,6 +161,10 @@ class Defaults:
     RETENTION_DAYS = 30
     #: Jobs whose content one run of the schedule erases at most (the rest wait for the next run).
     RETENTION_BATCH = 500
+    # The OpenAI-compatible API (/v1, app.api.openai_compat, docs/decisions/0018).
+    #: Seconds a request waits for its job (a non-streamed answer, or a stream's end) before it
+    #: answers 504 ``timeout`` with the job's id (the job goes on; read it at /api/v1/jobs/<id>).
+    OPENAI_WAIT_SECONDS = 300
     # Webhooks: a job's events POSTed to its callback_url, signed (app.webhooks, docs/decisions/0017).
     #: Accept http:// callback URLs (else https only). True in the test configuration only.
     WEBHOOK_ALLOW_HTTP = False

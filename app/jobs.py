@@ -40,12 +40,13 @@ from app.models import (
     StepState,
     utcnow,
 )
+from workers.protocol import chat as chat_checks
 from workers.protocol import documents, errors, texts
 from workers.protocol.errors import BadInput
 
 log = logging.getLogger(__name__)
 
-KINDS = ("ocr", "summarise", "translate", "pipeline", "invoice")
+KINDS = ("ocr", "summarise", "translate", "pipeline", "invoice", "chat", "embeddings")
 DOCUMENT_KINDS = ("ocr", "pipeline", "invoice")
 
 #: Step name → (task name, queue).
@@ -54,7 +55,12 @@ STEPS = {
     "summarise": (cc.TASK_SUMMARISE, cc.LLM_QUEUE),
     "translate": (cc.TASK_TRANSLATE, cc.LLM_QUEUE),
     "fields": (cc.TASK_INVOICE_FIELDS, cc.LLM_QUEUE),
+    "chat": (cc.TASK_CHAT, cc.LLM_QUEUE),
+    "embeddings": (cc.TASK_EMBEDDINGS, cc.LLM_QUEUE),
 }
+#: Kinds of the OpenAI-compatible API (app.api.openai_compat): their input is JSON, their one
+#: step's result is not re-run on another node (docs/decisions/0018).
+OPENAI_KINDS = ("chat", "embeddings")
 
 
 @dataclass
@@ -114,6 +120,20 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
     elif kind == "pipeline":
         # The pipeline can read the document's invoice or receipt fields too.
         clean["invoice_fields"] = documents.parse_flag(params.get("invoice_fields"), "invoice_fields")
+    if kind == "chat":
+        messages = chat_checks.check_messages(params.get("messages"))
+        clean["max_tokens"] = chat_checks.check_max_tokens(params.get("max_tokens"))
+        clean["temperature"] = chat_checks.check_temperature(params.get("temperature"))
+        clean["stop"] = chat_checks.check_stop(params.get("stop"))
+        clean["model"] = params["model"][:128] if isinstance(params.get("model"), str) else None
+        job_input = JobInput(kind="chat", data=json.dumps(messages, ensure_ascii=False).encode("utf-8"))
+        steps.append("chat")
+    if kind == "embeddings":
+        inputs = chat_checks.check_embedding_inputs(params.get("input"))
+        clean["inputs"] = len(inputs)
+        clean["model"] = params["model"][:128] if isinstance(params.get("model"), str) else None
+        job_input = JobInput(kind="embeddings", data=json.dumps(inputs, ensure_ascii=False).encode("utf-8"))
+        steps.append("embeddings")
     if kind in ("summarise", "translate"):
         job_input = JobInput(kind="text", data=texts.check_text(params.get("text")).encode("utf-8"))
     if kind in ("summarise", "pipeline"):
@@ -152,8 +172,10 @@ def step_args(job: Job, step: JobStep) -> tuple:
         return (params["languages"],)
     if step.name == "summarise":
         return (params["language"], params["max_words"])
-    if step.name == "fields":
+    if step.name in ("fields", "embeddings"):
         return ()
+    if step.name == "chat":
+        return (params["max_tokens"], params["temperature"], params["stop"])
     return (params.get("target") or params["translate_to"],)
 
 
@@ -458,6 +480,13 @@ def result_of(job: Job) -> dict[str, Any] | None:
             out["translation"] = step.result.get("translation")
             out["translation_language"] = step.result.get("language")
             out["translation_tokens"] = step.result.get("tokens")
+        elif step.name == "chat":
+            out["text"] = step.result.get("text")
+            out["finish_reason"] = step.result.get("finish_reason")
+            out["chat_tokens"] = step.result.get("tokens")
+        elif step.name == "embeddings":
+            out["embeddings"] = step.result.get("vectors")
+            out["embedding_tokens"] = step.result.get("tokens")
         elif step.name == "fields":
             # the answer, the text replicas were compared by, not a `fields` beside it
             model_fields = _answer_fields(step.result.get("answer"))

@@ -1,4 +1,4 @@
-"""``python -m bench [grid] [ledger] [inputs] [validation]`` (``make bench``: the first three;
+"""``python -m bench [grid] [ledger] [inputs] [validation] [openai]`` (``make bench``: the first three;
 ``grid`` includes ``validation``): servers and environment first, then the suite.
 
 ``celeryconfig`` and the coordinator read their settings from the environment when they are

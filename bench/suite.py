@@ -506,6 +506,11 @@ def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) ->
             ledger_lines += validation.run(flask_app, log_dir, token)
         if "ocr" in parts or "grid" in parts:  # python -m bench ocr: reading quality, in process
             ledger_lines += ocr_eval.run(workdir)
+        if "openai" in parts:  # python -m bench openai: streaming first-token latency, alone
+            from bench import openai_stream
+
+            token = _tokens(flask_app, ["openai@bench.local"])["openai@bench.local"]
+            ledger_lines += openai_stream.run(log_dir, token)
         if "stats" in parts:  # python -m bench stats: alone (it fills the database with a year)
             from bench import stats
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from app import jobs, progress
+import celeryconfig
+from app import chat_stream, jobs, progress
 from app.api import params
 from app.errors import ApiError
 from app.extensions import db
@@ -53,18 +54,22 @@ _STATUS = {
     "stale": 403,
     "oversized": 413,
     "node_paused": 403,
+    "out_of_sequence": 409,
 }
+#: A delta's body at most: its text, each character escaped in JSON (up to 12 bytes), and the
+#: record around it.
+MAX_DELTA_BODY_BYTES = 12 * celeryconfig.STREAM_MAX_DELTA_CHARS + MAX_BODY_BYTES
 #: Seconds a node waits before handing back a replica it may not run: soon enough that the
 #: replica is not delayed long when this node is the only one free, not so soon that it spins.
 _REPLICA_RETRY_AFTER = 1
 
 
-def _record(task_id: str, what: str) -> dict:
+def _record(task_id: str, what: str, max_bytes: int = MAX_BODY_BYTES) -> dict:
     """The signed record in the body, naming ``task_id`` (a record for another task is kept as
     sent, with the task asked for, so the refusal shows both)."""
-    body = params.body_at_most(MAX_BODY_BYTES)
+    body = params.body_at_most(max_bytes)
     if body is None:
-        raise ApiError(f"A {what} record is under {MAX_BODY_BYTES} bytes.", code="oversized", status=413)
+        raise ApiError(f"A {what} record is under {max_bytes} bytes.", code="oversized", status=413)
     try:
         record = params.parse_json(body)
     except ValueError:
@@ -103,6 +108,22 @@ def report_progress(task_id: str):
     record = _record(task_id, "progress")
     try:
         progress.report(record)
+    except Refused as refused:
+        db.session.rollback()
+        raise ApiError(
+            refused.detail or refused.reason, code=refused.reason, status=_STATUS.get(refused.reason, 400)
+        ) from None
+    db.session.rollback()  # nothing was written to the database
+    return Response(status=204)
+
+
+@bp.post("/<task_id>/delta")
+def report_delta(task_id: str):
+    """Text a streamed chat answer produced (``app.chat_stream``); 204 when kept. Only the node
+    seen starting the attempt, in sequence, within the answer's bound."""
+    record = _record(task_id, "delta", MAX_DELTA_BODY_BYTES)
+    try:
+        chat_stream.append(record)
     except Refused as refused:
         db.session.rollback()
         raise ApiError(

@@ -49,6 +49,10 @@ INVALID_RESULT = "invalid_result"
 NO_AGREEMENT = "no_agreement"
 
 _draw = secrets.SystemRandom()
+#: Steps whose results are not re-run: a chat answer is sampled (at a temperature above 0 two
+#: honest nodes disagree) and waited for by a client on the line; embeddings are one read of
+#: the same kind. Their tokens are still bounded by the input and metered (docs/decisions/0018).
+UNCHECKED_STEPS = ("chat", "embeddings")
 
 
 # --- a result comes in -----------------------------------------------------------------------
@@ -60,7 +64,7 @@ def hold(step: Step, node: Node | None) -> bool:
     is while its node is on probation, and at random once it is trusted."""
     if step.is_replica:
         return True
-    if not settings.enabled() or node is None:
+    if not settings.enabled() or node is None or step.name in UNCHECKED_STEPS:
         return False
     return policy.needs_check(node.validated_streak or 0, settings.current(), _draw.random())
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.protocol import chat as chat_checks
 from workers.protocol import errors, texts
 from workers.protocol.errors import GridError, TransientError
 from workers.protocol.texts import check_language, check_max_words, check_text
@@ -371,3 +372,134 @@ def _parse_fields(answer: str) -> tuple[dict[str, str], bool]:
         and 0 < len(value.strip()) <= texts.MODEL_FIELD_MAX_CHARS
     }
     return fields, True
+
+
+# --- the OpenAI-compatible API (docs/decisions/0018) ------------------------------------------
+
+_embedder = None
+
+Delta = Callable[[str], None]
+
+
+def chat(
+    messages: list[dict[str, str]],
+    max_tokens: int,
+    temperature: float,
+    stop: list[str],
+    on_delta: Delta | None = None,
+) -> dict:
+    """A chat completion of ``messages``, streamed: ``on_delta`` is given each piece of text as
+    the model produces it. The counts are exact: the prompt's tokens as the model read them and
+    every token it sampled (counted by a logits processor, called once per sampled token)."""
+    from llama_cpp import LogitsProcessorList
+
+    messages = chat_checks.check_messages(messages)
+    max_tokens = chat_checks.check_max_tokens(max_tokens)
+    temperature = chat_checks.check_temperature(temperature)
+    stop = chat_checks.check_stop(stop)
+    model = get_model()
+    seen: list[int] = []
+
+    def count(input_ids, scores):
+        seen.append(len(input_ids))
+        return scores
+
+    try:
+        chunks = model.create_chat_completion(
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=stop or None,
+            stream=True,
+            logits_processor=LogitsProcessorList([count]),
+        )
+        parts, finish = [], None
+        for chunk in chunks:
+            choice = chunk["choices"][0]
+            piece = choice["delta"].get("content") or ""
+            if piece:
+                parts.append(piece)
+                if on_delta is not None:
+                    on_delta(piece)
+            finish = choice.get("finish_reason") or finish
+    except ValueError as exc:  # llama.cpp: "Requested tokens (…) exceed context window of …"
+        raise chat_checks.ChatInvalid(
+            f"The messages and max_tokens do not fit the model's context window of {model.n_ctx()} "
+            f"tokens: {exc}",
+            "messages",
+            code=errors.CONTEXT_LENGTH_EXCEEDED,
+        ) from None
+    except MemoryError:
+        raise TransientError("The worker ran out of memory while generating.") from None
+    usage = Usage(prompt_tokens=seen[0] if seen else 0, completion_tokens=len(seen), calls=1)
+    return {
+        "text": "".join(parts),
+        "finish_reason": finish or "stop",
+        **usage.counts(),
+        "engine": describe(),
+    }
+
+
+def get_embedder():
+    """The process's model loaded for embeddings (mean-pooled), on first use."""
+    global _embedder
+    with _lock:
+        if _embedder is None:
+            import llama_cpp
+
+            path = model_path()
+            if not path.is_file():
+                raise TransientError(
+                    f"Model file {path} not found on this worker.", code=errors.ENGINE_UNAVAILABLE
+                )
+            _embedder = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=context_size(),
+                n_threads=threads(),
+                n_threads_batch=threads(),
+                embedding=True,
+                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                verbose=False,
+            )
+            atexit.register(_close_embedder)
+        return _embedder
+
+
+def _close_embedder() -> None:
+    global _embedder
+    if _embedder is not None:
+        _embedder.close()
+        _embedder = None
+
+
+def embeddings(inputs: list[str]) -> dict:
+    """One vector per input (the model's embedding size), with the tokens read."""
+    inputs = chat_checks.check_embedding_inputs(inputs)
+    embedder = get_embedder()
+    for index, text in enumerate(inputs):
+        tokens = len(embedder.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+        if tokens > embedder.n_ctx():
+            raise chat_checks.ChatInvalid(
+                f"input[{index}] has {tokens} tokens; the model's context window is {embedder.n_ctx()}.",
+                "input",
+                code=errors.CONTEXT_LENGTH_EXCEEDED,
+            )
+    try:
+        response = embedder.create_embedding(inputs)
+    except MemoryError:
+        raise TransientError("The worker ran out of memory while embedding.") from None
+    vectors = [item["embedding"] for item in response["data"]]
+    usage = Usage(prompt_tokens=response["usage"]["prompt_tokens"], calls=1)
+    return {
+        "vectors": vectors,
+        "dimensions": len(vectors[0]) if vectors else 0,
+        **usage.counts(),
+        # Not describe(): that would load the model a second time, for generation.
+        "engine": {
+            "name": "llama.cpp",
+            "model": model_path().name,
+            "model_bytes": model_path().stat().st_size,
+            "context": embedder.n_ctx(),
+            "pid": os.getpid(),
+        },
+    }

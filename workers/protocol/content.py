@@ -29,6 +29,8 @@ METADATA_KEYS = frozenset(
         "pieces",
         "pieces_read",
         "complete",
+        "finish_reason",
+        "dimensions",
     }
 )
 #: The longest string kept (a language list, an engine's name and version, a model file's name).

@@ -61,6 +61,8 @@ ENGINE_UNAVAILABLE = "engine_unavailable"
 TIME_LIMIT = "time_limit"
 WORKER_LOST = "worker_lost"
 INTERNAL_ERROR = "internal_error"
+#: A chat's messages and ``max_tokens`` do not fit the model's context window (OpenAI's code).
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 #: Refusals with which the coordinator says a replica (a re-run that checks another node's
 #: result) is not this node's to run: another node must (app.validation, workers.tasks.base).

@@ -144,6 +144,19 @@ class ProgressBody(_Body):
     tokens: Count | None = None
 
 
+class DeltaBody(_Body):
+    """Text a streamed answer produced since the last delta, told to the coordinator over HTTP
+    (``app.api.work``, ``app.chat_stream``): numbered from 0, so one lost or sent twice shows,
+    and bounded; ``done`` on the last. Shown to the job's owner as it comes, never paid."""
+
+    task_id: Uuid
+    node: WorkerName
+    attempt: Annotated[int, Field(ge=0, le=celeryconfig.MAX_RETRIES)]
+    seq: Annotated[int, Field(ge=0, le=10**6)]
+    text: Annotated[str, StringConstraints(max_length=celeryconfig.STREAM_MAX_DELTA_CHARS)]
+    done: bool = False
+
+
 class _Notice(_Body):
     """A worker's notice: when it was sent and a nonce, so that a copy is refused."""
 
@@ -197,6 +210,10 @@ class Progress(ProgressBody, _Signed):
     pass
 
 
+class Delta(DeltaBody, _Signed):
+    pass
+
+
 class Heartbeat(HeartbeatBody, _Signed):
     pass
 
@@ -209,6 +226,7 @@ SCHEMAS: dict[str, type[_Signed]] = {
     "started": Started,
     "completed": Completed,
     "progress": Progress,
+    "delta": Delta,
     "register": Register,
     "heartbeat": Heartbeat,
     "stopping": Stopping,
@@ -217,6 +235,7 @@ BODIES: dict[str, type[_Body]] = {
     "started": StartedBody,
     "completed": CompletedBody,
     "progress": ProgressBody,
+    "delta": DeltaBody,
     "register": RegisterBody,
     "heartbeat": HeartbeatBody,
     "stopping": StoppingBody,

@@ -6,10 +6,12 @@ pipeline the step before's entered result.
 
 from __future__ import annotations
 
+import json
+
 from celery import shared_task
 
 import celeryconfig
-from workers import metering
+from workers import metering, stream
 from workers.engines import llama
 from workers.protocol import errors
 from workers.protocol.errors import BadInput
@@ -57,3 +59,40 @@ def invoice_fields(self: GridTask) -> dict:
     """An invoice's fields as the model reads them from the OCR step's text (the coordinator keeps
     only those it finds printed in that text)."""
     return llama.invoice_fields(_text(self), _on_progress(self))
+
+
+@shared_task(bind=True, base=GridTask, name=celeryconfig.TASK_CHAT)
+def chat(self: GridTask, max_tokens: int, temperature: float, stop: list[str] | None = None) -> dict:
+    """A chat completion of the job's messages (its input), its text streamed to the coordinator
+    as it is produced (``workers.stream``)."""
+    kind, data = self.fetch_input()
+    try:
+        messages = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadInput("The messages are not valid JSON.", code=errors.INVALID_PARAMETER) from None
+    request = self.request
+    sender = None
+    if request.id and not request.called_directly:
+        sender = stream.DeltaSender(request.id, request.retries, metering.worker_name(request.hostname))
+    try:
+        result = llama.chat(messages, max_tokens, temperature, stop or [], sender.put if sender else None)
+    finally:
+        if sender is not None:
+            sender.close()
+    metering.count(
+        request.id, prompt_tokens=result["prompt_tokens"], completion_tokens=result["completion_tokens"]
+    )
+    return result
+
+
+@shared_task(bind=True, base=GridTask, name=celeryconfig.TASK_EMBEDDINGS)
+def embeddings(self: GridTask) -> dict:
+    """One vector per input of the job (its input: a JSON list of strings)."""
+    _, data = self.fetch_input()
+    try:
+        inputs = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadInput("The inputs are not valid JSON.", code=errors.INVALID_PARAMETER) from None
+    result = llama.embeddings(inputs)
+    metering.count(self.request.id, prompt_tokens=result["prompt_tokens"], completion_tokens=0)
+    return result
