@@ -243,3 +243,18 @@ def test_deltas_follow_in_sequence_within_the_answer_s_bound(flask_app, grid, to
             chat_stream.append(_delta(task_id, node, worker, 1, "cd"))
         assert refused.value.reason == "step_finished"
         db.session.rollback()
+
+
+def test_the_api_s_limits_hold_on_v1(make_token):
+    """/v1 counts in the limits of /api/v1 (app.api.limits) and answers 429 in OpenAI's shape."""
+    from app import create_app
+
+    app = create_app({"API_SUBMIT_LIMIT": "1 per minute"})
+    headers = {"Authorization": f"Bearer {make_token(OWNER)}"}  # a fresh token: a count of its own
+    client = app.test_client()
+    first = client.post("/v1/embeddings", json={"input": []}, headers=headers)
+    assert first.status_code == 400 and first.json["error"]["param"] == "input"
+    second = client.post("/v1/embeddings", json={"input": []}, headers=headers)
+    assert second.status_code == 429 and int(second.headers["Retry-After"]) > 0
+    assert second.json["error"]["code"] == "rate_limited"
+    assert second.json["error"]["type"] == "rate_limit_error"

@@ -18,14 +18,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, stream_with_context
+from flask_limiter import RateLimitExceeded
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from app import catalog, chat_stream, footprints, jobs
-from app.api import params
+from app.api import limits, params
 from app.auth import current_token, require
 from app.errors import ApiError, response_for
-from app.extensions import csrf, db
+from app.extensions import csrf, db, limiter
 from app.models import Job, JobState, LedgerEntry
 from workers.protocol import errors
 from workers.protocol.chat import ChatInvalid
@@ -66,6 +67,20 @@ def register(app: Flask) -> None:
     csrf.exempt(bp)  # bearer tokens, never cookies
 
 
+# The clients' limits of /api/v1 (app.api.limits), in the same counts: a token's submissions
+# and reads, an address's requests and refused authentications, whichever API they reach.
+limiter.shared_limit(limits.submit_limit, "api-submit", key_func=limits.token_key, methods=limits.WRITES)(bp)
+limiter.shared_limit(limits.read_limit, "api-read", key_func=limits.token_key, methods=limits.READS)(bp)
+limiter.shared_limit(limits.address_limit, "api-address", key_func=limits.address_key)(bp)
+limiter.shared_limit(
+    limits.auth_failure_limit,
+    "api-auth-failures",
+    key_func=limits.address_key,
+    deduct_when=limits.refused_authentication,
+    exempt_when=limits.carries_live_token,
+)(bp)
+
+
 # --- errors, in OpenAI's shape -----------------------------------------------------------------
 
 
@@ -76,6 +91,13 @@ def _error_body(status: int, code: str, message: str, param: str | None = None) 
 
 def _answer(status: int, code: str, message: str, param: str | None = None, headers: dict | None = None):
     return jsonify(_error_body(status, code, message, param)), status, headers or {}
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _too_many(exc: RateLimitExceeded):
+    response, status, headers = limits.too_many(exc)  # 429 rate_limited, Retry-After
+    grid = response.get_json()["error"]
+    return _answer(status, grid["code"], grid["message"], None, dict(headers))
 
 
 @bp.errorhandler(Exception)
