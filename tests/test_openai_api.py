@@ -258,3 +258,23 @@ def test_the_api_s_limits_hold_on_v1(make_token):
     assert second.status_code == 429 and int(second.headers["Retry-After"]) > 0
     assert second.json["error"]["code"] == "rate_limited"
     assert second.json["error"]["type"] == "rate_limit_error"
+
+
+def test_a_member_s_pages_show_their_chat_jobs(grid, make_token):
+    """A chat job made through /v1 is listed on its owner's jobs page and has a page of its own."""
+    from app import create_app
+    from tests.web import client as browser_for
+    from tests.web import signed_up
+
+    web_app = create_app({"TESTING": True})
+    browser = browser_for(web_app)
+    email = signed_up(browser)
+    ai = openai.OpenAI(base_url=f"{grid.api_url}/v1", api_key=make_token(email), max_retries=0, timeout=60)
+    answer = ai.chat.completions.create(model="default", messages=MESSAGES, max_tokens=4)
+    job_id = answer.model_extra["execution_info"]["job_id"]
+    listing = browser.get("/jobs")
+    assert listing.status_code == 200 and f"/jobs/{job_id}" in listing.text
+    assert ">chat:" in listing.text
+    assert 'value="chat"' not in listing.text  # not a kind the page's filter offers
+    page = browser.get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and "chat" in page.text

@@ -424,7 +424,8 @@ def jobs_list():
         previous=url_for("web.jobs", **filters, page=page - 1) if page > 1 else None,
         next=url_for("web.jobs", **filters, page=page + 1) if page < pages else None,
         states=JobState.ALL,
-        kinds=jobs.KINDS,
+        # The OpenAI-compatible API's kinds (chat, embeddings) are not the pages' to filter by.
+        kinds=[kind for kind in jobs.KINDS if kind in KIND_LABELS],
         state_labels=STATE_LABELS,
         kind_labels=KIND_LABELS,
         state_class=state_class,
