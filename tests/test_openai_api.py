@@ -278,3 +278,20 @@ def test_a_member_s_pages_show_their_chat_jobs(grid, make_token):
     assert 'value="chat"' not in listing.text  # not a kind the page's filter offers
     page = browser.get(f"/jobs/{job_id}")
     assert page.status_code == 200 and "chat" in page.text
+
+
+def test_waiting_requests_are_counted_with_the_event_streams(make_token):
+    """A /v1 request holds an API thread while its job runs: past the event streams' bound it is
+    429 too_many_streams, and no job is made."""
+    from app import create_app
+
+    app = create_app({"EVENTS_STREAMS_PER_PROCESS": 0})
+    headers = {"Authorization": f"Bearer {make_token(OWNER)}"}
+    for path, body in (("/v1/chat/completions", {"messages": MESSAGES}), ("/v1/embeddings", {"input": "x"})):
+        answer = app.test_client().post(path, json=body, headers=headers)
+        assert answer.status_code == 429 and answer.headers["Retry-After"]
+        assert (answer.json["error"]["code"], answer.json["error"]["type"]) == (
+            "too_many_streams",
+            "rate_limit_error",
+        )
+        assert "X-Grid-Job" not in answer.headers

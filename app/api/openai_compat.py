@@ -14,7 +14,8 @@ import base64
 import json
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import wraps
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, stream_with_context
@@ -22,7 +23,7 @@ from flask_limiter import RateLimitExceeded
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from app import catalog, chat_stream, footprints, jobs
+from app import catalog, chat_stream, footprints, job_events, jobs
 from app.api import limits, params
 from app.auth import current_token, require
 from app.errors import ApiError, response_for
@@ -242,8 +243,31 @@ def _model_used(job: Job) -> str:
 # --- chat completions --------------------------------------------------------------------------
 
 
+def _holding_a_thread(view: Callable) -> Callable:
+    """A request that waits for its job holds one of the API's threads, as a job's event stream
+    does: it is counted with them (``app.job_events``: per process and per client), and past
+    either bound answered 429 ``too_many_streams`` before any job is made."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        close = job_events._open_stream(current_token().owner)
+        try:
+            answer = view(*args, **kwargs)
+        except BaseException:
+            close()
+            raise
+        if isinstance(answer, Response) and answer.is_streamed:
+            answer.call_on_close(close)  # the stream ended, or its client left
+        else:
+            close()
+        return answer
+
+    return wrapper
+
+
 @bp.post("/chat/completions")
 @require("jobs:write")
+@_holding_a_thread
 def chat_completions():
     body = params.json_object()
     if body.get("n") not in (None, 1):
@@ -405,6 +429,7 @@ def _base64(vector: list[float]) -> str:
 
 @bp.post("/embeddings")
 @require("jobs:write")
+@_holding_a_thread
 def embeddings():
     body = params.json_object()
     encoding = body.get("encoding_format") or "float"
