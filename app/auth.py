@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from flask import g, request
-from sqlalchemy import select
+from flask import current_app, g, request
+from sqlalchemy import func, or_, select
 
-from app.errors import AuthRequired, InsufficientScope, InvalidToken, TokenExpired
+from app.errors import TOO_MANY_TOKENS, ApiError, AuthRequired, InsufficientScope, InvalidToken, TokenExpired
 from app.extensions import db
 from app.models import ApiToken, utcnow
 
@@ -80,6 +80,30 @@ def create_token(
     )
     db.session.add(row)
     return row, token
+
+
+def make_room_for_token(owner: str) -> None:
+    """Raises 409 ``too_many_tokens`` when ``owner`` holds GRID_TOKENS_PER_OWNER live tokens
+    already (each token has limits of its own: minting more would multiply them). Takes a lock
+    per owner until the transaction ends, so two creations at once cannot both pass the count."""
+    db.session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"api-tokens:{owner}"))))
+    now = utcnow()
+    live = db.session.scalar(
+        select(func.count())
+        .select_from(ApiToken)
+        .where(
+            ApiToken.owner == owner,
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        )
+    )
+    most = int(current_app.config["TOKENS_PER_OWNER"])
+    if live >= most:
+        raise ApiError(
+            f"You hold {live} live tokens, the most allowed ({most}): revoke one first.",
+            code=TOO_MANY_TOKENS,
+            status=409,
+        )
 
 
 def revoke(row: ApiToken) -> None:

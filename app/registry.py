@@ -156,6 +156,9 @@ def set_paused(node: Node, paused: bool, by: str) -> None:
     (``broker_unavailable``) when the worker could not be told because the broker is away: the
     change stands (asking again is harmless, and a worker that registers again is told anyway).
     """
+    # Locked and read afresh: a pause by the grid or an operator landing meanwhile is seen (and
+    # kept) rather than overwritten by an owner's resume decided on a stale read.
+    db.session.refresh(node, with_for_update=True)
     if node.revoked_at is not None:
         raise Conflict("The node is revoked.", code="node_revoked")
     (pause if paused else resume)(node, by)
@@ -179,6 +182,7 @@ def revoke_for_good(node: Node, by: str) -> bool:
     committed, then its worker told to stop consuming. Returns whether the worker could be told
     (the revocation stands either way). ``Conflict`` (``node_revoked``) for a node revoked
     already."""
+    db.session.refresh(node, with_for_update=True)  # one revocation at a time, on a fresh read
     if node.revoked_at is not None:
         raise Conflict("The node is revoked.", code="node_revoked")
     pause(node, by)

@@ -250,3 +250,52 @@ def test_session_cookies_are_http_only_same_site_lax_and_secure_outside_tests(br
     assert production.config["SESSION_COOKIE_HTTPONLY"] is True
     monkeypatch.setenv("GRID_COOKIE_SECURE", "false")
     assert create_app().config["SESSION_COOKIE_SECURE"] is False
+
+
+@pytest.mark.parametrize(
+    "target", ["/\t/evil.example/login", "/\n/evil.example", "//evil.example", "/\\evil"]
+)
+def test_signing_in_never_leads_to_another_site(web_app, browser, target):
+    email = _signed_up(_client(web_app))
+    form = browser.get("/sign-in", query_string={"next": target})
+    assert 'name="next"' not in form.get_data(as_text=True)  # not even carried in the form
+    done = browser.post(
+        "/sign-in", data={"csrf_token": _csrf(form), "email": email, "password": PASSWORD, "next": target}
+    )
+    assert done.status_code == 303 and "evil" not in done.headers["Location"], done.headers["Location"]
+
+
+def test_a_form_token_from_before_signing_in_is_worthless_after(web_app, browser):
+    """Fixation: a CSRF token an attacker planted in a visitor's session does not survive sign-in."""
+    email = _signed_up(_client(web_app))
+    planted = _csrf(browser.get("/sign-in"))
+    assert _sign_in(browser, email, PASSWORD).status_code == 303
+    refused = browser.post(
+        "/account/tokens", data={"csrf_token": planted, "name": "x", "scope": ["jobs:read"]}
+    )
+    assert refused.status_code == 400
+    assert _create_token(browser, "after sign-in").status_code == 201
+
+
+def test_signing_in_rightly_does_not_count_toward_the_limit(web_app, browser):
+    email = _signed_up(_client(web_app))
+    assert [_sign_in(browser, email, PASSWORD).status_code for _ in range(7)] == [303] * 7
+
+
+def test_a_token_made_on_the_page_is_not_cached_and_the_page_keeps_the_api_s_cap(web_app):
+    from app import create_app
+
+    capped = create_app({"TESTING": True, "TOKENS_PER_OWNER": 2})
+    browser = _client(capped)
+    _signed_up(browser)
+    made = [_create_token(browser, f"token {n}") for n in range(3)]
+    assert [answer.status_code for answer in made] == [201, 201, 409]
+    assert made[0].headers["Cache-Control"] == "no-store"
+    assert "révoquez-en un" in made[2].get_data(as_text=True)
+
+
+def test_pages_forbid_framing_inline_scripts_and_other_sites(browser):
+    page = browser.get("/sign-in")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["X-Content-Type-Options"] == "nosniff"

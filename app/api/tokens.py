@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, url_for
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from app import webhooks
 from app.api import params
-from app.auth import SCOPES, aware, create_token, current_token, require, revoke, state
-from app.errors import TOO_MANY_TOKENS, ApiError, InsufficientScope, InvalidParameter, NotFound
+from app.auth import SCOPES, aware, create_token, current_token, make_room_for_token, require, revoke, state
+from app.errors import InsufficientScope, InvalidParameter, NotFound
 from app.extensions import db
 from app.models import ApiToken, utcnow
 
@@ -124,25 +124,7 @@ def create():
             raise InsufficientScope(f"This token cannot give scopes it lacks: {', '.join(lacking)}.")
     expires_at = _expiry(body, creator)
     owner = creator.owner
-    # One at a time per owner: two creations at once cannot both pass the count.
-    db.session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"api-tokens:{owner}"))))
-    now = utcnow()
-    live = db.session.scalar(
-        select(func.count())
-        .select_from(ApiToken)
-        .where(
-            ApiToken.owner == owner,
-            ApiToken.revoked_at.is_(None),
-            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
-        )
-    )
-    most = int(current_app.config["TOKENS_PER_OWNER"])
-    if live >= most:
-        raise ApiError(
-            f"You hold {live} live tokens, the most allowed ({most}): revoke one first.",
-            code=TOO_MANY_TOKENS,
-            status=409,
-        )
+    make_room_for_token(owner)
     row, token = create_token(name.strip(), owner, scopes, expires_at=expires_at)
     db.session.commit()
     return (

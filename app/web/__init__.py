@@ -20,6 +20,14 @@ from app.web import operators as _operators  # noqa: F401  (routes on bp)
 from app.web.account import bp
 
 
+#: What the pages may load and run: their own scripts, styles and images (SVG charts are inline
+#: markup, the enrolment's configuration a data: link); nothing else, and never inside a frame.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
 def register(app: Flask) -> None:
     """Sessions, CSRF protection, the sign-in limit and the pages."""
     if not app.config.get("SECRET_KEY"):
@@ -55,6 +63,18 @@ def register(app: Flask) -> None:
     csrf.init_app(app)
     limiter.init_app(app)
     app.register_blueprint(bp)
+
+    @app.after_request
+    def guarded(response):
+        # The pages run no inline script and load nothing from elsewhere: a policy that says so
+        # keeps text a hostile volunteer wrote (a node's name, an error message) inert even if a
+        # template ever failed to escape it, and no other site may frame the pages (clickjacking).
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
 
     @app.errorhandler(CSRFError)
     def csrf_refused(exc: CSRFError):

@@ -9,7 +9,8 @@ from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 
 from app import accounts
-from app.auth import SCOPES, create_token, expired, revoke
+from app.auth import SCOPES, create_token, expired, make_room_for_token, revoke
+from app.errors import ApiError
 from app.extensions import db, limiter
 from app.models import ApiToken, utcnow
 
@@ -24,13 +25,22 @@ def _sign_in_limit() -> str:
     return current_app.config["SIGN_IN_LIMIT"]
 
 
+def _failed(response) -> bool:
+    """Only attempts that fail count: members signing in rightly never lock others out."""
+    return response.status_code == 401
+
+
 def _email_key() -> str:
     return "email:" + request.form.get("email", "").strip().lower()
 
 
 def _local(target: str | None) -> str | None:
-    """A path on this site to go back to after signing in, never another site's address."""
+    """A path on this site to go back to after signing in, never another site's address: no
+    ``//`` or ``\\`` start, and no control character or space anywhere (browsers drop tabs and
+    line breaks from an address, so ``/\t/evil.example`` would become ``//evil.example``)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ord(character) < 0x21 or ord(character) == 0x7F for character in target):
         return None
     return target
 
@@ -51,13 +61,19 @@ def home():
 
 
 def _start_session(member) -> None:
+    """A new session for ``member``: nothing from before signing in is kept but the language
+    (a CSRF token planted before it included), then signed in."""
+    language = session.get("lang")
+    session.clear()
+    if language:
+        session["lang"] = language
     login_user(member)
     session.permanent = True  # lasts GRID_SESSION_HOURS, not until the browser closes
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
-@limiter.limit(_sign_in_limit, methods=["POST"])
-@limiter.limit(_sign_in_limit, methods=["POST"], key_func=_email_key)
+@limiter.limit(_sign_in_limit, methods=["POST"], deduct_when=_failed)
+@limiter.limit(_sign_in_limit, methods=["POST"], key_func=_email_key, deduct_when=_failed)
 def sign_in():
     """The sign-in form; a wrong email or password gets one message, whichever was wrong."""
     if request.method == "GET":
@@ -146,9 +162,16 @@ def create():
     expires_at = _expiry(request.form.get("expires_in_days", ""))
     if expires_at is False:
         return _tokens_page(400, error="token_expiry")
+    try:
+        make_room_for_token(current_user.email)
+    except ApiError as exc:
+        db.session.rollback()
+        return _tokens_page(exc.status, error=exc.code)
     row, token = create_token(name, current_user.email, scopes, expires_at=expires_at)
     db.session.commit()
-    return _tokens_page(201, created=row, token=token)
+    page, status = _tokens_page(201, created=row, token=token)
+    # The token is on this page once: no cache keeps it.
+    return page, status, {"Cache-Control": "no-store"}
 
 
 @bp.post("/account/tokens/<int:token_id>/revoke")
