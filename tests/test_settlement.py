@@ -890,3 +890,12 @@ def test_a_reward_of_zero_or_less_is_never_paid_out(flask_app):
         assert [r.node_id for r in paid] == [earner.id]
         amounts = {r.node_id: (r.amount_eur, r.paid_at is not None) for r in _rewards(period)}
         assert amounts[debtor.id] == (Decimal("-0.10"), False)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_written_as_text():
+    from app.ledger.settlement import spreadsheet_safe
+
+    for formula in ('=HYPERLINK("http://x")', "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+        assert spreadsheet_safe(formula) == "'" + formula
+    for kept in ("-0.75", "+1", "12.5", "node-a", "counted", 3, None):
+        assert spreadsheet_safe(kept) == kept

@@ -235,7 +235,7 @@ def export(period: str, fmt: str) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["period"], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
     return out.getvalue()
 
 
@@ -401,13 +401,31 @@ STATEMENT_FIELDS = (
 )
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: one starting like a formula (``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return — a reversal's reason, a name) gets a leading apostrophe;
+    numbers, negative ones included, are left as they are."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        Decimal(value)
+        return value
+    except ArithmeticError:
+        return "'" + value
+
+
 def statement_csv(statement_: dict[str, Any]) -> str:
     """A statement's lines (``statement``) as CSV, one execution a row, for a spreadsheet."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=STATEMENT_FIELDS, lineterminator="\n")
     writer.writeheader()
     for line in statement_["entries"]:
-        writer.writerow({"period": statement_["period"], **line})
+        writer.writerow(
+            {key: spreadsheet_safe(value) for key, value in {"period": statement_["period"], **line}.items()}
+        )
     return out.getvalue()
 
 
