@@ -295,3 +295,27 @@ def test_waiting_requests_are_counted_with_the_event_streams(make_token):
             "rate_limit_error",
         )
         assert "X-Grid-Job" not in answer.headers
+
+
+def test_a_node_that_streams_one_text_and_reports_another_is_not_believed(fresh_grid, make_token):
+    """The client keeps the entered answer: a stream that does not lead to it ends with an error
+    event the SDK raises (stream_mismatch), never with [DONE]."""
+    from tests.adversary.two_faced import REPORTED
+
+    fresh_grid.ledger_worker()
+    fresh_grid.worker("two-faced", "llm", owner="mallory@koprogo.test", app="tests.adversary.two_faced")
+    fresh_grid.api()
+    ai = openai.OpenAI(
+        base_url=f"{fresh_grid.api_url}/v1", api_key=make_token(OWNER), max_retries=0, timeout=60
+    )
+    streamed = []
+    with pytest.raises(openai.APIError) as mismatch:
+        for chunk in ai.chat.completions.create(
+            model="default", messages=MESSAGES, max_tokens=30, temperature=0, stream=True
+        ):
+            if chunk.choices and chunk.choices[0].delta.content:
+                streamed.append(chunk.choices[0].delta.content)
+    assert mismatch.value.code == "stream_mismatch"
+    assert streamed and "".join(streamed) != REPORTED  # what the node showed, not what it reported
+    answer = ai.chat.completions.create(model="default", messages=MESSAGES, max_tokens=30, temperature=0)
+    assert answer.choices[0].message.content == REPORTED  # the entered answer, the node's to answer for
