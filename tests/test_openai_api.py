@@ -274,10 +274,10 @@ def test_a_member_s_pages_show_their_chat_jobs(grid, make_token):
     job_id = answer.model_extra["execution_info"]["job_id"]
     listing = browser.get("/jobs")
     assert listing.status_code == 200 and f"/jobs/{job_id}" in listing.text
-    assert ">chat:" in listing.text
-    assert 'value="chat"' not in listing.text  # not a kind the page's filter offers
+    assert ">Conversation (API des programmes):" in listing.text
+    assert 'value="chat"' in listing.text  # the page's filter offers it too
     page = browser.get(f"/jobs/{job_id}")
-    assert page.status_code == 200 and "chat" in page.text
+    assert page.status_code == 200 and "Réponse de conversation" in page.text
 
 
 def test_waiting_requests_are_counted_with_the_event_streams(make_token):

@@ -63,12 +63,17 @@ KIND_LABELS = {
     "translate": lazy_gettext("Translation"),
     "pipeline": lazy_gettext("Whole pipeline"),
     "invoice": lazy_gettext("Invoice fields"),
+    # Sent through the OpenAI-compatible API (/v1), not from the form.
+    "chat": lazy_gettext("Chat (programs' API)"),
+    "embeddings": lazy_gettext("Embeddings (programs' API)"),
 }
 STEP_LABELS = {
     "ocr": lazy_gettext("Reading the text (OCR)"),
     "summarise": lazy_gettext("Summary"),
     "translate": lazy_gettext("Translation"),
     "fields": lazy_gettext("Invoice fields read by a model"),
+    "chat": lazy_gettext("Chat answer"),
+    "embeddings": lazy_gettext("Embeddings"),
 }
 PART_LABELS = {
     "summary": lazy_gettext("Summary"),
@@ -424,7 +429,6 @@ def jobs_list():
         previous=url_for("web.jobs", **filters, page=page - 1) if page > 1 else None,
         next=url_for("web.jobs", **filters, page=page + 1) if page < pages else None,
         states=JobState.ALL,
-        # The OpenAI-compatible API's kinds (chat, embeddings) are not the pages' to filter by.
         kinds=[kind for kind in jobs.KINDS if kind in KIND_LABELS],
         state_labels=STATE_LABELS,
         kind_labels=KIND_LABELS,
