@@ -63,6 +63,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app.api import openai_compat
 
     openai_compat.register(app)  # /v1: the OpenAI-compatible API
+    from app import openapi
+
+    openapi.register(app)  # /api/v1/openapi.json and its page, /api/docs
     from app.web import register as register_web
 
     register_web(app)
