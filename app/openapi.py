@@ -137,9 +137,18 @@ def _schemas() -> dict[str, dict[str, Any]]:
                 "properties": {"id": _INT, "email": _TEXT},
             },
             "state": _TEXT,
+            "worker": _TEXT_OR_NULL,
             "queues": {"type": "array", "items": _TEXT},
+            "capabilities": _OBJECT,
+            "created_at": _TEXT_OR_NULL,
+            "registered_at": _TEXT_OR_NULL,
+            "last_seen_at": _TEXT_OR_NULL,
+            "paused_at": _TEXT_OR_NULL,
+            "paused_by": _TEXT_OR_NULL,
+            "approved_at": _TEXT_OR_NULL,
+            "revoked_at": _TEXT_OR_NULL,
             "uptime_percent": _OBJECT,
-            "compute_hours": _OBJECT,
+            "compute_hours": {"type": "object", "additionalProperties": _TEXT},
         },
     }
     token = {
@@ -273,6 +282,20 @@ def _schemas() -> dict[str, dict[str, Any]]:
                 "jobs": _OBJECT,
                 "all_time": _OBJECT,
                 "money": _OBJECT,
+            },
+        },
+        "Statement": {
+            "type": "object",
+            "required": ["participant", "period", "period_start", "period_end", "settled", "entries"],
+            "properties": {
+                "participant": {"type": "object", "required": ["id", "email"]},
+                "period": _TEXT,
+                "period_start": _TEXT,
+                "period_end": _TEXT,
+                "settled": {"type": "boolean"},
+                "entries": {"type": "array", "items": _OBJECT},
+                "total_exact_eur": _TEXT,
+                "total_eur": _TEXT,
             },
         },
         "LedgerNodes": {
@@ -520,7 +543,7 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
         ("api.ledger.statement", "get"): _op(
             "A participant's executions in a period, line by line.",
             "ledger",
-            _json(_OBJECT, "The statement."),
+            _json(_ref("Statement"), "The statement."),
             query=(_PERIOD,),
         ),
         ("api.stats.show", "get"): _op(

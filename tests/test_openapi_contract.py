@@ -158,6 +158,22 @@ def test_the_document_is_served_with_its_page(contract_grid):
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
 
 
+def test_every_route_is_described_and_every_description_is_a_route():
+    """The document is built from the URL map: a route added without its operation in
+    app/openapi.py fails the build (and so this module), and no operation outlives its route."""
+    from app import create_app, openapi
+
+    flask_app = create_app({"TESTING_NO_METRICS": True})
+    endpoints = {
+        (rule.endpoint, method.lower()) for rule in flask_app.url_map.iter_rules() for method in rule.methods
+    }
+    stale = set(openapi.operations()) - endpoints - {("metrics", "get")}  # /metrics: not in this app
+    assert not stale, stale
+    flask_app.add_url_rule("/api/v1/undocumented", "undocumented", lambda: {})
+    with pytest.raises(KeyError, match="undocumented"):
+        openapi.build(flask_app)
+
+
 def _run(
     strategy, examples: int, session: requests.Session, headers: dict[str, str], statuses: list[int]
 ) -> int:
