@@ -37,6 +37,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -51,7 +53,17 @@ ADMIN = "contract-admin@koprogo.test"
 TOKEN_IDS_FROM = 1_234_567_000
 #: At least this many generated requests in all.
 MIN_REQUESTS = 2000
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+#: No 5xx; a status, media type and body the document declares; and, beyond the contract, an
+#: operation that asks for a token refuses a request without one (ignored_auth) and a request
+#: the document says is invalid is refused (negative_data_rejection).
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    ignored_auth,
+    negative_data_rejection,
+]
 #: Examples per operation: (generation mode, who, how many).
 PLAN = (
     (GenerationMode.POSITIVE, "member", 24),
