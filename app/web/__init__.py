@@ -19,7 +19,6 @@ from app.web import jobs as _jobs  # noqa: F401  (routes on bp)
 from app.web import operators as _operators  # noqa: F401  (routes on bp)
 from app.web.account import bp
 
-
 #: What the pages may load and run: their own scripts, styles and images (SVG charts are inline
 #: markup, the enrolment's configuration a data: link); nothing else, and never inside a frame.
 CONTENT_SECURITY_POLICY = (
