@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser import member_jobs, member_nodes
@@ -39,9 +39,28 @@ class Page:
         return self.path(site) if callable(self.path) else self.path
 
 
+def gone(element) -> Callable[[WebDriver], bool]:
+    """A wait's condition: ``element``'s page was replaced. Chromium's driver may answer a look
+    at an element mid-navigation with "Node with given id does not belong to the document"
+    rather than a stale reference: that too means the old page is gone."""
+
+    def check(_driver: WebDriver) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return check
+
+
 def answered(driver: WebDriver, sent_from) -> None:
     """Wait until the page that answers a form (sent from element ``sent_from``) has loaded."""
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(sent_from))
+    WebDriverWait(driver, 15).until(gone(sent_from))
     WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
