@@ -20,13 +20,10 @@ import logging
 from typing import Any
 
 import redis
-from sqlalchemy import select
 
 import celeryconfig
-from app import broker_acl, nodes
-from app.ledger.context import Context
-from app.ledger.verification import Refused, verify_node
-from app.models import ExecutionSighting, JobStep, StepState
+from app import broker_acl, progress
+from app.ledger.verification import Refused
 from workers import protocol
 
 log = logging.getLogger(__name__)
@@ -75,28 +72,7 @@ def append(record: Any) -> int:
         parsed = protocol.parse("delta", record)
     except protocol.Invalid as invalid:
         raise Refused(invalid.reason, invalid.detail) from None
-    ctx = Context()
-    node_id = verify_node(record, ctx)
-    if not nodes.is_own_worker(ctx.names[node_id], parsed.node):
-        raise Refused("wrong_worker_name", f"node {ctx.names[node_id]}'s worker is not {parsed.node!r}")
-    from app.extensions import db
-
-    step = db.session.scalar(select(JobStep).where(JobStep.task_id == parsed.task_id))
-    if step is None:
-        raise Refused("never_dispatched", f"the coordinator never dispatched task {parsed.task_id}")
-    if step.name != "chat":
-        raise Refused("wrong_task", f"task {step.task_id} is a {step.name}, not a chat")
-    seen = db.session.scalar(
-        select(ExecutionSighting.id).where(
-            ExecutionSighting.task_id == parsed.task_id,
-            ExecutionSighting.attempt == parsed.attempt,
-            ExecutionSighting.node_id == node_id,
-        )
-    )
-    if seen is None:
-        raise Refused("not_started", f"node {node_id} was not seen starting attempt {parsed.attempt}")
-    if step.state in StepState.FINAL:
-        raise Refused("step_finished", f"task {step.task_id} is {step.state}")
+    step = progress.held_attempt(record, parsed, "chat")
     size = len(parsed.text.encode("utf-8"))
     entry = json.dumps(
         {"seq": parsed.seq, "text": parsed.text, "done": parsed.done, "attempt": parsed.attempt}

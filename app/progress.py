@@ -41,13 +41,10 @@ def _redis() -> redis.Redis:
     return broker_acl.quick_client(REDIS_TIMEOUT_SECONDS)
 
 
-def report(record: Any) -> None:
-    """Keep a node's progress report, or raise ``Refused`` (not stored: progress is no claim
-    to pay, and storing each refusal would let anyone fill the table)."""
-    try:
-        parsed = protocol.parse("progress", record)
-    except protocol.Invalid as invalid:
-        raise Refused(invalid.reason, invalid.detail) from None
+def held_attempt(record: Any, parsed: Any, name: str | None = None) -> JobStep:
+    """The step of the attempt a node reports on (progress, streamed text), or ``Refused``: the
+    record signed by a known node, whose worker it is, for a task the coordinator dispatched (a
+    ``name`` step when given), an attempt that node was seen starting, not ended yet."""
     ctx = Context()  # the node only: no lock is taken for a report
     node_id = verify_node(record, ctx)
     if not nodes.is_own_worker(ctx.names[node_id], parsed.node):
@@ -55,6 +52,8 @@ def report(record: Any) -> None:
     step = db.session.scalar(select(JobStep).where(JobStep.task_id == parsed.task_id))
     if step is None:
         raise Refused("never_dispatched", f"the coordinator never dispatched task {parsed.task_id}")
+    if name is not None and step.name != name:
+        raise Refused("wrong_task", f"task {step.task_id} is a {step.name}, not a {name}")
     seen = db.session.scalar(
         select(ExecutionSighting.id).where(
             ExecutionSighting.task_id == parsed.task_id,
@@ -66,6 +65,17 @@ def report(record: Any) -> None:
         raise Refused("not_started", f"node {node_id} was not seen starting attempt {parsed.attempt}")
     if step.state in StepState.FINAL:
         raise Refused("step_finished", f"task {step.task_id} is {step.state}")
+    return step
+
+
+def report(record: Any) -> None:
+    """Keep a node's progress report, or raise ``Refused`` (not stored: progress is no claim
+    to pay, and storing each refusal would let anyone fill the table)."""
+    try:
+        parsed = protocol.parse("progress", record)
+    except protocol.Invalid as invalid:
+        raise Refused(invalid.reason, invalid.detail) from None
+    step = held_attempt(record, parsed)
     values = bounded(parsed.model_dump(include=set(FIELDS), exclude_none=True), step.job.input_pages)
     try:
         _redis().set(
