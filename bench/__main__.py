@@ -55,8 +55,9 @@ def main() -> int:
 
             from bench import suite
 
-            parts = tuple(sys.argv[1:]) or ("grid", "ledger", "inputs")
-            return suite.run(workdir, parts)
+            quick = "--quick" in sys.argv[1:]
+            parts = tuple(a for a in sys.argv[1:] if a != "--quick") or suite.DEFAULT_PARTS
+            return suite.run(workdir, parts, quick=quick)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -155,9 +155,31 @@ def run(workdir: Path, plan: Plan, redis_server, postgres) -> int:
         began = time.monotonic()
         states = _drain(client, job_ids, plan, tally)
         tally.drained_seconds = round(time.monotonic() - began)
-        return _report(job_ids, states, tally)
+        outcome = _report(job_ids, states, tally)
+        if outcome:
+            _dump_logs(workdir / "logs", [j for j in job_ids if states.get(j) not in FINAL])
+        return outcome
     finally:
         grid.stop()
+
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+def _dump_logs(logs: Path, stuck: list[str], lines: int = 60) -> None:
+    """When a goal is missed, what each process last wrote and where the stuck jobs stand."""
+    for log in sorted(logs.glob("*")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"\n--- {log.name} (last {len(tail)} lines)", file=sys.stderr)
+        print("\n".join(tail), file=sys.stderr)
+    from app import create_app
+    from app.extensions import db
+    from app.models import Job
+
+    with create_app().app_context():
+        for job in db.session.scalars(db.select(Job).where(Job.id.in_(stuck))):
+            steps = [(s.name, s.state, s.node, s.attempts, s.task_id) for s in job.steps]
+            print(f"stuck {job.id} {job.kind} {job.state} {steps}", file=sys.stderr)
 
 
 def _documents():

@@ -466,8 +466,16 @@ def bench_throughput(client: Client, log_dir: Path) -> list[Ratio]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) -> int:
+#: What ``make bench`` runs: the ratio lines, then every goal part (bench/goals.py).
+DEFAULT_PARTS = ("grid", "ledger", "inputs", "goals")
+
+
+def run(workdir: Path, parts: tuple[str, ...] = DEFAULT_PARTS, quick: bool = False) -> int:
     """Start the grid, measure, print the table; returns the exit status."""
+    from bench import goals as goal_parts
+
+    goal_names = list(goal_parts.PARTS) if "goals" in parts else [p for p in parts if p in goal_parts.PARTS]
+    measured_goals: list[goal_parts.Goal] = []
     log_dir = workdir / "logs"
     grid: Grid | None = None
     began = time.monotonic()
@@ -485,7 +493,19 @@ def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) ->
             assert grid.api_url is not None
             clients = {owner.split("@")[0]: Client(grid.api_url, token) for owner, token in tokens.items()}
             _log(f"1. OCR: {OCR_PAGES} pages, {OCR_REPEATS} repetitions")
-            results += bench_ocr(clients["ocr"], workdir)
+            ocr_lines = bench_ocr(clients["ocr"], workdir)
+            results += ocr_lines
+            end_to_end = next(line for line in ocr_lines if line.name.endswith("end to end"))
+            measured_goals.append(
+                goal_parts.Goal.ratio(
+                    "OCR pages/s, grid over the raw Tesseract CLI (end to end)",
+                    OCR_PAGES / end_to_end.grid,
+                    OCR_PAGES / end_to_end.raw,
+                    0.95,
+                    f"{OCR_PAGES / end_to_end.grid:.3g} vs {OCR_PAGES / end_to_end.raw:.3g} pages/s, "
+                    f"medians of {OCR_REPEATS} alternated runs of {OCR_PAGES} pages",
+                )
+            )
             _log(f"2. LLM: summarise, {LLM_REPEATS} repetitions")
             results += bench_llm(clients["llm"], flask_app)
             _log(f"3. throughput: {BARE_TASKS} bare Celery tasks, {GRID_JOBS} grid jobs")
@@ -515,6 +535,8 @@ def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) ->
             from bench import stats
 
             ledger_lines += stats.run(flask_app)
+        if goal_names:
+            measured_goals = goal_parts.run(goal_names, workdir / "goals", quick)
     except (BenchError, AssertionError, subprocess.CalledProcessError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         if grid is not None:
@@ -535,4 +557,7 @@ def run(workdir: Path, parts: tuple[str, ...] = ("grid", "ledger", "inputs")) ->
         print(result.line())
     for line in ledger_lines:
         print(line)
+    if measured_goals:
+        print()
+        print(goal_parts.table(measured_goals, quick))
     return 0

@@ -59,15 +59,20 @@ def _on_job_page(driver: WebDriver) -> str:
     return urlsplit(driver.current_url).path
 
 
+_STATE = "const e = document.getElementById('job-state'); return e && e.dataset.state;"
+
+
 def _wait_done(driver: WebDriver) -> None:
+    # Read in one script: the page redraws the job's state as it changes, so an element found
+    # by one WebDriver call may be gone by the next (a stale element reference).
     WebDriverWait(driver, DONE_WITHIN).until(
         lambda d: (
-            d.find_element(By.ID, "job-state").get_attribute("data-state") in ("succeeded", "failed")
-            and d.find_elements(By.ID, "result-summary")
+            d.execute_script(_STATE) in ("succeeded", "failed")
+            and d.execute_script("return !!document.getElementById('result-summary')")
         ),
         "the job's page did not show the job succeeded with its summary",
     )
-    assert driver.find_element(By.ID, "job-state").get_attribute("data-state") == "succeeded"
+    assert driver.execute_script(_STATE) == "succeeded"
 
 
 def _key(driver: WebDriver, *keys: str) -> dict:
