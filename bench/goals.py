@@ -19,7 +19,10 @@ from pathlib import Path
 
 #: Goal parts, in the order ``make bench`` runs them: the part's name on the command line, and
 #: its module (``run(workdir, quick) -> list[Goal]``).
-PARTS: dict[str, str] = {}
+PARTS: dict[str, str] = {
+    "history": "bench.history",
+    "nodes": "bench.nodes",
+}
 
 
 @dataclass(frozen=True)

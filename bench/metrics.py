@@ -43,6 +43,42 @@ def _timed(what: str, run) -> float:
     return seconds
 
 
+def bulk(session, table: str, run) -> None:
+    """``run`` with ``table``'s indexes and constraints, its primary key apart, set aside, then
+    built and checked again: a sort and a join beat millions of random insertions and lookups.
+    Its triggers (the tallies') stay on. Also bench/stats.py's and bench/history.py's filler."""
+    from sqlalchemy import text
+
+    def sql(statement: str) -> None:
+        session.execute(text(statement))
+        session.commit()
+
+    sql("SET maintenance_work_mem = '256MB'")
+    constraints = session.execute(
+        text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = CAST(:table AS regclass) AND contype IN ('f', 'u')"
+        ),
+        {"table": table},
+    ).all()
+    for name, _ in constraints:
+        sql(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
+    indexes = session.execute(
+        text(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :table "
+            "AND indexdef NOT LIKE 'CREATE UNIQUE%'"
+        ),
+        {"table": table},
+    ).all()
+    for index, _ in indexes:
+        sql(f"DROP INDEX {index}")
+    run()
+    for _, definition in indexes:
+        sql(definition)
+    for name, definition in constraints:
+        sql(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
+
+
 def fill(session) -> None:
     """1,000 nodes (900 heard from within the minute), ``ENTRIES`` ledger entries over them
     (a tenth held, nine in ten of those decided, a fifth of those refused as invalid), refusals,
@@ -72,34 +108,6 @@ def fill(session) -> None:
         ),
     )
 
-    def bulk(table: str, run) -> None:
-        """``run`` with ``table``'s indexes and constraints, its primary key apart, set aside, then
-        built and checked again: a sort and a join beat millions of random insertions and lookups."""
-        sql("SET maintenance_work_mem = '256MB'")
-        constraints = session.execute(
-            text(
-                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                "WHERE conrelid = CAST(:table AS regclass) AND contype IN ('f', 'u')"
-            ),
-            {"table": table},
-        ).all()
-        for name, _ in constraints:
-            sql(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
-        indexes = session.execute(
-            text(
-                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :table "
-                "AND indexdef NOT LIKE 'CREATE UNIQUE%'"
-            ),
-            {"table": table},
-        ).all()
-        for index, _ in indexes:
-            sql(f"DROP INDEX {index}")
-        run()
-        for _, definition in indexes:
-            sql(definition)
-        for name, definition in constraints:
-            sql(f"ALTER TABLE {table} ADD CONSTRAINT {name} {definition}")
-
     sql("CREATE TEMP TABLE bench_nodes AS SELECT row_number() OVER (ORDER BY id) - 1 AS i, id FROM nodes")
     sql("CREATE INDEX ON bench_nodes (i)")
 
@@ -127,7 +135,7 @@ def fill(session) -> None:
             )
             _log(f"    {min(start + CHUNK, ENTRIES):,} entries")
 
-    _timed(f"{ENTRIES:,} ledger entries", lambda: bulk("ledger_entries", entries))
+    _timed(f"{ENTRIES:,} ledger entries", lambda: bulk(session, "ledger_entries", entries))
     _timed(
         "decisions on held grants",
         lambda: sql(
@@ -154,6 +162,7 @@ def fill(session) -> None:
 
     def jobs() -> None:
         bulk(
+            session,
             "jobs",
             lambda: sql(
                 """
@@ -169,6 +178,7 @@ def fill(session) -> None:
             ),
         )
         bulk(
+            session,
             "job_steps",
             lambda: sql(
                 """

@@ -31,11 +31,20 @@ def _log(message: str) -> None:
     print(message, flush=True, file=sys.stderr)
 
 
-def _fill(flask_app: Flask) -> None:
+def fill(flask_app: Flask, entries: int = ENTRIES, jobs: int | None = None, held: bool = False) -> None:
+    """``NODES`` nodes, ``jobs`` finished jobs with a step each (one per ``ENTRIES_PER_JOB``
+    entries unless given), and ``entries`` ledger entries spread over them and over the year up
+    to now, received in time order. With ``held``, every tenth entry is held (its result awaited
+    a replica's) and nine in ten of those decided a day later, a fifth refused. Also
+    bench/history.py's filler. Each big table's indexes and constraints are set aside while it
+    fills and built again after (``bench.metrics.bulk``); the tallies' triggers fire as they
+    would for the ledger's own inserts."""
     from app import figures
     from app.extensions import db
+    from bench.metrics import bulk
 
-    jobs = max(1, ENTRIES // ENTRIES_PER_JOB)
+    jobs = jobs or max(1, entries // ENTRIES_PER_JOB)
+    per_job = -(-entries // jobs)
     with flask_app.app_context():
         db.session.execute(
             text("INSERT INTO participants (email, created_at) VALUES ('stats@bench.local', now())")
@@ -66,22 +75,29 @@ def _fill(flask_app: Flask) -> None:
             ),
             {"nodes": NODES},
         )
+        db.session.commit()
         _log(f"  {jobs:,} jobs and steps…")
         # Finished jobs are tallied by a trigger row by row (app.figures); here they are tallied
         # once, all together, with the trigger's own bucket function.
         db.session.execute(text("ALTER TABLE jobs DISABLE TRIGGER jobs_latency_tally"))
-        db.session.execute(
-            text(
-                """
-                INSERT INTO jobs (id, kind, state, owner, params, created_at, finished_at)
-                SELECT md5('job' || g)::uuid::text, CASE WHEN g % 3 = 0 THEN 'summarise' ELSE 'ocr' END,
-                       CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'succeeded' END, 'stats@bench.local', '{}',
-                       now() - make_interval(secs => (:span - g::float8 * :span / :jobs)),
-                       now() - make_interval(secs => (:span - g::float8 * :span / :jobs)) + interval '9 s'
-                FROM generate_series(1, :jobs) AS g
-                """
+        db.session.commit()
+        bulk(
+            db.session,
+            "jobs",
+            lambda: db.session.execute(
+                text(
+                    """
+                    INSERT INTO jobs (id, kind, state, owner, params, created_at, finished_at)
+                    SELECT md5('job' || g)::uuid::text,
+                           CASE WHEN g % 3 = 0 THEN 'summarise' ELSE 'ocr' END,
+                           CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'succeeded' END, 'stats@bench.local', '{}',
+                           now() - make_interval(secs => (:span - g::float8 * :span / :jobs)),
+                           now() - make_interval(secs => (:span - g::float8 * :span / :jobs)) + interval '9 s'
+                    FROM generate_series(1, :jobs) AS g
+                    """
+                ),
+                {"jobs": jobs, "span": SPAN_SECONDS},
             ),
-            {"jobs": jobs, "span": SPAN_SECONDS},
         )
         db.session.execute(text("ALTER TABLE jobs ENABLE TRIGGER jobs_latency_tally"))
         db.session.execute(
@@ -93,50 +109,82 @@ def _fill(flask_app: Flask) -> None:
                 """
             )
         )
-        db.session.execute(
-            text(
-                """
-                INSERT INTO job_steps (id, job_id, position, name, task_name, queue, task_id, state, attempts)
-                SELECT g, md5('job' || g)::uuid::text, 0, 'ocr', 'grid.ocr.extract', 'ocr',
-                       md5('step' || g)::uuid::text, 'succeeded', 1
-                FROM generate_series(1, :jobs) AS g
-                """
-            ),
-            {"jobs": jobs},
-        )
         db.session.commit()
-        _log(f"  {ENTRIES:,} ledger entries over a year, in time order…")
-        batch = 1_000_000
-        for first in range(1, ENTRIES + 1, batch):
-            db.session.execute(
+        bulk(
+            db.session,
+            "job_steps",
+            lambda: db.session.execute(
                 text(
                     """
-                    INSERT INTO ledger_entries (task_id, attempt, job_id, step_id, node_id, node, capability,
-                        task_name, outcome, wall_ms, cpu_ms, unit, units, received_at, claimed_ms,
-                        observed_ms, cap_ms, granted_ms, grant_basis, rate_eur_per_hour, period, held)
-                    SELECT md5('task' || g), 0, md5('job' || j)::uuid::text, j,
-                           md5('node' || (g % :nodes + 1))::uuid::text, 'stats-bench@host',
-                           CASE WHEN g % 3 = 0 THEN 'llm' ELSE 'ocr' END, 'bench',
-                           CASE WHEN g % 40 = 0 THEN 'failed' ELSE 'succeeded' END,
-                           1000 + g % 5000, 900, 'page', 1 + g % 4, at, 1000 + g % 5000, 3000 + g % 5000,
-                           12000, 1000 + g % 5000, 'claimed',
-                           CASE WHEN g % 3 = 0 THEN 1.20 ELSE 0.60 END, to_char(at, 'YYYY-MM'), false
-                    FROM (SELECT g, (g - 1) / :per_job + 1 AS j,
-                                 now() - make_interval(secs => (:span - g::float8 * :span / :entries)) AS at
-                          FROM generate_series(:first, :last) AS g) AS s
+                    INSERT INTO job_steps (id, job_id, position, name, task_name, queue, task_id, state,
+                        attempts, finished_at)
+                    SELECT g, md5('job' || g)::uuid::text, 0, 'ocr', 'grid.ocr.extract', 'ocr',
+                           md5('step' || g)::uuid::text, 'succeeded', 1,
+                           now() - make_interval(secs => (:span - g::float8 * :span / :jobs)) + interval '9 s'
+                    FROM generate_series(1, :jobs) AS g
                     """
                 ),
-                {
-                    "first": first,
-                    "last": min(ENTRIES, first + batch - 1),
-                    "nodes": NODES,
-                    "per_job": ENTRIES_PER_JOB,
-                    "span": SPAN_SECONDS,
-                    "entries": ENTRIES,
-                },
+                {"jobs": jobs, "span": SPAN_SECONDS},
+            ),
+        )
+        _log(f"  {entries:,} ledger entries over a year, in time order…")
+
+        def insert_entries() -> None:
+            batch = 1_000_000
+            for first in range(1, entries + 1, batch):
+                db.session.execute(
+                    text(
+                        """
+                        INSERT INTO ledger_entries (task_id, attempt, job_id, step_id, node_id, node,
+                            capability, task_name, outcome, wall_ms, cpu_ms, unit, units, received_at,
+                            claimed_ms, observed_ms, cap_ms, granted_ms, grant_basis, rate_eur_per_hour,
+                            period, held)
+                        SELECT md5('task' || g), 0, md5('job' || j)::uuid::text, j,
+                               md5('node' || (g % :nodes + 1))::uuid::text, 'stats-bench@host',
+                               CASE WHEN g % 3 = 0 THEN 'llm' ELSE 'ocr' END, 'bench',
+                               CASE WHEN g % 40 = 0 THEN 'failed' ELSE 'succeeded' END,
+                               1000 + g % 5000, 900, 'page', 1 + g % 4, at, 1000 + g % 5000,
+                               3000 + g % 5000, 12000, 1000 + g % 5000, 'claimed',
+                               CASE WHEN g % 3 = 0 THEN 1.20 ELSE 0.60 END, to_char(at, 'YYYY-MM'),
+                               :held AND g % 10 = 7
+                        FROM (SELECT g, (g - 1) / :per_job + 1 AS j,
+                                     now() - make_interval(secs => :span - g::float8 * :span / :entries) AS at
+                              FROM generate_series(:first, :last) AS g) AS s
+                        """
+                    ),
+                    {
+                        "first": first,
+                        "last": min(entries, first + batch - 1),
+                        "nodes": NODES,
+                        "per_job": per_job,
+                        "span": SPAN_SECONDS,
+                        "entries": entries,
+                        "held": held,
+                    },
+                )
+                db.session.commit()
+                _log(f"    {min(entries, first + batch - 1):,}")
+
+        bulk(db.session, "ledger_entries", insert_entries)
+        if held:
+            _log("  decisions on held grants…")
+            bulk(
+                db.session,
+                "grant_decisions",
+                lambda: db.session.execute(
+                    text(
+                        """
+                        INSERT INTO grant_decisions (entry_id, node_id, decision, reason, decided_at, period)
+                        SELECT id, node_id, CASE WHEN id % 5 = 0 THEN 'refused' ELSE 'released' END,
+                               CASE WHEN id % 5 = 0 THEN 'invalid_result' ELSE 'validated' END,
+                               received_at + interval '1 day',
+                               to_char(received_at + interval '1 day', 'YYYY-MM')
+                        FROM ledger_entries
+                        WHERE held AND id % 10 <> 0 AND received_at < now() - interval '1 day'
+                        """
+                    )
+                ),
             )
-            db.session.commit()
-            _log(f"    {min(ENTRIES, first + batch - 1):,}")
         db.session.execute(text("SELECT setval('job_steps_id_seq', :jobs)"), {"jobs": jobs})
         figures.compact_tallies(db.session)  # as the ledger worker's upkeep does every round
         db.session.commit()
@@ -164,7 +212,7 @@ def run(flask_app: Flask) -> list[str]:
     from app.extensions import db
 
     began = time.monotonic()
-    _fill(flask_app)
+    fill(flask_app)
     _log(f"  filled in {time.monotonic() - began:.0f} s")
     lines = [f"stats on {ENTRIES:,} ledger entries, {NODES:,} nodes, one year (median of {REPEATS}, ms):"]
     now = datetime.now(UTC)
