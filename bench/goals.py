@@ -21,7 +21,6 @@ from pathlib import Path
 #: its module (``run(workdir, quick) -> list[Goal]``).
 PARTS: dict[str, str] = {
     "history": "bench.history",
-    "nodes": "bench.nodes",
 }
 
 
