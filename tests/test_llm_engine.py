@@ -9,6 +9,7 @@ shared grid's LLM node and check that it loads its model once per worker process
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from sqlalchemy import select
@@ -48,6 +49,18 @@ def _assert_usage(result: dict) -> None:
     assert result["tokens"] == result["prompt_tokens"] + result["completion_tokens"]
     assert result["engine"]["name"] == "llama.cpp"
     assert result["engine"]["context"] == CONTEXT
+    assert result["engine"]["seconds"] > 0
+
+
+def test_the_result_says_how_long_the_engine_itself_worked():
+    """The seconds inside llama.cpp's calls (bench/llm.py subtracts them from a job's end to end),
+    within the whole summarise call's."""
+    llama.get_model()  # loading is not generating
+    began = time.perf_counter()
+    result = llama.summarise(SHORT, "fr", 40)
+    wall = time.perf_counter() - began
+    assert result["llm_calls"] == 1
+    assert 0 < result["engine"]["seconds"] <= wall
 
 
 def test_the_test_session_runs_the_tiny_model_with_a_512_token_window():

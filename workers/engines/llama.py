@@ -15,6 +15,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,10 +67,18 @@ class Usage:
     completion_tokens: int = 0
     calls: int = 0
     pieces: list[int] = field(default_factory=list)
+    #: Seconds spent inside llama.cpp's calls (the prompt read, the tokens generated): the
+    #: engine's own time, which the benchmark subtracts from a job's end to end to find what the
+    #: grid adds. A node's claim, shown and never paid: the ledger meters tokens, not this.
+    seconds: float = 0.0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def engine(self) -> dict:
+        """What answered (``describe()``) and the seconds it took."""
+        return {**describe(), "seconds": round(self.seconds, 4)}
 
     def counts(self) -> dict:
         """The token and call counts every LLM result carries."""
@@ -159,6 +168,7 @@ def _chat(system: str, user: str, max_tokens: int, usage: Usage, schema: dict | 
     """The model's answer; held to a JSON schema (a grammar) when one is given."""
     model = get_model()
     extra = {"response_format": {"type": "json_object", "schema": schema}} if schema else {}
+    began = time.perf_counter()
     try:
         response = model.create_chat_completion(
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
@@ -171,6 +181,8 @@ def _chat(system: str, user: str, max_tokens: int, usage: Usage, schema: dict | 
         raise GridError(f"The model refused the prompt: {exc}", code=errors.LLM_FAILED) from None
     except MemoryError:
         raise TransientError("The worker ran out of memory while generating.") from None
+    finally:
+        usage.seconds += time.perf_counter() - began
     usage.prompt_tokens += response["usage"]["prompt_tokens"]
     usage.completion_tokens += response["usage"]["completion_tokens"]
     usage.calls += 1
@@ -281,7 +293,7 @@ def _summary_result(summary: str, language: str, usage: Usage) -> dict:
         "summary": summary,
         "language": language,
         **usage.counts(),
-        "engine": describe(),
+        "engine": usage.engine(),
     }
 
 
@@ -307,7 +319,7 @@ def translate(text: str, target: str, on_progress: Progress | None = None) -> di
         "translation": "\n\n".join(out),
         "language": target,
         **usage.counts(),
-        "engine": describe(),
+        "engine": usage.engine(),
     }
 
 
@@ -351,7 +363,7 @@ def invoice_fields(text: str, on_progress: Progress | None = None) -> dict:
         "complete": complete,
         "pieces_read": 1,
         **usage.counts(),
-        "engine": describe(),
+        "engine": usage.engine(),
     }
 
 
@@ -404,6 +416,7 @@ def chat(
         seen.append(len(input_ids))
         return scores
 
+    began = time.perf_counter()
     try:
         chunks = model.create_chat_completion(
             messages=messages,
@@ -431,12 +444,18 @@ def chat(
         ) from None
     except MemoryError:
         raise TransientError("The worker ran out of memory while generating.") from None
-    usage = Usage(prompt_tokens=seen[0] if seen else 0, completion_tokens=len(seen), calls=1)
+    usage = Usage(
+        prompt_tokens=seen[0] if seen else 0,
+        completion_tokens=len(seen),
+        calls=1,
+        # the pieces handed to on_delta included: a put on a list (workers.stream), never a post
+        seconds=time.perf_counter() - began,
+    )
     return {
         "text": "".join(parts),
         "finish_reason": finish or "stop",
         **usage.counts(),
-        "engine": describe(),
+        "engine": usage.engine(),
     }
 
 
