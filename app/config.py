@@ -40,6 +40,10 @@ class Defaults:
     #: When set, ``/metrics`` answers only ``Authorization: Bearer <this>`` (Prometheus's
     #: ``authorization.credentials_file``): its figures name nodes and count euros.
     METRICS_TOKEN = None
+    #: Records a ledger worker takes off the ``ledger`` queue at once and enters in one
+    #: transaction (app.ledger.intake, docs/decisions/0006); several ledger workers share the queue
+    #: batch by batch.
+    LEDGER_BATCH = 1000
     #: Seconds a client is told to wait (``Retry-After``) when PostgreSQL or Redis is away (503).
     RETRY_AFTER_SECONDS = 5
     #: Seconds the API waits for PostgreSQL to accept a connection before it answers 503.

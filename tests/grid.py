@@ -193,43 +193,65 @@ class Grid:
         )
         return process.wait_ready(" ready.") if wait else process
 
-    def ledger_worker(self) -> GridProcess:
-        return self._spawn(
-            "ledger",
+    def ledger_worker(
+        self,
+        name: str = "ledger",
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        loglevel: str = "INFO",
+    ) -> GridProcess:
+        """A ledger worker named ``name`` (several may share the ledger queue, each its own name)."""
+        process = self._spawn(
+            name,
             [
                 CELERY,
                 "-A",
                 "app.ledger_worker",
                 "worker",
                 "-n",
-                "ledger@%h",
+                f"{name}@%h",
                 "-c",
                 "1",
-                "--loglevel=INFO",
+                f"--loglevel={loglevel}",
                 "--without-mingle",
                 "--without-gossip",
             ],
-        ).wait_ready(" ready.")
-
-    def api(self) -> str:
-        port = int(self.api_url.rsplit(":", 1)[1])
-        process = self._spawn(
-            "api",
-            [
-                str(VENV_BIN / "gunicorn"),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                "4",
-                "app:create_app()",
-            ],
+            env,
         )
+        return process.wait_ready(" ready.") if wait else process
+
+    def api(
+        self,
+        *,
+        processes: int = 1,
+        workers: int = 1,
+        threads: int = 4,
+        access_log: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """The API under gunicorn at ``api_url``; ``processes`` > 1: as many gunicorn masters
+        (independent coordinators' APIs) on that one address, sharing it with ``--reuse-port``
+        (the kernel spreads connections among them), each with ``workers`` and ``threads``."""
+        port = int(self.api_url.rsplit(":", 1)[1])
+        argv = [str(VENV_BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}"]
+        argv += ["--workers", str(workers), "--threads", str(threads)]
+        if processes > 1:
+            argv.append("--reuse-port")
+        if access_log:
+            argv += ["--access-logfile", "-"]
+        started = [
+            self._spawn("api" if processes == 1 else f"api-{index}", [*argv, "app:create_app()"], env)
+            for index in range(1, processes + 1)
+        ]
 
         def healthy() -> bool:
-            if not process.alive():
-                raise AssertionError(f"API exited:\n{process.output()[-3000:]}")
+            for process in started:
+                if not process.alive():
+                    raise AssertionError(f"API exited:\n{process.output()[-3000:]}")
+            # Each master listens before its worker has loaded the app: a connection it is
+            # handed meanwhile waits in its backlog, and is answered.
+            if not all("Booting worker" in process.output() for process in started):
+                return False
             try:
                 return requests.get(f"{self.api_url}/healthz", timeout=1).ok
             except requests.RequestException:  # not listening yet, or still booting

@@ -91,3 +91,22 @@ def test_a_message_over_the_size_limit_is_swapped_for_a_marker_as_it_is_taken(br
     assert decoded[0][1].reason == decoded[2][1].reason == "oversized"
     assert max(len(raw) for raw in queued + waited) < 1000
     assert max(len(raw) for raw in client.lrange(intake.in_flight, 0, -1)) < 1000
+
+
+def test_a_running_worker_puts_back_only_the_batches_of_ledger_workers_gone_for_good(broker):
+    """Two coordinators' ledger workers: one's batch in flight is left alone while its alive key
+    lives, and put back by the other once it has expired (a worker that never came back)."""
+    url, app = broker
+    for index in range(6):
+        send(app, index)
+    other = RedisIntake(url, f"ledger-{uuid.uuid4().hex[:6]}@other")
+    assert len(other.take(4)) == 4
+    running = RedisIntake(url, f"ledger-{uuid.uuid4().hex[:6]}@running")
+
+    assert running.sweep() == 0  # the other one is alive: its batch is its own
+    running.redis.delete(other.alive)  # ... until its alive key expires
+    assert running.sweep() == 4
+
+    again = [decode(raw)[1]["n"] for raw in running.take(100)]
+    assert again == list(range(6))
+    running.done()

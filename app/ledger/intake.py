@@ -7,7 +7,9 @@ ledger worker instead moves up to ``BATCH`` messages at once, atomically, from t
 to an in-flight list of its own, enters them in one transaction, and only then drops the
 in-flight list. A worker that dies mid-batch finds its in-flight list when it starts again
 (same worker name) and puts it back at the head of the queue: nothing is lost, and what was
-already committed is refused as a replay, so nothing is granted twice.
+already committed is refused as a replay, so nothing is granted twice. Several ledger workers
+(one per coordinator, each its own name) share the queue batch by batch; a batch left by one
+that never comes back is put back by another once its ``alive`` key has expired.
 
 The messages are Celery's (kombu's Redis format, protocol 2), so volunteers send records as
 any Celery task.
@@ -31,6 +33,7 @@ from workers import protocol
 
 log = logging.getLogger(__name__)
 
+#: Records taken at once by default (the setting ``LEDGER_BATCH``, app.config).
 BATCH = 1000
 #: A batch stops growing past this many bytes of messages (results can be large).
 BATCH_BYTES = 32 * 1024 * 1024
@@ -62,8 +65,13 @@ for k = 2, #KEYS do
 end
 return taken
 """
-# KEYS: in-flight list, queue list. Puts what is in flight back at the head of the queue.
+#: A running ledger worker looks this often for batches that ledger workers gone for good (their
+#: ``alive`` key expired: another coordinator's, never restarted) left in flight.
+SWEEP_SECONDS = 15
+# KEYS: in-flight list, queue list[, alive key]. Puts what is in flight back at the head of the
+# queue; with an alive key, only if it is gone (checked in the same atomic step).
 _PUT_BACK = """
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local items = redis.call('LRANGE', KEYS[1], 0, -1)
 for i = #items, 1, -1 do redis.call('RPUSH', KEYS[2], items[i]) end
 redis.call('DEL', KEYS[1])
@@ -106,12 +114,14 @@ class RedisIntake:
         return int(self._put_back(keys=[in_flight or self.in_flight, self.queue]))
 
     def sweep(self) -> int:
-        """Put back what ledger workers that are gone (under any name) left in flight."""
+        """Put back what ledger workers that are gone (under any name) left in flight. A worker
+        whose ``alive`` key lives keeps its batch: the check and the move are one atomic step."""
         returned = 0
         for key in self.redis.scan_iter(match=f"{IN_FLIGHT_PREFIX}*"):
             name = key.decode()[len(IN_FLIGHT_PREFIX) :]
-            if key.decode() != self.in_flight and not self.redis.exists(f"{ALIVE_PREFIX}{name}"):
-                returned += self.put_back(key.decode())
+            if key.decode() != self.in_flight:
+                alive = f"{ALIVE_PREFIX}{name}"
+                returned += int(self._put_back(keys=[key.decode(), self.queue, alive]))
         return returned
 
     def take(self, count: int) -> list[bytes]:
@@ -157,12 +167,13 @@ class LedgerIntake(bootsteps.StartStopStep):
 
     def start(self, worker) -> None:
         self.intake = RedisIntake(worker.app.conf.broker_url, worker.hostname)
+        self.batch = max(1, int(self.flask_app.config.get("LEDGER_BATCH", BATCH)))
         returned = self.intake.put_back() + self.intake.sweep()
         if returned:
             log.warning("put %d records left in flight by stopped ledger workers back on the queue", returned)
         self.thread = threading.Thread(target=self.run, name="ledger-intake", daemon=True)
         self.thread.start()
-        log.info("ledger intake ready: batches of up to %d records from Redis", BATCH)
+        log.info("ledger intake ready: batches of up to %d records from Redis", self.batch)
 
     def stop(self, worker) -> None:
         self.stopping.set()
@@ -171,9 +182,15 @@ class LedgerIntake(bootsteps.StartStopStep):
 
     def run(self) -> None:
         backoff = 1.0
+        swept = time.monotonic()
         while not self.stopping.is_set():
             try:
-                raw = self.intake.take(BATCH)
+                if time.monotonic() - swept > SWEEP_SECONDS:  # another coordinator's, gone for good
+                    swept = time.monotonic()
+                    returned = self.intake.sweep()
+                    if returned:
+                        log.warning("put %d records left in flight by a gone ledger worker back", returned)
+                raw = self.intake.take(self.batch)
                 if not raw:
                     continue
                 began = time.perf_counter()
