@@ -21,6 +21,7 @@ from pathlib import Path
 #: its module (``run(workdir, quick) -> list[Goal]``).
 PARTS: dict[str, str] = {
     "history": "bench.history",
+    "latency": "bench.latency",
 }
 
 

@@ -2,7 +2,8 @@
 # Install the Debian/Ubuntu packages the grid needs, only those missing.
 #   scripts/system-packages.sh demo   Tesseract (fra, eng, nld), poppler, Redis and PostgreSQL
 #   scripts/system-packages.sh test   the same (the demo and the tests start private servers),
-#                                     promtool (Debian's prometheus) for the alert rules' tests, and
+#                                     promtool (Debian's prometheus) for the alert rules' tests, wrk
+#                                     for the API latency benchmark, and
 #                                     headless Chromium and its driver for the web pages' tests
 set -euo pipefail
 purpose=${1:-demo}
@@ -23,6 +24,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || need+=(pos
 # promtool checks and unit-tests deploy/prometheus (tests/test_monitoring.py); Debian ships it
 # only in the server's package, whose service must not run here (below).
 [ "$purpose" = test ] && ! have promtool && need+=(prometheus)
+# wrk loads the API over HTTP at a fixed rate for the latency goal (bench/latency.py).
+[ "$purpose" = test ] && ! have wrk && need+=(wrk)
 # The web pages are tested in a real browser (tests/browser/): Chromium driven by Selenium.
 if [ "$purpose" = test ]; then
   have chromium || need+=(chromium)
