@@ -26,7 +26,7 @@ from app.ledger import rules, settlement
 from app.ledger.context import Context
 from app.ledger.values import aware
 from app.ledger.verification import Refused, as_evidence, reject, verify_node
-from app.models import Node, NodeHeartbeat, utcnow
+from app.models import LedgerEntry, Node, NodeHeartbeat, Participant, utcnow
 from app.validation import settings
 
 log = logging.getLogger(__name__)
@@ -310,13 +310,57 @@ def uptime_by_day(
 
 
 def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
+    return describe_many([node], now)[0]
+
+
+def describe_many(listed: Sequence[Any], now: datetime | None = None) -> list[dict[str, Any]]:
+    """``describe`` of each node, in a fixed number of queries whatever their number: their
+    compute hours in one grouped query, their uptime over every window in another (the registry
+    lists a thousand nodes in one answer). ``listed``: ``Node`` objects, or the rows of
+    ``listing`` (the columns ``describe`` reads, their participant's among them)."""
     now = now or utcnow()
-    granted = settlement.granted_ms_by_capability([node.id]).items()
+    granted = _granted_by_node([node.id for node in listed])
+    uptimes = uptimes_of(listed, now)
+    rules_now = settings.current()
+    return [_described(node, now, granted.get(node.id, {}), uptimes[node.id], rules_now) for node in listed]
+
+
+#: What ``describe`` reads of a node and its participant: ``listing`` reads only these.
+LISTED_COLUMNS = (
+    *(
+        getattr(Node, name)
+        for name in (
+            "id name worker queues probe created_at registered_at last_seen_at stopped_at paused_at "
+            "paused_by pause_reason approved_at revoked_at validated_streak validated_results "
+            "invalid_results last_invalid_at"
+        ).split()
+    ),
+    Participant.id.label("participant_id"),
+    Participant.email.label("participant_email"),
+)
+
+
+def listing(*where: Any) -> list[Any]:
+    """The nodes matching ``where``, by name, as rows of ``LISTED_COLUMNS`` for ``describe_many``:
+    no ORM objects to build for a list of a thousand nodes."""
+    query = select(*LISTED_COLUMNS).join(Participant, Participant.id == Node.participant_id)
+    return list(db.session.execute(query.where(*where).order_by(Node.name)))
+
+
+def _participant(node: Any) -> dict[str, Any]:
+    if isinstance(node, Node):
+        return {"id": node.participant.id, "email": node.participant.email}
+    return {"id": node.participant_id, "email": node.participant_email}
+
+
+def _described(
+    node: Any, now: datetime, granted: dict[str, int], uptime_percent: dict[str, float], rules_now: Any
+) -> dict:
     probe = node.probe or {}
     return {
         "id": node.id,
         "name": node.name,
-        "participant": {"id": node.participant.id, "email": node.participant.email},
+        "participant": _participant(node),
         "state": state(node, now),
         "worker": node.worker,
         "queues": node.queues or [],
@@ -330,14 +374,67 @@ def describe(node: Node, now: datetime | None = None) -> dict[str, Any]:
         "paused_at": _iso(node.paused_at),
         "paused_by": node.paused_by,
         "pause_reason": node.pause_reason,
-        "trust": settings.trust_of(node),
+        "trust": settings.trust_of(node, rules_now),
         "approved_at": _iso(node.approved_at),
         "revoked_at": _iso(node.revoked_at),
-        "uptime_percent": {name: uptime(node, window, now) for name, window in WINDOWS.items()},
+        "uptime_percent": uptime_percent,
         "compute_hours": {
-            cap: str(rules.hours(int(ms)).quantize(rules.CENT / 10_000)) for cap, ms in granted
+            cap: str(rules.hours(int(ms)).quantize(rules.CENT / 10_000)) for cap, ms in granted.items()
         },
     }
+
+
+def _granted_by_node(node_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per node, its granted milliseconds that count (``settlement.counted``), all periods, by
+    capability (``settlement.granted_ms_by_capability`` for each node): one grouped query."""
+    if not node_ids:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for node_id, capability, ms in db.session.execute(
+        select(
+            LedgerEntry.node_id, LedgerEntry.capability, func.coalesce(func.sum(LedgerEntry.granted_ms), 0)
+        )
+        .where(LedgerEntry.node_id.in_(list(node_ids)), settlement.counted())
+        .group_by(LedgerEntry.node_id, LedgerEntry.capability)
+    ):
+        out.setdefault(node_id, {})[capability] = int(ms)
+    return out
+
+
+def uptimes_of(listed: Sequence[Node], now: datetime | None = None) -> dict[str, dict[str, float]]:
+    """Per node, ``uptime`` over each of ``WINDOWS``: one grouped query for all the nodes and
+    windows, each node's count from the later of the window's start and its enrolment."""
+    now = now or utcnow()
+    last = slot_of(now)
+    if not listed:
+        return {}
+    starts = {name: slot_of(now - window) for name, window in WINDOWS.items()}
+    enrolled = func.floor(func.extract("epoch", Node.created_at) / celeryconfig.HEARTBEAT_SECONDS)
+    counts = [
+        func.count().filter(NodeHeartbeat.slot >= func.greatest(start, enrolled)) for start in starts.values()
+    ]
+    seen = {
+        row[0]: row[1:]
+        for row in db.session.execute(
+            select(NodeHeartbeat.node_id, *counts)
+            .join(Node, Node.id == NodeHeartbeat.node_id)
+            .where(
+                NodeHeartbeat.node_id.in_([node.id for node in listed]),
+                NodeHeartbeat.slot >= min(starts.values()),
+                NodeHeartbeat.slot <= last,
+            )
+            .group_by(NodeHeartbeat.node_id)
+        )
+    }
+    out = {}
+    for node in listed:
+        counted = seen.get(node.id, (0,) * len(starts))
+        percents = {}
+        for (name, start), count in zip(starts.items(), counted, strict=True):
+            possible = last - max(start, slot_of(aware(node.created_at))) + 1
+            percents[name] = round(100.0 * min(count, possible) / possible, 2) if possible > 0 else 0.0
+        out[node.id] = percents
+    return out
 
 
 def _iso(moment: datetime | None) -> str | None:

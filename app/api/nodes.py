@@ -4,7 +4,6 @@ revoke. Operators see every node, participants their own."""
 from __future__ import annotations
 
 from flask import Blueprint, url_for
-from sqlalchemy import select
 
 from app import nodes, registry
 from app.api import params
@@ -35,10 +34,8 @@ def _visible(node_id: str) -> Node:
 @bp.get("")
 @require("jobs:read")
 def index():
-    query = select(Node).order_by(Node.name)
-    if not _is_admin():
-        query = query.join(Participant).where(Participant.email == current_token().owner.lower())
-    return {"items": [registry.describe(node) for node in db.session.scalars(query)]}
+    mine = () if _is_admin() else (Participant.email == current_token().owner.lower(),)
+    return {"items": registry.describe_many(registry.listing(*mine))}
 
 
 @bp.post("")

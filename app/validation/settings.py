@@ -29,9 +29,9 @@ def current() -> policy.Policy:
     )
 
 
-def trust_of(node: Any) -> dict[str, Any]:
-    """A node's trust as the registry shows it."""
-    streak, rules = node.validated_streak or 0, current()
+def trust_of(node: Any, rules: policy.Policy | None = None) -> dict[str, Any]:
+    """A node's trust as the registry shows it (``rules``: ``current()``, read once for a list)."""
+    streak, rules = node.validated_streak or 0, rules or current()
     return {
         "level": "trusted" if policy.trusted(streak, rules) else "probation",
         "validated_in_a_row": streak,

@@ -1,0 +1,123 @@
+"""The registry's list (``GET /api/v1/nodes``) describes many nodes in a fixed number of queries
+(``registry.describe_many``), with the same figures as each node's own reading: uptime per
+window from the later of the window's start and its enrolment, compute hours that count
+(held grants left out), its participant. On the session's PostgreSQL, no grid needed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event, select, text
+
+from tests.test_settlement import LLM, OCR, _entry
+
+
+@pytest.fixture
+def ctx(flask_app):
+    from app.extensions import db
+
+    with flask_app.app_context():
+        yield
+        db.session.rollback()
+
+
+def _node(created_days_ago: float, owner: str):
+    from app import nodes
+    from app.extensions import db
+    from app.models import utcnow
+
+    node = nodes.create(f"list-{uuid.uuid4().hex[:10]}", owner, approved=False)
+    node.created_at = utcnow() - timedelta(days=created_days_ago)
+    db.session.flush()
+    return node
+
+
+def _beats(node_id: str, first_slot: int, last_slot: int, step: int = 1) -> None:
+    from app.extensions import db
+
+    db.session.execute(
+        text(
+            "INSERT INTO node_heartbeats (node_id, slot) "
+            "SELECT :node, s FROM generate_series(:a, :b, :step) s ON CONFLICT DO NOTHING"
+        ),
+        {"node": node_id, "a": first_slot, "b": last_slot, "step": step},
+    )
+
+
+def _statements(run) -> int:
+    """How many SQL statements ``run()`` sent."""
+    from app.extensions import db
+
+    sent = []
+
+    def count(*_args) -> None:
+        sent.append(1)
+
+    engine = db.session.get_bind()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(sent)
+
+
+def test_many_nodes_are_described_as_each_alone_in_a_fixed_number_of_queries(ctx):
+    from app import registry
+    from app.extensions import db
+    from app.ledger import settlement
+    from app.models import Node, utcnow
+
+    now = utcnow()
+    owner = f"lister-{uuid.uuid4().hex[:6]}@koprogo.test"
+    old, new, silent = _node(40, owner), _node(0.5, owner), _node(3, owner)
+    last = registry.slot_of(now)
+    day = 86_400 // 60
+    _beats(old.id, last - 35 * day, last, step=3)  # a third of the intervals, beyond 30 days too
+    _beats(new.id, last - 2 * day, last)  # before its enrolment too: not counted
+    _entry(old, "2026-01", OCR, 3_600_000, "0.60")
+    _entry(old, "2026-01", LLM, 1_800_000, "1.20")
+    _entry(old, "2026-01", OCR, 7_200_000, "0.60", held=True)  # held: does not count
+    _entry(new, "2026-01", LLM, 360_000, "1.20")
+    db.session.flush()
+
+    listed = [old, new, silent]
+    described = registry.describe_many(listed, now)
+    for node, info in zip(listed, described, strict=True):
+        assert info["id"] == node.id and info["participant"]["email"] == owner
+        assert info["uptime_percent"] == {
+            name: registry.uptime(node, window, now) for name, window in registry.WINDOWS.items()
+        }
+        assert info["compute_hours"] == {
+            capability: str(registry.rules.hours(ms).quantize(registry.rules.CENT / 10_000))
+            for capability, ms in settlement.granted_ms_by_capability([node.id]).items()
+        }
+        assert info == registry.describe(node, now)
+    assert 30 < described[0]["uptime_percent"]["30d"] < 36
+    assert described[1]["uptime_percent"] == {"24h": 100.0, "30d": 100.0}
+    assert described[2]["uptime_percent"] == {"24h": 0.0, "30d": 0.0}
+    assert described[0]["compute_hours"] == {"ocr": "1.000000", "llm": "0.500000"}
+    assert registry.describe_many([], now) == []
+
+    # Ten times the nodes, the same number of statements (their participants loaded with them).
+    more = [_node(1, owner) for _ in range(30)]
+    for node in more:
+        _beats(node.id, last - 10, last)
+    db.session.flush()
+    db.session.expire_all()
+
+    def listing(ids: list[str]):
+        def run() -> None:
+            rows = registry.listing(Node.id.in_(ids))
+            assert registry.describe_many(rows, now) == registry.describe_many(
+                db.session.scalars(select(Node).where(Node.id.in_(ids)).order_by(Node.name)).all(), now
+            )
+
+        return run
+
+    few = _statements(listing([n.id for n in listed]))
+    db.session.expire_all()
+    many = _statements(listing([n.id for n in listed + more]))
+    assert many == few <= 8, (few, many)
