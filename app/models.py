@@ -7,7 +7,7 @@ Decimal hours only when money is computed.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -549,6 +550,39 @@ class JobLatencyTally(db.Model):
     le: Mapped[float] = mapped_column(Float(precision=53))
     jobs: Mapped[int] = mapped_column(BigInteger)
     seconds: Mapped[float] = mapped_column(Float(precision=53))
+
+
+class LedgerDay(db.Model):
+    """A UTC day's entries (by day received, ``decision`` empty) and decisions on held grants (by
+    day decided), by capability, outcome, held and rate: the stats of a span's whole days
+    (app.stats; migration f7a2c9e4b1d3). Delta rows kept by triggers, like the tallies."""
+
+    __tablename__ = "ledger_days"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, index=True)
+    capability: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    held: Mapped[bool] = mapped_column()
+    rate_eur_per_hour: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    decision: Mapped[str] = mapped_column(String(16), server_default="")
+    entries: Mapped[int] = mapped_column(BigInteger)
+    units: Mapped[int] = mapped_column(BigInteger)
+    granted_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class NodeDay(db.Model):
+    """A UTC day's entries by node (by day received): how many, and their metered ms
+    (``app.footprints.metered_ms``) for the CO₂ of a span's whole days."""
+
+    __tablename__ = "node_days"
+    __table_args__ = (Index("ix_node_days_day", "day", postgresql_include=["node_id", "metered_ms"]),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    node_id: Mapped[str | None] = mapped_column(String(36))
+    entries: Mapped[int] = mapped_column(BigInteger)
+    metered_ms: Mapped[int] = mapped_column(BigInteger)
 
 
 class WebhookDelivery(db.Model):

@@ -1,0 +1,222 @@
+"""The daily roll-ups of the ledger (``ledger_days``, ``node_days``; migration f7a2c9e4b1d3) are
+the raw sums of the entries and decisions, day by day, after entries on several days, held
+grants released and refused, a reversal and a member's erasure, and after compaction; the stats
+of a span read from them are the stats summed from every entry; two writers entering at once
+never wait on each other."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+#: Day by day, what the entries and decisions sum to, and what the roll-ups hold.
+RAW_DAYS = """
+SELECT day, capability, outcome, held, rate_eur_per_hour, decision, sum(entries), sum(units), sum(granted_ms)
+FROM (
+    SELECT (received_at AT TIME ZONE 'UTC')::date AS day, capability, outcome, held, rate_eur_per_hour,
+        '' AS decision, 1 AS entries, units, granted_ms
+    FROM ledger_entries
+    UNION ALL
+    SELECT (d.decided_at AT TIME ZONE 'UTC')::date, e.capability, e.outcome, e.held, e.rate_eur_per_hour,
+        d.decision, 1, e.units, e.granted_ms
+    FROM grant_decisions AS d JOIN ledger_entries AS e ON e.id = d.entry_id
+) AS raw
+GROUP BY 1, 2, 3, 4, 5, 6
+"""
+ROLLED_DAYS = """
+SELECT day, capability, outcome, held, rate_eur_per_hour, decision, sum(entries), sum(units), sum(granted_ms)
+FROM ledger_days GROUP BY 1, 2, 3, 4, 5, 6
+"""
+RAW_NODE_DAYS = """
+SELECT (received_at AT TIME ZONE 'UTC')::date, node_id, count(*),
+    sum(least(claimed_ms, coalesce(observed_ms, 0)))
+FROM ledger_entries GROUP BY 1, 2
+"""
+ROLLED_NODE_DAYS = "SELECT day, node_id, sum(entries), sum(metered_ms) FROM node_days GROUP BY 1, 2"
+
+
+def _rows(session, query: str) -> set[tuple]:
+    return {tuple(row) for row in session.execute(text(query))}
+
+
+def _assert_rollups_are_the_raw_sums(session) -> None:
+    raw, rolled = _rows(session, RAW_DAYS), _rows(session, ROLLED_DAYS)
+    assert rolled == raw, (sorted(rolled - raw, key=str)[:5], sorted(raw - rolled, key=str)[:5])
+    raw, rolled = _rows(session, RAW_NODE_DAYS), _rows(session, ROLLED_NODE_DAYS)
+    assert rolled == raw, (sorted(rolled - raw, key=str)[:5], sorted(raw - rolled, key=str)[:5])
+
+
+def _entry(node, received: datetime, **fields):
+    from app.ledger import periods
+    from app.models import LedgerEntry
+
+    values = {
+        "task_id": str(uuid.uuid4()),
+        "attempt": 0,
+        "node_id": node.id if node is not None else None,
+        "node": f"{node.name}@host" if node is not None else "coordinator",
+        "capability": "ocr",
+        "task_name": "grid.ocr.extract",
+        "outcome": "succeeded",
+        "wall_ms": 4_000,
+        "cpu_ms": 3_000,
+        "unit": "page",
+        "units": 2,
+        "received_at": received,
+        "claimed_ms": 4_000,
+        "observed_ms": 4_500,
+        "cap_ms": 12_000,
+        "granted_ms": 4_000,
+        "grant_basis": "claimed",
+        "rate_eur_per_hour": Decimal("0.60"),
+        "period": periods.of(received),
+        "signature": uuid.uuid4().hex,
+    }
+    values.update(fields)
+    return LedgerEntry(**values)
+
+
+def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_and_erasure(flask_app):
+    from app import figures, gdpr, nodes, stats
+    from app.extensions import db
+    from app.ledger import periods, settlement
+    from app.models import GrantDecision
+
+    owner = f"rollup-{uuid.uuid4().hex[:8]}@koprogo.test"
+    # Days of their own (no other test writes in 2004), and now: a reversal is received now.
+    day = datetime(2004, 3, 10, tzinfo=UTC)
+    with flask_app.app_context():
+        node = nodes.create(f"rollup-node-{uuid.uuid4().hex[:8]}", owner)
+        other = nodes.create(f"rollup-other-{uuid.uuid4().hex[:8]}", f"x-{owner}")
+        entries = [
+            # Three whole days and the ragged ends of a span (06:00 on the 10th to 18:00 on the 13th).
+            _entry(node, day + timedelta(hours=3)),  # before the span
+            _entry(node, day + timedelta(hours=7), units=5),  # its first ragged end
+            _entry(
+                other,
+                day + timedelta(days=1, hours=1),
+                capability="llm",
+                unit="token",
+                units=300,
+                rate_eur_per_hour=Decimal("1.20"),
+            ),
+            _entry(other, day + timedelta(days=1, hours=23, minutes=59, seconds=59), outcome="failed"),
+            _entry(node, day + timedelta(days=2), observed_ms=None),  # nothing observed: nothing metered
+            _entry(None, day + timedelta(days=2, hours=12), rate_eur_per_hour=None, granted_ms=0),
+            _entry(node, day + timedelta(days=3, hours=17, minutes=59), held=True),  # released below
+            _entry(other, day + timedelta(days=3, hours=2), held=True),  # refused below
+            _entry(node, day + timedelta(days=3, hours=18)),  # after the span
+        ]
+        # One statement for the first ones (one firing of the statement triggers over many
+        # rows), one row each for the others.
+        db.session.add_all(entries[:5])
+        db.session.flush()
+        for entry in entries[5:]:
+            db.session.add(entry)
+            db.session.flush()
+        db.session.add_all(
+            [
+                GrantDecision(
+                    entry_id=entries[6].id,
+                    node_id=node.id,
+                    decision="released",
+                    reason="validated",
+                    decided_at=day + timedelta(days=2, hours=5),
+                    period=periods.of(day),
+                ),
+                GrantDecision(
+                    entry_id=entries[7].id,
+                    node_id=other.id,
+                    decision="refused",
+                    reason="invalid_result",
+                    decided_at=day + timedelta(days=3, hours=9),
+                    period=periods.of(day),
+                ),
+            ]
+        )
+        db.session.commit()
+        _assert_rollups_are_the_raw_sums(db.session)
+
+        span = stats.Window("custom", day + timedelta(hours=6), day + timedelta(days=3, hours=18))
+        parts = stats._parts(span)
+        assert parts.days == ((day + timedelta(days=1)).date(), (day + timedelta(days=3)).date())
+        assert stats.summary(span, money=True) == stats.summary(span, money=True, rollups=False)
+        whole = stats.summary(span, money=True)["capabilities"]
+        assert whole["ocr"]["executions"] == 6 and whole["llm"]["units"] == 300
+        db.session.rollback()
+
+        # A correction is another entry, received now; an erased member's nodes keep their ids.
+        settlement.reverse(entries[2].id, "metered twice", "treasurer@koprogo.test")
+        db.session.commit()
+        assert gdpr.erase_owner(owner) is not None
+        db.session.commit()
+        _assert_rollups_are_the_raw_sums(db.session)
+        assert stats.summary(span, money=True) == stats.summary(span, money=True, rollups=False)
+        now = datetime.now(UTC)
+        today = stats.Window("custom", now - timedelta(days=3), now + timedelta(seconds=1))
+        assert stats.summary(today, money=True) == stats.summary(today, money=True, rollups=False)
+        db.session.rollback()
+
+        figures.compact_tallies(db.session)  # folds today's and yesterday's delta rows
+        db.session.commit()
+        _assert_rollups_are_the_raw_sums(db.session)
+        assert db.session.scalar(
+            text(
+                "SELECT max(n) FROM (SELECT count(*) AS n FROM ledger_days "
+                "WHERE day >= (now() AT TIME ZONE 'UTC')::date - 1 "
+                "GROUP BY day, capability, outcome, held, rate_eur_per_hour, decision) AS g"
+            )
+        ) in (None, 1)
+        db.session.rollback()
+
+
+def test_two_writers_entering_at_once_never_wait_on_each_other_for_a_rollup_row(flask_app):
+    """Two ledger workers enter entries of the same node, day and group at the same moment:
+    the second neither waits for the first to commit nor deadlocks (the roll-ups are delta
+    rows), and both are counted."""
+    from sqlalchemy.orm import Session
+
+    from app import nodes
+    from app.extensions import db
+
+    with flask_app.app_context():
+        node = nodes.create(f"rollup-twice-{uuid.uuid4().hex[:8]}", "rollup-twice@koprogo.test")
+        db.session.commit()
+        received = datetime(2004, 5, 2, 12, tzinfo=UTC)
+        first, second = Session(db.engine), Session(db.engine)
+        try:
+            first.add(_entry(node, received))
+            first.flush()  # its roll-up rows written, its transaction open
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))
+            second.add(_entry(node, received))
+            second.flush()  # would wait (and time out) on a row the first holds
+            second.commit()
+            first.commit()
+        finally:
+            first.close()
+            second.close()
+        rolled = db.session.execute(
+            text("SELECT sum(entries) FROM node_days WHERE day = '2004-05-02' AND node_id = :node"),
+            {"node": node.id},
+        ).scalar()
+        assert rolled == 2
+        _assert_rollups_are_the_raw_sums(db.session)
+        db.session.rollback()
+
+
+@pytest.mark.parametrize("period", ["day", "week", "month"])
+def test_the_named_periods_read_from_the_rollups_are_the_raw_figures(flask_app, period):
+    """Whatever the suite entered before (real jobs' entries, reversals, decisions): the day,
+    week and month stats are the same read from the roll-ups as summed from every entry."""
+    from app import stats
+    from app.extensions import db
+
+    with flask_app.test_request_context():
+        now = datetime.now(UTC)
+        span = stats.window(period, None, None, 366, now)
+        assert stats.summary(span, money=True) == stats.summary(span, money=True, rollups=False)
+        db.session.rollback()
