@@ -261,3 +261,33 @@ def test_the_llm_node_loads_its_model_once_per_worker_process(client, flask_app)
     assert [engine["loads_in_process"] for engine in engines] == [1, 1, 1]
     assert len({engine["pid"] for engine in engines}) == 1
     assert engines[0]["context"] == CONTEXT and engines[0]["model"] == "tiny.gguf"
+
+
+def test_an_llm_task_reports_its_pieces_but_not_the_last_one_which_its_completion_says(client, flask_app):
+    """The last piece's progress report would come a moment before the completion record, with the
+    same counts: not sent (the job's end waits for no extra round trip); the pieces before it are
+    reported. A finished step shows its result's tokens."""
+    from app import broker_acl
+    from app.extensions import db
+    from app.models import JobStep
+    from app.progress import KEY_PREFIX
+
+    short = client.submit_text("summarise", text=SHORT, language="fr", max_words=10)
+    long = client.submit_text("summarise", text=LONG, language="fr", max_words=10)
+    jobs = [client.wait(job["id"], timeout=300) for job in (short, long)]
+    assert [job["state"] for job in jobs] == ["succeeded"] * 2, jobs
+    with flask_app.app_context():
+        steps = [db.session.scalar(select(JobStep).where(JobStep.job_id == job["id"])) for job in jobs]
+        results, task_ids = [step.result for step in steps], [step.task_id for step in steps]
+    broker = broker_acl.client()
+    kept = [broker.get(f"{KEY_PREFIX}{task_id}") for task_id in task_ids]
+    broker.close()
+
+    assert results[0]["pieces"] == [1] and kept[0] is None  # one piece: nothing reported
+    pieces = results[1]["pieces"][0]
+    assert pieces > 1 and kept[1] is not None
+    reported = json.loads(kept[1])
+    assert 1 <= reported["pieces_done"] < reported["pieces_total"] == pieces + 1
+    assert 0 < reported["tokens"] < results[1]["tokens"]
+    for job, result in zip(jobs, results, strict=True):
+        assert job["steps"][0]["progress"] == {"tokens": result["tokens"]}

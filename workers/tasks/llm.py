@@ -33,7 +33,12 @@ def _on_progress(task: GridTask):
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
         )
-        task.progress(pieces_done=done, pieces_total=total, tokens=usage.total_tokens)
+        # The last piece's report would reach the coordinator a moment before the completion
+        # record, which carries the same counts: it is not sent, so the job's end waits for no
+        # round trip to the coordinator (bench/llm.py measured it). A finished step shows its
+        # result's tokens (app.jobs.describe_step); the earlier pieces are reported as before.
+        if done < total:
+            task.progress(pieces_done=done, pieces_total=total, tokens=usage.total_tokens)
 
     return report
 
