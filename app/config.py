@@ -29,6 +29,10 @@ class Defaults:
     #: Uploads larger than this are refused with 413 before they are read.
     MAX_CONTENT_LENGTH = celeryconfig.MAX_DOCUMENT_BYTES + 1024 * 1024
     JOBS_PER_PAGE_MAX = 100
+    #: Nodes per page of ``GET /api/v1/nodes`` by default, and at most (``?per_page=``): a
+    #: thousand nodes' descriptions are about a megabyte.
+    NODES_PER_PAGE = 100
+    NODES_PER_PAGE_MAX = 1000
     #: The API's address as volunteers reach it: their workers fetch task inputs there.
     PUBLIC_URL = "http://127.0.0.1:5000"
     #: Nodes a participant may enrol through the API (operators are not limited).

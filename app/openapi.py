@@ -239,8 +239,14 @@ def _schemas() -> dict[str, dict[str, Any]]:
         "Node": node,
         "NodeList": {
             "type": "object",
-            "required": ["items"],
-            "properties": {"items": {"type": "array", "items": _ref("Node")}},
+            "required": ["items", "page", "per_page", "total", "next"],
+            "properties": {
+                "items": {"type": "array", "items": _ref("Node")},
+                "page": _INT,
+                "per_page": _INT,
+                "total": _INT,
+                "next": _TEXT_OR_NULL,
+            },
         },
         "Enrolment": {
             "type": "object",
@@ -497,7 +503,17 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
             "Cancel a job.", "jobs", _json(job, "The job, cancelled."), errors=(*_CLIENT, 409)
         ),
         ("api.nodes.index", "get"): _op(
-            "Your nodes (an admin token: every node).", "nodes", _json(_ref("NodeList"), "Nodes.")
+            "Your nodes (an admin token: every node), by name.",
+            "nodes",
+            _json(_ref("NodeList"), "A page of nodes."),
+            query=(
+                ("page", {"type": "integer", "minimum": 1, "maximum": 1_000_000}, "Page, from 1."),
+                (
+                    "per_page",
+                    {"type": "integer", "minimum": 1},
+                    "Nodes per page (NODES_PER_PAGE by default, at most NODES_PER_PAGE_MAX).",
+                ),
+            ),
         ),
         ("api.nodes.enrol", "post"): _op(
             "Enrol a node: its id, secret and worker configuration, shown this once.",

@@ -340,11 +340,18 @@ LISTED_COLUMNS = (
 )
 
 
-def listing(*where: Any) -> list[Any]:
-    """The nodes matching ``where``, by name, as rows of ``LISTED_COLUMNS`` for ``describe_many``:
-    no ORM objects to build for a list of a thousand nodes."""
-    query = select(*LISTED_COLUMNS).join(Participant, Participant.id == Node.participant_id)
-    return list(db.session.execute(query.where(*where).order_by(Node.name)))
+def listing(*where: Any, page: int = 1, per_page: int | None = None) -> tuple[list[Any], int]:
+    """The nodes matching ``where``, by name, as rows of ``LISTED_COLUMNS`` for ``describe_many``
+    (no ORM objects to build for a list of a thousand nodes): page ``page`` of ``per_page`` (all
+    of them when None), and how many match."""
+    query = select(*LISTED_COLUMNS).join(Participant, Participant.id == Node.participant_id).where(*where)
+    if per_page is not None:
+        query = query.limit(per_page).offset((page - 1) * per_page)
+    rows = list(db.session.execute(query.order_by(Node.name, Node.id)))
+    if per_page is None or (page == 1 and len(rows) < per_page):
+        return rows, len(rows)
+    count = select(func.count(Node.id)).join(Participant, Participant.id == Node.participant_id)
+    return rows, db.session.scalar(count.where(*where))
 
 
 def _participant(node: Any) -> dict[str, Any]:

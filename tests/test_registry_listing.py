@@ -110,7 +110,8 @@ def test_many_nodes_are_described_as_each_alone_in_a_fixed_number_of_queries(ctx
 
     def listing(ids: list[str]):
         def run() -> None:
-            rows = registry.listing(Node.id.in_(ids))
+            rows, total = registry.listing(Node.id.in_(ids))
+            assert total == len(ids)
             assert registry.describe_many(rows, now) == registry.describe_many(
                 db.session.scalars(select(Node).where(Node.id.in_(ids)).order_by(Node.name)).all(), now
             )
@@ -121,3 +122,29 @@ def test_many_nodes_are_described_as_each_alone_in_a_fixed_number_of_queries(ctx
     db.session.expire_all()
     many = _statements(listing([n.id for n in listed + more]))
     assert many == few <= 8, (few, many)
+
+
+def test_the_node_list_pages_by_name_and_a_participant_sees_only_their_own(flask_app, make_token):
+    from app import nodes
+    from app.extensions import db
+
+    owner = f"pager-{uuid.uuid4().hex[:6]}@koprogo.test"
+    with flask_app.app_context():
+        names = sorted(nodes.create(f"page-{uuid.uuid4().hex[:10]}", owner).name for _ in range(3))
+        db.session.commit()
+    web = flask_app.test_client()
+    member = {"Authorization": f"Bearer {make_token(owner)}"}
+    stranger = {"Authorization": f"Bearer {make_token(f'other-{uuid.uuid4().hex[:6]}@koprogo.test')}"}
+
+    first = web.get("/api/v1/nodes?per_page=2", headers=member).get_json()
+    assert [item["name"] for item in first["items"]] == names[:2]
+    assert (first["page"], first["per_page"], first["total"]) == (1, 2, 3)
+    second = web.get(first["next"], headers=member).get_json()
+    assert [item["name"] for item in second["items"]] == names[2:] and second["next"] is None
+    whole = web.get("/api/v1/nodes", headers=member).get_json()
+    assert [item["name"] for item in whole["items"]] == names and whole["per_page"] == 100
+    assert whole["total"] == 3 and whole["next"] is None
+    assert web.get("/api/v1/nodes", headers=stranger).get_json()["items"] == []
+    for bad in ("0", "1001", "-1", "x", "²"):
+        answer = web.get(f"/api/v1/nodes?per_page={bad}", headers=member)
+        assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "invalid_parameter"

@@ -3,7 +3,7 @@ revoke. Operators see every node, participants their own."""
 
 from __future__ import annotations
 
-from flask import Blueprint, url_for
+from flask import Blueprint, current_app, url_for
 
 from app import nodes, registry
 from app.api import params
@@ -34,8 +34,21 @@ def _visible(node_id: str) -> Node:
 @bp.get("")
 @require("jobs:read")
 def index():
+    """Your nodes (an admin token: every node), by name: ?page=&per_page=."""
     mine = () if _is_admin() else (Participant.email == current_token().owner.lower(),)
-    return {"items": registry.describe_many(registry.listing(*mine))}
+    page = params.query_int("page", 1, 1, 1_000_000)
+    per_page = params.query_int(
+        "per_page", current_app.config["NODES_PER_PAGE"], 1, current_app.config["NODES_PER_PAGE_MAX"]
+    )
+    rows, total = registry.listing(*mine, page=page, per_page=per_page)
+    more = page * per_page < total
+    return {
+        "items": registry.describe_many(rows),
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "next": url_for("api.nodes.index", page=page + 1, per_page=per_page) if more else None,
+    }
 
 
 @bp.post("")
