@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench chaos screenshots lint format system-demo system-test browser-assets venv clean
+.PHONY: demo test bench bench-quick chaos screenshots lint format system-demo system-test browser-assets venv clean
 
 demo: system-demo venv
 	$(PY) manage.py demo
@@ -14,6 +14,9 @@ test: system-test venv browser-assets
 
 bench: system-test venv
 	$(PY) -m bench
+
+bench-quick: system-test venv
+	$(PY) -m bench --quick
 
 # The grid under faults (worker kills, a Redis restart, PostgreSQL away, malformed requests):
 # about fifteen minutes; prints a table and fails if a job is lost or stuck.

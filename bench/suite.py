@@ -521,10 +521,11 @@ def run(workdir: Path, parts: tuple[str, ...] = DEFAULT_PARTS, quick: bool = Fal
             ledger_lines += inputs.run(
                 flask_app, log_dir, _tokens(flask_app, ["inputs@bench.local"])["inputs@bench.local"]
             )
-        if "validation" in parts or "grid" in parts:  # python -m bench validation: this one alone
+        # --quick keeps to the goals: the checking overhead and reading quality are left out.
+        if "validation" in parts or ("grid" in parts and not quick):  # python -m bench validation: alone
             token = _tokens(flask_app, ["validation@bench.local"])["validation@bench.local"]
             ledger_lines += validation.run(flask_app, log_dir, token)
-        if "ocr" in parts or "grid" in parts:  # python -m bench ocr: reading quality, in process
+        if "ocr" in parts or ("grid" in parts and not quick):  # python -m bench ocr: quality, in process
             ledger_lines += ocr_eval.run(workdir)
         if "openai" in parts:  # python -m bench openai: streaming first-token latency, alone
             from bench import openai_stream
