@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, extract, func, select
+from sqlalchemy import ColumnElement, extract, func, select, union_all
 
 import celeryconfig
 from app import carbon, figures, footprints
@@ -153,38 +153,35 @@ def _between(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]
     return (column >= start) & (column < end)
 
 
-def _groups(parts: _Parts) -> tuple[list[_Group], Counter[str | None]]:
-    """The span's entries summed by group, and their metered ms by node: its whole days from
-    the daily roll-ups (``LedgerDay``, ``NodeDay``), its ends in one grouped query each from the
-    index on ``received_at`` (which carries the columns read)."""
-    groups: list[_Group] = []
-    metered: Counter[str | None] = Counter()
+def _groups(parts: _Parts) -> tuple[list[_Group], dict[str | None, int]]:
+    """The span's entries summed by group, and their metered ms by node, in two grouped
+    queries: its whole days from the daily roll-ups (``LedgerDay``, ``NodeDay``), its ragged ends
+    from the index on ``received_at`` (which carries the columns read)."""
     columns = (
         LedgerEntry.capability,
         LedgerEntry.outcome,
         LedgerEntry.held,
         LedgerEntry.rate_eur_per_hour,
     )
-    for start, end in parts.edges:
-        rows = db.session.execute(
-            select(
-                LedgerEntry.node_id,
-                *columns,
-                func.count(),
-                func.coalesce(func.sum(LedgerEntry.units), 0),
-                func.coalesce(func.sum(LedgerEntry.granted_ms), 0),
-                func.coalesce(func.sum(footprints.metered_ms()), 0),
-            )
-            .where(_between(LedgerEntry.received_at, start, end))
-            .group_by(LedgerEntry.node_id, *columns)
-        ).all()
-        for node_id, c, o, h, r, e, u, g, m in rows:
-            groups.append(_Group(c, o, bool(h), r, int(e), int(u), int(g)))
-            metered[node_id] += int(m)
+    sums = (
+        func.count().label("entries"),
+        func.coalesce(func.sum(LedgerEntry.units), 0).label("units"),
+        func.coalesce(func.sum(LedgerEntry.granted_ms), 0).label("granted_ms"),
+    )
+    by_group: list[Any] = [
+        select(*columns, *sums).where(_between(LedgerEntry.received_at, start, end)).group_by(*columns)
+        for start, end in parts.edges
+    ]
+    by_node: list[Any] = [
+        select(LedgerEntry.node_id, func.coalesce(func.sum(footprints.metered_ms()), 0).label("ms"))
+        .where(_between(LedgerEntry.received_at, start, end))
+        .group_by(LedgerEntry.node_id)
+        for start, end in parts.edges
+    ]
     if parts.days is not None:
         first, last = parts.days
         day_columns = (LedgerDay.capability, LedgerDay.outcome, LedgerDay.held, LedgerDay.rate_eur_per_hour)
-        rows = db.session.execute(
+        by_group.append(
             select(
                 *day_columns,
                 func.sum(LedgerDay.entries),
@@ -193,15 +190,25 @@ def _groups(parts: _Parts) -> tuple[list[_Group], Counter[str | None]]:
             )
             .where(LedgerDay.day >= first, LedgerDay.day < last, LedgerDay.decision == "")
             .group_by(*day_columns)
-        ).all()
-        groups += [_Group(c, o, bool(h), r, int(e), int(u), int(g)) for c, o, h, r, e, u, g in rows]
-        for node_id, ms in db.session.execute(
+        )
+        by_node.append(
             select(NodeDay.node_id, func.sum(NodeDay.metered_ms))
             .where(NodeDay.day >= first, NodeDay.day < last)
             .group_by(NodeDay.node_id)
-        ):
-            metered[node_id] += int(ms)
-    return groups, metered
+        )
+    pieces = union_all(*by_group).subquery()
+    keys = (pieces.c.capability, pieces.c.outcome, pieces.c.held, pieces.c.rate_eur_per_hour)
+    rows = db.session.execute(
+        select(
+            *keys, func.sum(pieces.c.entries), func.sum(pieces.c.units), func.sum(pieces.c.granted_ms)
+        ).group_by(*keys)
+    ).all()
+    groups = [_Group(c, o, bool(h), r, int(e), int(u), int(g)) for c, o, h, r, e, u, g in rows]
+    nodes = union_all(*by_node).subquery()
+    metered = db.session.execute(
+        select(nodes.c.node_id, func.sum(nodes.c.ms)).group_by(nodes.c.node_id)
+    ).all()
+    return groups, {node_id: int(ms) for node_id, ms in metered}
 
 
 def _executions(groups: list[_Group]) -> dict[str, dict[str, Any]]:
