@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -305,14 +306,15 @@ def cancel(job: Job) -> Job:
     return job
 
 
-def visible(job_id: str, viewer: str, everyone: bool = False) -> Job | None:
+def visible(job_id: str, viewer: str, everyone: bool = False, options: Sequence[Any] = ()) -> Job | None:
     """The job ``job_id`` if ``viewer`` may see it (its owner; anyone's job when ``everyone``:
     an admin token, an operator), else None, whether it does not exist or is another's. Ids are
-    UUIDs: anything else names no job, without reaching the database (which refuses a NUL byte)."""
+    UUIDs: anything else names no job, without reaching the database (which refuses a NUL byte).
+    ``options``: loader options (what is read with the job in the same query)."""
     from app.api.params import uuid_id
 
     stored_id = uuid_id(job_id)
-    job = db.session.get(Job, stored_id) if stored_id else None
+    job = db.session.get(Job, stored_id, options=options) if stored_id else None
     if job is None or (job.owner != viewer and not everyone):
         return None
     return job

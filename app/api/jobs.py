@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, request, url_for
+from sqlalchemy.orm import joinedload
 
 from app import job_events, jobs, webhooks
 from app.api import params
 from app.auth import current_token, require
 from app.errors import ContentErased, NotFound
-from app.models import Job
+from app.models import Job, JobStep
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -26,9 +27,13 @@ def _document() -> jobs.Document | None:
     return jobs.Document(data=upload.read(), filename=upload.filename)
 
 
-def _owned(job_id: str) -> Job:
+#: What a job's answer reads besides the job: its steps and their replicas, in the job's query.
+_WITH_STEPS = (joinedload(Job.steps).joinedload(JobStep.replicas),)
+
+
+def _owned(job_id: str, options: tuple = ()) -> Job:
     token = current_token()
-    job = jobs.visible(job_id, token.owner, everyone="admin" in token.scope_set)
+    job = jobs.visible(job_id, token.owner, everyone="admin" in token.scope_set, options=options)
     if job is None:
         raise NotFound(f"No job {job_id:.64} among yours.")
     return job
@@ -47,7 +52,7 @@ def submit(kind: str):
 @bp.get("/<job_id>")
 @require("jobs:read")
 def show(job_id: str):
-    job = _owned(job_id)
+    job = _owned(job_id, _WITH_STEPS)
     body = jobs.describe(job)
     if job.callback_url:
         body["webhook_deliveries"] = webhooks.deliveries(job)  # the last attempts, newest first
