@@ -46,6 +46,10 @@ TASK_INVOICE_FIELDS = "grid.llm.invoice_fields"
 #: The OpenAI-compatible API's work (app.api.openai_compat, docs/decisions/0018).
 TASK_CHAT = "grid.llm.chat"
 TASK_EMBEDDINGS = "grid.llm.embeddings"
+#: A job that does nothing but go through the grid (dispatch, the node's input fetch, metering,
+#: the ledger's entry and grant): the throughput benchmark's; the coordinator sends it only when
+#: GRID_NOOP_JOBS is on (app.config).
+TASK_NOOP = "grid.llm.noop"
 TASK_LEDGER_STARTED = "grid.ledger.started"
 TASK_LEDGER_RECORD = "grid.ledger.record"
 TASK_LEDGER_REGISTER = "grid.ledger.register"
@@ -65,6 +69,7 @@ CAPABILITY_OF_TASK = {
     TASK_INVOICE_FIELDS: LLM_QUEUE,
     TASK_CHAT: LLM_QUEUE,
     TASK_EMBEDDINGS: LLM_QUEUE,
+    TASK_NOOP: LLM_QUEUE,
 }
 
 

@@ -97,6 +97,11 @@ class Defaults:
     #: A model file at most this large is ``edge_compatible`` (``GET /api/v1/models``): it fits,
     #: with the worker's overhead, in an 8 GB Raspberry Pi's share of RAM (workers.preflight).
     EDGE_MODEL_MAX_BYTES = 4 * 1024**3
+    #: Accept ``noop`` jobs (``POST /api/v1/jobs/noop``): a step on the llm queue that only fetches
+    #: its input and ends, entered and granted by the ledger like any other (the throughput
+    #: benchmark's, bench/throughput.py). Off in production: any token could have nodes granted
+    #: compute time for work nobody needs.
+    NOOP_JOBS = False
     #: The longest span ``GET /api/v1/stats`` sums over (``from``/``to``).
     STATS_MAX_DAYS = 366
     # A job's events (``GET /api/v1/jobs/<id>/events``, app.job_events): each open stream holds

@@ -56,6 +56,9 @@ def of_nodes(
     return carbon.footprint(ms_by_class, model)
 
 
-def job_co2_grams(job_id: str) -> float:
-    """A job's own CO₂: every execution of its steps and of their replicas."""
+def job_co2_grams(job_id: str, entered: bool = True) -> float:
+    """A job's own CO₂: every execution of its steps and of their replicas (``entered`` False:
+    a job just recorded, none entered yet)."""
+    if not entered:
+        return carbon.shown(of_nodes({}).grams)
     return carbon.shown(footprint(LedgerEntry.job_id == job_id).grams)

@@ -39,6 +39,7 @@ from app.models import (
     JobStep,
     LedgerEntry,
     StepState,
+    new_id,
     utcnow,
 )
 from workers.protocol import chat as chat_checks
@@ -47,7 +48,7 @@ from workers.protocol.errors import BadInput
 
 log = logging.getLogger(__name__)
 
-KINDS = ("ocr", "summarise", "translate", "pipeline", "invoice", "chat", "embeddings")
+KINDS = ("ocr", "summarise", "translate", "pipeline", "invoice", "chat", "embeddings", "noop")
 DOCUMENT_KINDS = ("ocr", "pipeline", "invoice")
 
 #: Step name → (task name, queue).
@@ -58,10 +59,13 @@ STEPS = {
     "fields": (cc.TASK_INVOICE_FIELDS, cc.LLM_QUEUE),
     "chat": (cc.TASK_CHAT, cc.LLM_QUEUE),
     "embeddings": (cc.TASK_EMBEDDINGS, cc.LLM_QUEUE),
+    "noop": (cc.TASK_NOOP, cc.LLM_QUEUE),
 }
 #: Kinds of the OpenAI-compatible API (app.api.openai_compat): their input is JSON, their one
 #: step's result is not re-run on another node (docs/decisions/0018).
 OPENAI_KINDS = ("chat", "embeddings")
+#: What a ``noop`` job's node fetches: a few bytes, so that the job takes the whole path of one.
+NOOP_INPUT = b"noop"
 
 
 @dataclass
@@ -96,6 +100,12 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
         raise BadInput(
             f"Unknown job kind {kind!r}: choose from {', '.join(KINDS)}.", code=errors.INVALID_PARAMETER
         )
+    if kind == "noop":
+        # Only where the operator turned it on (a benchmark's grid): elsewhere a no-op would have
+        # nodes granted compute time for nothing.
+        if not current_app.config["NOOP_JOBS"]:
+            raise BadInput("Job kind 'noop' is not offered on this grid.", code=errors.INVALID_PARAMETER)
+        return {}, ["noop"], JobInput(kind="text", data=NOOP_INPUT)
     steps: list[str] = []
     clean: dict[str, Any] = {}
     job_input = None
@@ -173,7 +183,7 @@ def step_args(job: Job, step: JobStep) -> tuple:
         return (params["languages"],)
     if step.name == "summarise":
         return (params["language"], params["max_words"])
-    if step.name in ("fields", "embeddings"):
+    if step.name in ("fields", "embeddings", "noop"):
         return ()
     if step.name == "chat":
         return (params["max_tokens"], params["temperature"], params["stop"])
@@ -233,6 +243,7 @@ def submit(
         webhooks.check_url(callback_url)
     clean, steps, job_input = plan(kind, params, document)
     job = Job(
+        id=new_id(),  # chosen here: the input row names it, and nothing is read back
         kind=kind,
         owner=owner,
         token_id=token.id if token else None,
@@ -248,15 +259,19 @@ def submit(
         task_name, queue = STEPS[name]
         job.steps.append(JobStep(position=position, name=name, task_name=task_name, queue=queue))
     db.session.add(job)
-    db.session.flush()  # job and task ids assigned
     job_input.job_id = job.id
     db.session.add(job_input)
-    # Committed before dispatch: the node that takes the task must find the job and its input.
-    db.session.commit()
+    first = job.steps[0]
+    # Marked dispatched in the transaction that records the job, sent once it is committed (the
+    # node that takes the task must find the job and its input): one commit, not two. A send
+    # that fails is undone below; one lost after the commit is the watchdog's (app.watchdog).
+    lifecycle.step_dispatched(first, utcnow())
+    _commit_keeping_rows()
     try:
-        send_step(job.steps[0])
+        send_step(first)
     except BrokerError as exc:
         log.error("broker unavailable, job %s not dispatched: %s", job.id, exc)
+        first.dispatched_at = None  # it was never sent
         lifecycle.fail_job(
             job, "broker_unavailable", "The job could not be queued: the broker is unreachable."
         )
@@ -264,9 +279,20 @@ def submit(
         raise Unavailable(
             "The job could not be queued: the broker is unreachable; try again later."
         ) from None
-    lifecycle.step_dispatched(job.steps[0], utcnow())
-    db.session.commit()
     return job
+
+
+def _commit_keeping_rows() -> None:
+    """Commit without expiring the session's rows: the job, its steps and input hold exactly
+    what was just written, and describing or dispatching them must not read them back (two
+    queries per submission). Whoever needs the rows as others moved them on reads them afresh
+    (a rollback or a new request expires them)."""
+    session = db.session()
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
 
 
 def send_step(step: JobStep, attempt: int = 0) -> None:
@@ -420,7 +446,8 @@ def _verification(step: JobStep) -> dict[str, Any] | None:
     }
 
 
-def describe_step(step: JobStep) -> dict[str, Any]:
+def describe_step(step: JobStep, *, new: bool = False) -> dict[str, Any]:
+    """A step as the API shows it; ``new``: recorded by this very request (see ``describe``)."""
     result = step.result or {}
     units = {}
     if step.state == StepState.VERIFYING:
@@ -435,14 +462,14 @@ def describe_step(step: JobStep) -> dict[str, Any]:
         "state": step.state,
         "node": step.node,
         "attempts": step.attempts,
-        "progress": _progress(step) or units or None,
+        "progress": None if new else _progress(step) or units or None,
         "wall_seconds": _seconds(step.wall_ms),
         "cpu_seconds": _seconds(step.cpu_ms),
         "dispatched_at": _iso(step.dispatched_at),
         "started_at": _iso(step.started_at),
         "finished_at": _iso(step.finished_at),
         "error": {"code": step.error_code, "message": step.error_message} if step.error_code else None,
-        "verification": _verification(step),
+        "verification": None if new else _verification(step),
     }
 
 
@@ -489,6 +516,8 @@ def result_of(job: Job) -> dict[str, Any] | None:
         elif step.name == "embeddings":
             out["embeddings"] = step.result.get("vectors")
             out["embedding_tokens"] = step.result.get("tokens")
+        elif step.name == "noop":
+            out["noop_bytes"] = step.result.get("bytes")
         elif step.name == "fields":
             # the answer, the text replicas were compared by, not a `fields` beside it
             model_fields = _answer_fields(step.result.get("answer"))
@@ -500,10 +529,12 @@ def result_of(job: Job) -> dict[str, Any] | None:
     return out or None
 
 
-def describe(job: Job, *, full: bool = True, with_result: bool = True) -> dict[str, Any]:
+def describe(job: Job, *, full: bool = True, with_result: bool = True, new: bool = False) -> dict[str, Any]:
     """The job as the API shows it; ``full``: with its steps, result, cost and CO₂;
     ``with_result`` False: without the result (its texts, and the invoice fields computed
-    from them), as the job's events show it."""
+    from them), as the job's events show it; ``new``: the job as this very request recorded it
+    (the answer to its submission), described from memory: no step has progress, a replica,
+    a result or a ledger entry yet, so none is looked for (three queries and a Redis read)."""
     body: dict[str, Any] = {
         "id": job.id,
         "kind": job.kind,
@@ -527,9 +558,9 @@ def describe(job: Job, *, full: bool = True, with_result: bool = True) -> dict[s
     if job.callback_url:
         body["callback_url"] = job.callback_url
     if full:
-        body["steps"] = [describe_step(step) for step in job.steps]
+        body["steps"] = [describe_step(step, new=new) for step in job.steps]
         if with_result:
             body["result"] = result_of(job)
-        body["cost"] = settlement.job_cost(job)
-        body["co2_grams"] = footprints.job_co2_grams(job.id)
+        body["cost"] = settlement.job_cost(job, entries=[] if new else None)
+        body["co2_grams"] = footprints.job_co2_grams(job.id, entered=not new)
     return body

@@ -30,7 +30,7 @@ bp = Blueprint("openapi", __name__)
 #: The paths documented: the JSON API, the OpenAI-compatible API, health and metrics.
 DOCUMENTED = re.compile(r"^/(api/v1/|v1/|healthz$|readyz$|metrics$)")
 
-JOB_KINDS = ("ocr", "summarise", "translate", "pipeline", "invoice", "chat", "embeddings")
+JOB_KINDS = ("ocr", "summarise", "translate", "pipeline", "invoice", "chat", "embeddings", "noop")
 
 # --- the error codes ---------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ def submit(kind: str):
     token = current_token()
     job = jobs.submit(kind, _params(), _document(), owner=token.owner, token=token)
     location = url_for("api.jobs.show", job_id=job.id)
-    return jobs.describe(job), 202, {"Location": location}
+    return jobs.describe(job, new=True), 202, {"Location": location}
 
 
 @bp.get("/<job_id>")

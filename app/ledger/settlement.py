@@ -445,10 +445,14 @@ def _grant_status(entry: LedgerEntry, decision: GrantDecision | None, period: st
     return f"released in {decision.period}", False
 
 
-def job_cost(job: Job) -> dict[str, Any]:
+def job_cost(job: Job, entries: list[LedgerEntry] | None = None) -> dict[str, Any]:
     """What a job cost in granted compute, and how that revenue is split (seed ADR-0001):
-    grants held or refused (results not validated, app.validation) cost nothing."""
-    entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job.id, counted())).all()
+    grants held or refused (results not validated, app.validation) cost nothing. ``entries``:
+    its counted entries when the caller knows them (none, for a job just recorded)."""
+    if entries is None:
+        entries = db.session.scalars(
+            select(LedgerEntry).where(LedgerEntry.job_id == job.id, counted())
+        ).all()
     exact = sum((rules.reward(e.granted_ms, e.rate_eur_per_hour or Decimal(0)) for e in entries), Decimal(0))
     shares = {name: Decimal(str(share)) for name, share in current_app.config["REVENUE_SPLIT"].items()}
     total = rules.to_cents(exact)

@@ -52,7 +52,8 @@ _draw = secrets.SystemRandom()
 #: Steps whose results are not re-run: a chat answer is sampled (at a temperature above 0 two
 #: honest nodes disagree) and waited for by a client on the line; embeddings are one read of
 #: the same kind. Their tokens are still bounded by the input and metered (docs/decisions/0018).
-UNCHECKED_STEPS = ("chat", "embeddings")
+#: A no-op (GRID_NOOP_JOBS, benchmarks only) has no result to compare.
+UNCHECKED_STEPS = ("chat", "embeddings", "noop")
 
 
 # --- a result comes in -----------------------------------------------------------------------

@@ -101,3 +101,14 @@ def embeddings(self: GridTask) -> dict:
     result = llama.embeddings(inputs)
     metering.count(self.request.id, prompt_tokens=result["prompt_tokens"], completion_tokens=0)
     return result
+
+
+@shared_task(bind=True, base=GridTask, name=celeryconfig.TASK_NOOP)
+def noop(self: GridTask) -> dict:
+    """Nothing but the path every task takes: its input fetched (the coordinator's sight of the
+    start), metered, its record sent to the ledger. Its input's bytes are counted as prompt tokens
+    (a token reads at least one byte), so its few milliseconds are granted within the LLM's
+    bounds. The coordinator sends it only where GRID_NOOP_JOBS is on (the throughput benchmark)."""
+    _, data = self.fetch_input()
+    metering.count(self.request.id, prompt_tokens=len(data), completion_tokens=0)
+    return {"bytes": len(data)}
