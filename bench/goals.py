@@ -22,6 +22,7 @@ from pathlib import Path
 PARTS: dict[str, str] = {
     "history": "bench.history",
     "latency": "bench.latency",
+    "coordinators": "bench.coordinators",
     "llm": "bench.llm",
 }
 

@@ -1,0 +1,257 @@
+"""Goal part ``coordinators`` (issue 14, "Past one coordinator"): two API processes behind one
+address and two ledger workers sharing the ``ledger`` queue, against one of each.
+
+The coordinator's own throughput is measured, so that volunteers are not the bottleneck:
+
+- **API**: submissions per second (``POST /api/v1/jobs/summarise``, each job recorded, its input
+  kept, its step sent to the broker; no volunteer takes them: a Redis database of this part's
+  own) by ``wrk`` with ``CONNECTIONS`` connections as fast as answers come, against one gunicorn
+  (the production unit's workers and threads) and then two gunicorn masters with those same
+  settings on the same address (``--reuse-port``: the kernel spreads connections between them),
+  each for ``SECONDS``. The API's limits are on, raised for the bench's one client.
+- **Ledger**: completions entered and granted per second from a backlog of ``EXECUTIONS``
+  validly signed records of ``NODES`` nodes (each execution's start seen first, as a node's input
+  fetch is), by one ledger worker and then by two (``ledger-a``, ``ledger-b``) on the same queue,
+  each side its own backlog of the same size; batches of ``BATCH`` (``GRID_LEDGER_BATCH``, the
+  same on both sides), so that two workers have batches to share. The rate is taken from the
+  first to the last entry's ``received_at``.
+
+Everything runs on the same 2 cores (PostgreSQL, Redis, wrk and every process measured): the
+second process can only use what the first leaves. ``--quick``: shorter runs, smaller backlogs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+from sqlalchemy import func, select
+
+import celeryconfig
+from bench import latency
+from bench.goals import Goal
+from tests.grid import Grid, enrolment, wait_for
+
+CONNECTIONS = 16
+SECONDS = 20
+QUICK_SECONDS = 8
+EXECUTIONS = 4000
+QUICK_EXECUTIONS = 1500
+NODES = 20
+BATCH = 250
+TARGET = 1.7
+#: A Redis database no other part uses.
+REDIS_DB = 3
+
+
+def _log(message: str) -> None:
+    print(f"  coordinators: {message}", file=sys.stderr, flush=True)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["GRID_BROKER_URL"] = env["GRID_BROKER_URL"].rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    for name in ("SUBMIT", "READ", "ADDRESS"):
+        env[f"GRID_API_{name}_LIMIT"] = "1000000 per minute"
+    env["GRID_LEDGER_BATCH"] = str(BATCH)
+    return env
+
+
+def _flask_app():
+    from app import create_app
+
+    return create_app({"TESTING_NO_METRICS": True})
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+def submissions_per_second(workdir: Path, processes: int, seconds: float) -> tuple[float, dict]:
+    workers, threads = latency.production_gunicorn()
+    grid = Grid(_env(), workdir / "logs")
+    try:
+        url = grid.api(processes=processes, workers=workers, threads=threads)
+        token = latency._token("coordinators@bench.local")
+        for _ in range(processes * 10):  # each process's connections and caches warm
+            answer = requests.post(
+                f"{url}/api/v1/jobs/summarise",
+                json=latency.BODY,
+                headers={"Authorization": f"Bearer {token}", "Connection": "close"},
+                timeout=10,
+            )
+            assert answer.status_code == 202, answer.text
+        figures = latency.wrk_run(
+            workdir,
+            url,
+            token,
+            method="POST",
+            path="/api/v1/jobs/summarise",
+            seconds=seconds,
+            rate=float("inf"),
+            connections=CONNECTIONS,
+            body=latency.BODY,
+        )
+    finally:
+        grid.stop()
+    if figures["errors"] or figures["timeouts"]:
+        raise RuntimeError(f"{figures['errors']} submissions failed, {figures['timeouts']} timed out")
+    return figures["rate"], figures
+
+
+# --- the ledger -------------------------------------------------------------------------------
+
+
+def _backlog(flask_app, count: int, tag: str) -> list[str]:
+    """``count`` dispatched one-page OCR steps spread over ``NODES`` nodes, each start entered
+    (as its node's input fetch does), each completion signed by its node and queued on
+    ``ledger``. Returns the task ids."""
+    from app.extensions import db
+    from app.ledger import executions
+    from app.ledger.context import Context
+    from app.models import Job, JobStep
+    from workers import protocol
+    from workers.protocol import signing
+
+    nodes = [enrolment(f"coord-{tag}-{n}", owner=f"coord-{n}@bench.local") for n in range(NODES)]
+    now = datetime.now(UTC)
+    owner = f"coordinators-{tag}@bench.local"
+    with flask_app.app_context():
+        for _ in range(count):
+            job = Job(kind="ocr", owner=owner, params={}, input_pages=1)
+            job.steps.append(
+                JobStep(
+                    position=0, name="ocr", task_name=celeryconfig.TASK_OCR, queue="ocr", dispatched_at=now
+                )
+            )
+            db.session.add(job)
+        db.session.commit()
+        steps = db.session.scalars(
+            select(JobStep).join(Job).where(Job.owner == owner).order_by(JobStep.id)
+        ).all()
+        starts, completions = [], []
+        for index, step in enumerate(steps):
+            node = nodes[index % NODES]
+            worker = f"coord-{tag}-{index % NODES}@host"
+            base = {"task_id": step.task_id, "task_name": step.task_name, "node": worker}
+            started = protocol.body("started", **base, attempt=0, started_at=now.isoformat())
+            completed = protocol.body(
+                "completed",
+                **base,
+                attempt=0,
+                capability="ocr",
+                outcome="succeeded",
+                final=True,
+                started_at=now.isoformat(),
+                finished_at=now.isoformat(),
+                wall_seconds=0.001,
+                cpu_seconds=0.001,
+                units={"pages": 1},
+                result={"text": "x", "pages": 1},
+            )
+            started["node_id"] = completed["node_id"] = node["GRID_NODE_ID"]
+            starts.append(signing.sign(started, node["GRID_NODE_SECRET"]))
+            completions.append(signing.sign(completed, node["GRID_NODE_SECRET"]))
+        for first in range(0, len(starts), 500):
+            chunk = starts[first : first + 500]
+            ctx = Context.load(chunk)
+            for record in chunk:
+                step, refused = executions.on_started(record, ctx)
+                assert refused is None, refused
+            db.session.commit()
+        task_ids = [step.task_id for step in steps]
+    from celery import Celery
+
+    env = _env()
+    volunteer = Celery("bench-volunteers", broker=env["GRID_BROKER_URL"])
+    volunteer.conf.update(task_queues=celeryconfig.task_queues, task_routes=celeryconfig.task_routes)
+    with volunteer.producer_or_acquire() as producer:
+        for record in completions:
+            volunteer.send_task(
+                celeryconfig.TASK_LEDGER_RECORD,
+                args=[record],
+                queue=celeryconfig.LEDGER_QUEUE,
+                producer=producer,
+            )
+    return task_ids
+
+
+def entries_per_second(workdir: Path, flask_app, workers: int, count: int) -> float:
+    from app.extensions import db
+    from app.models import LedgerEntry
+
+    tag = f"{workers}w{int(time.time()) % 100000}"
+    task_ids = _backlog(flask_app, count, tag)
+    grid = Grid(_env(), workdir / "logs")
+    try:
+        started = [
+            grid.ledger_worker(f"bench-ledger-{tag}-{n}", wait=False, loglevel="INFO") for n in range(workers)
+        ]
+        for process in started:
+            process.wait_ready(" ready.")
+
+        def entered() -> int:
+            with flask_app.app_context():
+                return db.session.scalar(select(func.count()).where(LedgerEntry.task_id.in_(task_ids)))
+
+        wait_for(lambda: entered() >= count, 600, f"{workers} ledger worker(s) to enter {count} records", 0.5)
+    finally:
+        grid.stop()
+    with flask_app.app_context():
+        first, last, granted = db.session.execute(
+            select(
+                func.min(LedgerEntry.received_at),
+                func.max(LedgerEntry.received_at),
+                func.count().filter(LedgerEntry.granted_ms > 0),
+            ).where(LedgerEntry.task_id.in_(task_ids))
+        ).one()
+    if granted != count:
+        raise RuntimeError(f"{granted} of {count} entries granted")
+    return (count - 1) / max(1e-6, (last - first).total_seconds())
+
+
+def run(workdir: Path, quick: bool) -> list[Goal]:
+    (workdir / "logs").mkdir(exist_ok=True)
+    seconds = QUICK_SECONDS if quick else SECONDS
+    count = QUICK_EXECUTIONS if quick else EXECUTIONS
+    workers, threads = latency.production_gunicorn()
+
+    one_api, one_figures = submissions_per_second(workdir, 1, seconds)
+    _log(f"API, 1 process: {one_api:.0f} submissions/s (p50 {one_figures['p50_us'] / 1000:.0f} ms)")
+    two_api, two_figures = submissions_per_second(workdir, 2, seconds)
+    _log(f"API, 2 processes: {two_api:.0f} submissions/s (p50 {two_figures['p50_us'] / 1000:.0f} ms)")
+
+    flask_app = _flask_app()
+    one_ledger = entries_per_second(workdir, flask_app, 1, count)
+    _log(f"ledger, 1 worker: {one_ledger:.0f} entries/s")
+    two_ledger = entries_per_second(workdir, flask_app, 2, count)
+    _log(f"ledger, 2 workers: {two_ledger:.0f} entries/s")
+
+    api_context = (
+        f"{two_api:.0f} vs {one_api:.0f} submissions/s; wrk -c {CONNECTIONS} as fast as answers come, "
+        f"{seconds} s each; gunicorn --workers {workers} --threads {threads} per process (the production "
+        f"unit's), two masters on one address with --reuse-port; wrk's CPU {two_figures['wrk_cpu_s']:.1f} s"
+    )
+    ledger_context = (
+        f"{two_ledger:.0f} vs {one_ledger:.0f} entries entered and granted/s; a backlog of {count} signed "
+        f"completions of {NODES} nodes each side, batches of {BATCH}"
+    )
+    return [
+        Goal.ratio(
+            "Past one coordinator: API submissions/s, 2 processes over 1",
+            two_api,
+            one_api,
+            TARGET,
+            api_context,
+        ),
+        Goal.ratio(
+            "Past one coordinator: ledger entries/s, 2 ledger workers over 1",
+            two_ledger,
+            one_ledger,
+            TARGET,
+            ledger_context,
+        ),
+    ]
