@@ -24,6 +24,7 @@ PARTS: dict[str, str] = {
     "latency": "bench.latency",
     "coordinators": "bench.coordinators",
     "llm": "bench.llm",
+    "throughput": "bench.throughput",
 }
 
 

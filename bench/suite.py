@@ -10,17 +10,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from bench import ledger, ocr_eval, validation
 from tests.documents import FRENCH_LINES, cer, text_pdf
-from tests.grid import CELERY, ROOT, Client, Grid, GridProcess, wait_for
+from tests.grid import ROOT, Client, Grid
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -35,8 +32,6 @@ LLM_TEXT = "\n".join(FRENCH_LINES[:4])
 #: The smallest grid job there is: one word summarised into at most 10 words (20 tokens).
 TINY_TEXT = "Facture"
 TINY_MAX_WORDS = 10
-GRID_JOBS = 100
-BARE_TASKS = 1000
 #: Jobs run before measuring, so every pool process of the LLM volunteer has loaded its model.
 WARM_UP_JOBS = 4
 
@@ -362,107 +357,6 @@ def _step_result(flask_app: Flask, job_id: str) -> dict:
         return dict(job.steps[0].result or {})
 
 
-# --- 3. throughput ----------------------------------------------------------------------------
-
-
-def _count_until(count: Callable[[], int], target: int, timeout: float, what: str, interval: float) -> None:
-    wait_for(lambda: count() >= target, timeout, what, interval=interval)
-
-
-def bare_throughput(log_dir: Path) -> float:
-    """Seconds for ``BARE_TASKS`` no-op tasks of bare Celery, from the first send to the last INCR."""
-    from bench import bare
-
-    worker = GridProcess(
-        "bare",
-        [
-            CELERY,
-            "-A",
-            "bench.bare",
-            "worker",
-            "-Q",
-            bare.QUEUE,
-            "-c",
-            "2",
-            "-n",
-            "bare@%h",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-        dict(os.environ),
-        log_dir,
-    ).start()
-    counter = redis.Redis.from_url(os.environ[bare.BROKER_ENV])
-    try:
-        worker.wait_ready(" ready.")
-
-        def done() -> int:
-            return int(counter.get(bare.COUNTER_KEY) or 0)
-
-        counter.set(bare.COUNTER_KEY, 0)
-        for _ in range(20):  # connections opened, pool processes started
-            bare.noop.delay()
-        _count_until(done, 20, 60, "the bare warm-up tasks", interval=0.01)
-        counter.set(bare.COUNTER_KEY, 0)
-        started = time.perf_counter()
-        for _ in range(BARE_TASKS):
-            bare.noop.delay()
-        _count_until(done, BARE_TASKS, 120, "the bare tasks", interval=0.002)
-        return time.perf_counter() - started
-    finally:
-        worker.stop()
-        counter.close()
-
-
-def grid_throughput(client: Client) -> tuple[float, float, float]:
-    """Seconds for ``GRID_JOBS`` tiny jobs, from the first POST to the last ``finished_at``.
-
-    Also returns the seconds the POSTs took and the mean worker-side seconds of a job.
-    """
-
-    def count(state: str) -> int:
-        response = client.get("/api/v1/jobs", params={"kind": "summarise", "state": state, "per_page": 1})
-        if response.status_code != 200:
-            raise BenchError(f"listing jobs failed: {response.status_code} {response.text}")
-        return int(response.json()["total"])
-
-    def all_done() -> bool:
-        failed = count("failed")
-        if failed:
-            raise BenchError(f"{failed} throughput job(s) failed")
-        return count("succeeded") >= GRID_JOBS
-
-    body = {"text": TINY_TEXT, "language": "fr", "max_words": TINY_MAX_WORDS}
-    started = time.time()
-    ids = [_submit(client, "summarise", json=body) for _ in range(GRID_JOBS)]
-    posted = time.time() - started
-    wait_for(all_done, 300, "the throughput jobs", interval=0.25)
-    jobs = [client.job(job_id) for job_id in ids]
-    last = max(_epoch(job["finished_at"]) for job in jobs)
-    worker = statistics.fmean(job["steps"][0]["wall_seconds"] for job in jobs)
-    return last - started, posted, worker
-
-
-def bench_throughput(client: Client, log_dir: Path) -> list[Ratio]:
-    bare_seconds = bare_throughput(log_dir)
-    _log(f"  bare celery: {BARE_TASKS} tasks in {bare_seconds:.2f} s")
-    grid_seconds, posted, worker = grid_throughput(client)
-    _log(f"  grid: {GRID_JOBS} jobs in {grid_seconds:.2f} s")
-    per_job, per_task = grid_seconds / GRID_JOBS, bare_seconds / BARE_TASKS
-    return [
-        Ratio(
-            "throughput, seconds per item (raw = bare Celery no-op task)",
-            per_job,
-            per_task,
-            f"{GRID_JOBS} grid jobs, {BARE_TASKS} bare tasks",
-            f"{1 / per_job:.3g} jobs/s vs {1 / per_task:.3g} tasks/s; both sides submit one at a time "
-            f"(the {GRID_JOBS} POSTs took {posted:.2f} s); a job's worker-side wall time averaged "
-            f"{worker:.3f} s",
-        )
-    ]
-
-
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -488,7 +382,7 @@ def run(workdir: Path, parts: tuple[str, ...] = DEFAULT_PARTS, quick: bool = Fal
         flask_app = create_app({"TESTING_NO_METRICS": True})
         results: list[Ratio] = []
         if "grid" in parts:
-            tokens = _tokens(flask_app, ["ocr@bench.local", "llm@bench.local", "throughput@bench.local"])
+            tokens = _tokens(flask_app, ["ocr@bench.local", "llm@bench.local"])
             grid = _start_grid(log_dir)
             assert grid.api_url is not None
             clients = {owner.split("@")[0]: Client(grid.api_url, token) for owner, token in tokens.items()}
@@ -508,8 +402,7 @@ def run(workdir: Path, parts: tuple[str, ...] = DEFAULT_PARTS, quick: bool = Fal
             )
             _log(f"2. LLM: summarise, {LLM_REPEATS} repetitions")
             results += bench_llm(clients["llm"], flask_app)
-            _log(f"3. throughput: {BARE_TASKS} bare Celery tasks, {GRID_JOBS} grid jobs")
-            results += bench_throughput(clients["throughput"], log_dir)
+            # Throughput against bare Celery is the goal part ``throughput`` (bench/throughput.py).
             grid.stop()
             grid = None
         ledger_lines = []
