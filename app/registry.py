@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert
 
 import celeryconfig
 from app import nodes
@@ -55,15 +56,7 @@ def apply(kind: str, record: Any, ctx: Context) -> None:
         return
     node.last_notice_at, node.last_notice_nonce = record["sent_at"], record["nonce"]
     node.last_seen_at = now
-    seen = ctx.heartbeats.setdefault(node_id, set())
-    slot = slot_of(now)
-    if slot not in seen:
-        seen.add(slot)
-        exists = db.session.scalar(
-            select(NodeHeartbeat.id).where(NodeHeartbeat.node_id == node_id, NodeHeartbeat.slot == slot)
-        )
-        if exists is None:
-            db.session.add(NodeHeartbeat(node_id=node_id, slot=slot))
+    ctx.heartbeats.setdefault(node_id, set()).add(slot_of(now))  # written by enter_heartbeats
     if kind == "register":
         node.queues = sorted(set(record["queues"]))  # volunteer queues only (its schema)
         node.concurrency = record["concurrency"]  # executions beyond it are not paid
@@ -75,6 +68,17 @@ def apply(kind: str, record: Any, ctx: Context) -> None:
             ctx.after_commit.append(lambda n=node.worker, q=list(node.queues): stop_consuming(n, q))
     elif kind == "stopping":
         node.stopped_at = now
+
+
+def enter_heartbeats(ctx: Context) -> None:
+    """The heartbeat intervals the batch's notices were seen in (``ctx.heartbeats``), in one
+    statement; an interval a node was already seen in is kept once."""
+    rows = [{"node_id": node_id, "slot": slot} for node_id, slots in ctx.heartbeats.items() for slot in slots]
+    if rows:
+        db.session.execute(
+            insert(NodeHeartbeat).values(rows).on_conflict_do_nothing(index_elements=["node_id", "slot"])
+        )
+    ctx.heartbeats.clear()
 
 
 def _check_notice(kind: str, record: dict[str, Any], node: Node, now: datetime) -> None:

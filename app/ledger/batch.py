@@ -97,7 +97,10 @@ def apply_safely(messages: Sequence[tuple[str, Any]]) -> None:
 
 def _apply(messages: Sequence[tuple[str, Any]]) -> Context:
     verdicts = [(kind, checked(kind, record)) for kind, record in messages]
-    ctx = Context.load(record for _, record in verdicts if not isinstance(record, Refused))
+    notices_only = all(kind in registry.KINDS for kind, _ in messages)  # no entry among them
+    ctx = Context.load(
+        (record for _, record in verdicts if not isinstance(record, Refused)), entries=not notices_only
+    )
     with db.session.no_autoflush:  # everything is read up front; write once, at the end
         for (kind, record), (_, verdict) in zip(messages, verdicts, strict=True):
             if isinstance(verdict, Refused):
@@ -109,4 +112,5 @@ def _apply(messages: Sequence[tuple[str, Any]]) -> Context:
                 on_completed(record, ctx)
             else:
                 registry.apply(kind, record, ctx)
+    registry.enter_heartbeats(ctx)
     return ctx

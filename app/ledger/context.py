@@ -46,15 +46,19 @@ class Context:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
-    def load(cls, records: Iterable[Any] = ()) -> Context:
+    def load(cls, records: Iterable[Any] = (), entries: bool = True) -> Context:
         """Read at the start of the transaction that enters records, after taking the lock a
-        settlement waits on: a period closed meanwhile is seen closed here."""
-        settlement.lock_ledger_for_entries()
-        rates = [
-            rules.Rate(r.capability, r.eur_per_hour, aware(r.effective_from))
-            for r in db.session.scalars(select(Rate))
-        ]
-        ctx = cls(rates=rates, closed=periods.closed())
+        settlement waits on: a period closed meanwhile is seen closed here. ``entries=False``:
+        a batch of nodes' notices only (app.registry), which enters no ledger entry, needs
+        neither that lock nor the rates and periods."""
+        ctx = cls()
+        if entries:
+            settlement.lock_ledger_for_entries()
+            ctx.rates = [
+                rules.Rate(r.capability, r.eur_per_hour, aware(r.effective_from))
+                for r in db.session.scalars(select(Rate))
+            ]
+            ctx.closed = periods.closed()
         records = [r for r in records if isinstance(r, dict)]
         ctx.prefetch(
             {str(r.get("task_id", "")) for r in records}, {str(r.get("node_id") or "") for r in records}
