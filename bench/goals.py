@@ -23,6 +23,7 @@ PARTS: dict[str, str] = {
     "history": "bench.history",
     "latency": "bench.latency",
     "coordinators": "bench.coordinators",
+    "nodes": "bench.nodes",
     "llm": "bench.llm",
     "throughput": "bench.throughput",
 }
