@@ -44,17 +44,18 @@ QUICK_EXECUTIONS = 1500
 NODES = 20
 BATCH = 250
 TARGET = 1.7
-#: A Redis database no other part uses.
+#: Redis databases no other part uses: the API's submissions, then the ledger's backlogs.
 REDIS_DB = 3
+LEDGER_REDIS_DB = 4
 
 
 def _log(message: str) -> None:
     print(f"  coordinators: {message}", file=sys.stderr, flush=True)
 
 
-def _env() -> dict[str, str]:
+def _env(redis_db: int = REDIS_DB) -> dict[str, str]:
     env = dict(os.environ)
-    env["GRID_BROKER_URL"] = env["GRID_BROKER_URL"].rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    env["GRID_BROKER_URL"] = env["GRID_BROKER_URL"].rsplit("/", 1)[0] + f"/{redis_db}"
     for name in ("SUBMIT", "READ", "ADDRESS"):
         env[f"GRID_API_{name}_LIMIT"] = "1000000 per minute"
     env["GRID_LEDGER_BATCH"] = str(BATCH)
@@ -84,6 +85,8 @@ def submissions_per_second(workdir: Path, processes: int, seconds: float) -> tup
                 timeout=10,
             )
             assert answer.status_code == 202, answer.text
+        pids = [pid for process in grid.processes for pid in latency._tree(process.proc.pid)]
+        cpu = latency._cpu_seconds(pids)
         figures = latency.wrk_run(
             workdir,
             url,
@@ -95,8 +98,12 @@ def submissions_per_second(workdir: Path, processes: int, seconds: float) -> tup
             connections=CONNECTIONS,
             body=latency.BODY,
         )
+        # The API processes' CPU, as a share of one core: on a machine busy with other work, one
+        # process may get less than a core, and a second then takes what the first could not.
+        figures["api_cores"] = (latency._cpu_seconds(pids) - cpu) / (figures["duration_us"] / 1e6)
     finally:
         grid.stop()
+        latency.retire("coordinators@bench.local", _env()["GRID_BROKER_URL"])
     if figures["errors"] or figures["timeouts"]:
         raise RuntimeError(f"{figures['errors']} submissions failed, {figures['timeouts']} timed out")
     return figures["rate"], figures
@@ -165,7 +172,7 @@ def _backlog(flask_app, count: int, tag: str) -> list[str]:
         task_ids = [step.task_id for step in steps]
     from celery import Celery
 
-    env = _env()
+    env = _env(LEDGER_REDIS_DB)
     volunteer = Celery("bench-volunteers", broker=env["GRID_BROKER_URL"])
     volunteer.conf.update(task_queues=celeryconfig.task_queues, task_routes=celeryconfig.task_routes)
     with volunteer.producer_or_acquire() as producer:
@@ -185,13 +192,13 @@ def entries_per_second(workdir: Path, flask_app, workers: int, count: int) -> fl
 
     tag = f"{workers}w{int(time.time()) % 100000}"
     task_ids = _backlog(flask_app, count, tag)
-    grid = Grid(_env(), workdir / "logs")
+    grid = Grid(_env(LEDGER_REDIS_DB), workdir / "logs")
     try:
         started = [
             grid.ledger_worker(f"bench-ledger-{tag}-{n}", wait=False, loglevel="INFO") for n in range(workers)
         ]
         for process in started:
-            process.wait_ready(" ready.")
+            process.wait_ready(" ready.", timeout=180)
 
         def entered() -> int:
             with flask_app.app_context():
@@ -220,20 +227,31 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
     workers, threads = latency.production_gunicorn()
 
     one_api, one_figures = submissions_per_second(workdir, 1, seconds)
-    _log(f"API, 1 process: {one_api:.0f} submissions/s (p50 {one_figures['p50_us'] / 1000:.0f} ms)")
+    _log(
+        f"API, 1 process: {one_api:.0f} submissions/s (p50 {one_figures['p50_us'] / 1000:.0f} ms, "
+        f"{one_figures['api_cores']:.2f} cores)"
+    )
     two_api, two_figures = submissions_per_second(workdir, 2, seconds)
-    _log(f"API, 2 processes: {two_api:.0f} submissions/s (p50 {two_figures['p50_us'] / 1000:.0f} ms)")
+    _log(
+        f"API, 2 processes: {two_api:.0f} submissions/s (p50 {two_figures['p50_us'] / 1000:.0f} ms, "
+        f"{two_figures['api_cores']:.2f} cores)"
+    )
 
     flask_app = _flask_app()
-    one_ledger = entries_per_second(workdir, flask_app, 1, count)
-    _log(f"ledger, 1 worker: {one_ledger:.0f} entries/s")
-    two_ledger = entries_per_second(workdir, flask_app, 2, count)
-    _log(f"ledger, 2 workers: {two_ledger:.0f} entries/s")
+    try:
+        one_ledger = entries_per_second(workdir, flask_app, 1, count)
+        _log(f"ledger, 1 worker: {one_ledger:.0f} entries/s")
+        two_ledger = entries_per_second(workdir, flask_app, 2, count)
+        _log(f"ledger, 2 workers: {two_ledger:.0f} entries/s")
+    finally:
+        latency.retire("coordinators-%@bench.local", _env(LEDGER_REDIS_DB)["GRID_BROKER_URL"])
 
     api_context = (
         f"{two_api:.0f} vs {one_api:.0f} submissions/s; wrk -c {CONNECTIONS} as fast as answers come, "
         f"{seconds} s each; gunicorn --workers {workers} --threads {threads} per process (the production "
-        f"unit's), two masters on one address with --reuse-port; wrk's CPU {two_figures['wrk_cpu_s']:.1f} s"
+        f"unit's), two masters on one address with --reuse-port; the API's CPU "
+        f"{two_figures['api_cores']:.2f} vs {one_figures['api_cores']:.2f} cores, wrk's "
+        f"{two_figures['wrk_cpu_s']:.1f} s"
     )
     ledger_context = (
         f"{two_ledger:.0f} vs {one_ledger:.0f} entries entered and granted/s; a backlog of {count} signed "

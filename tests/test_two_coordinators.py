@@ -108,7 +108,7 @@ def test_two_ledger_workers_and_two_api_processes_enter_each_execution_once(
     fresh_grid, flask_app, make_token
 ):
     from app.extensions import db
-    from app.models import Job, LedgerEntry, LedgerRejection, WebhookDelivery
+    from app.models import ExecutionSighting, Job, LedgerEntry, LedgerRejection, WebhookDelivery
     from workers import protocol
     from workers.protocol import signing
 
@@ -234,6 +234,11 @@ def test_two_ledger_workers_and_two_api_processes_enter_each_execution_once(
             finished = db.session.scalar(
                 select(func.count()).where(Job.id.in_(job_ids), Job.finished_at.is_not(None))
             )
+            sightings = Counter(
+                db.session.scalars(
+                    select(ExecutionSighting.task_id).where(ExecutionSighting.task_id.in_(task_ids))
+                )
+            )
             deliveries = Counter(
                 db.session.execute(
                     select(WebhookDelivery.job_id, WebhookDelivery.event).where(
@@ -241,6 +246,8 @@ def test_two_ledger_workers_and_two_api_processes_enter_each_execution_once(
                     )
                 ).all()
             )
+        # Each start asked for twice at once, through either process, was seen once.
+        assert sorted(sightings) == sorted(task_ids) and set(sightings.values()) == {1}, sightings
         # Every execution entered once, for its one started attempt; granted at most once.
         assert sorted((task_id, attempt) for task_id, attempt, _, _ in entries) == sorted(
             (task_id, 0) for task_id in task_ids
