@@ -373,6 +373,23 @@ class LedgerEntry(db.Model):
                 "observed_ms",
             ],
         ),
+        # A member's statement and settlement: a period's entries by node, capability and rate,
+        # with what settlement sums; the held entries, joined to their decisions (migration
+        # b8d4f1a6c3e9).
+        Index(
+            "ix_ledger_entries_period_node",
+            "period",
+            "node_id",
+            "capability",
+            "rate_eur_per_hour",
+            postgresql_include=["held", "granted_ms"],
+        ),
+        Index(
+            "ix_ledger_entries_held",
+            "id",
+            postgresql_include=["node_id", "capability", "rate_eur_per_hour", "granted_ms"],
+            postgresql_where=text("held"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -407,7 +424,7 @@ class LedgerEntry(db.Model):
     held: Mapped[bool] = mapped_column(default=False, server_default="false")
     rate_eur_per_hour: Mapped[Decimal | None] = mapped_column(Money(12, 6))
     #: The settlement period (YYYY-MM) it counts in: the open one when it was received.
-    period: Mapped[str | None] = mapped_column(String(7), index=True)
+    period: Mapped[str | None] = mapped_column(String(7))
     signature: Mapped[str | None] = mapped_column(String(128))
     # Corrections.
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)

@@ -87,8 +87,8 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
     from app.models import GrantDecision
 
     owner = f"rollup-{uuid.uuid4().hex[:8]}@koprogo.test"
-    # Days of their own (no other test writes in 2004), and now: a reversal is received now.
-    day = datetime(2004, 3, 10, tzinfo=UTC)
+    # Days of their own (no other test writes or settles in 2009), and now: a reversal is received now.
+    day = datetime(2009, 3, 10, tzinfo=UTC)
     with flask_app.app_context():
         node = nodes.create(f"rollup-node-{uuid.uuid4().hex[:8]}", owner)
         other = nodes.create(f"rollup-other-{uuid.uuid4().hex[:8]}", f"x-{owner}")
@@ -186,7 +186,7 @@ def test_two_writers_entering_at_once_never_wait_on_each_other_for_a_rollup_row(
     with flask_app.app_context():
         node = nodes.create(f"rollup-twice-{uuid.uuid4().hex[:8]}", "rollup-twice@koprogo.test")
         db.session.commit()
-        received = datetime(2004, 5, 2, 12, tzinfo=UTC)
+        received = datetime(2009, 5, 2, 12, tzinfo=UTC)
         first, second = Session(db.engine), Session(db.engine)
         try:
             first.add(_entry(node, received))
@@ -200,7 +200,7 @@ def test_two_writers_entering_at_once_never_wait_on_each_other_for_a_rollup_row(
             first.close()
             second.close()
         rolled = db.session.execute(
-            text("SELECT sum(entries) FROM node_days WHERE day = '2004-05-02' AND node_id = :node"),
+            text("SELECT sum(entries) FROM node_days WHERE day = '2009-05-02' AND node_id = :node"),
             {"node": node.id},
         ).scalar()
         assert rolled == 2
