@@ -110,3 +110,43 @@ def test_a_running_worker_puts_back_only_the_batches_of_ledger_workers_gone_for_
     again = [decode(raw)[1]["n"] for raw in running.take(100)]
     assert again == list(range(6))
     running.done()
+
+
+def _heartbeat(app: Celery, index: int) -> None:
+    app.send_task(celeryconfig.TASK_LEDGER_HEARTBEAT, args=[{"n": index}], queue=celeryconfig.LEDGER_QUEUE)
+
+
+def test_a_batch_of_heartbeats_waits_a_little_for_more_and_any_other_record_ends_the_wait(broker):
+    import time
+
+    from app.ledger import intake as intake_module
+
+    url, app = broker
+    intake = RedisIntake(url, f"ledger-{uuid.uuid4().hex[:6]}@test")
+    never = threading.Event()
+
+    _heartbeat(app, 0)
+    later = threading.Timer(0.15, lambda: [_heartbeat(app, 1), _heartbeat(app, 2)])
+    later.start()
+    began = time.monotonic()
+    batch = intake.gather_notices(intake.take(100), 100, never)
+    waited = time.monotonic() - began
+    assert [record["n"] for _, record in map(decode, batch)] == [0, 1, 2]
+    assert intake_module.NOTICE_WAIT_SECONDS - 0.1 <= waited < intake_module.NOTICE_WAIT_SECONDS + 1
+    assert intake.redis.llen(intake.in_flight) == 3  # all of it in flight until committed
+    intake.done()
+
+    _heartbeat(app, 3)
+    later = threading.Timer(0.1, lambda: send(app, 4))  # a completion: it must not wait
+    later.start()
+    began = time.monotonic()
+    batch = intake.gather_notices(intake.take(100), 100, never)
+    assert [kind for kind, _ in map(decode, batch)] == ["heartbeat", "completed"]
+    assert time.monotonic() - began < intake_module.NOTICE_WAIT_SECONDS - 0.1
+    intake.done()
+
+    send(app, 6)  # a batch that is not notices only is entered at once
+    began = time.monotonic()
+    assert len(intake.gather_notices(intake.take(100), 100, never)) == 1
+    assert time.monotonic() - began < intake_module.NOTICE_LOOK_SECONDS + 0.2
+    intake.done()

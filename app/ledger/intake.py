@@ -26,7 +26,7 @@ import redis
 from celery import bootsteps
 
 import celeryconfig
-from app import broker_acl
+from app import broker_acl, registry
 from app.errors import database_away
 from app.ledger import batch
 from workers import protocol
@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 #: A batch stops growing past this many bytes of messages (results can be large).
 BATCH_BYTES = 32 * 1024 * 1024
+#: A batch of nodes' notices only (heartbeats: nothing waits on them) waits up to this long for
+#: more records, looking every ``NOTICE_LOOK_SECONDS``: a thousand nodes' heartbeats are then
+#: entered several to a transaction instead of one each. Any other record taken ends the wait.
+NOTICE_WAIT_SECONDS = 0.5
+NOTICE_LOOK_SECONDS = 0.05
 #: A ledger worker's in-flight list is its own while this key, refreshed as it runs, lives.
 ALIVE_SECONDS = 60
 #: How long an empty queue is waited on before the loop looks at its stop flag again.
@@ -94,6 +99,11 @@ def decode(raw: bytes) -> tuple[str, Any]:
         return "message", invalid
 
 
+def _notices_only(raw: list[bytes]) -> bool:
+    """Whether these messages are all nodes' notices (register, heartbeat, stopping)."""
+    return all(decode(item)[0] in registry.KINDS for item in raw)
+
+
 class RedisIntake:
     """Takes batches off the ledger queue's Redis lists, parked in flight until committed."""
 
@@ -108,6 +118,8 @@ class RedisIntake:
         self._take = self.redis.register_script(_TAKE)
         self._put_back = self.redis.register_script(_PUT_BACK)
         self._limits = (protocol.MAX_MESSAGE_BYTES, OVERSIZED)
+        #: Whether the last ``take`` returned a batch left in flight (retried as it is).
+        self.resumed = False
 
     def put_back(self, in_flight: str | None = None) -> int:
         """Return what this worker (or a dead one) had in flight to the head of the queue."""
@@ -132,6 +144,7 @@ class RedisIntake:
         """
         self.redis.set(self.alive, "1", ex=ALIVE_SECONDS)
         pending = self.redis.lrange(self.in_flight, 0, -1)
+        self.resumed = bool(pending)
         if pending:
             return pending
         taken = self._take(keys=[self.in_flight, *self.queue_keys], args=[count, BATCH_BYTES, *self._limits])
@@ -147,6 +160,25 @@ class RedisIntake:
             keys=[self.in_flight, *self.queue_keys], args=[count - 1, BATCH_BYTES - len(first), *self._limits]
         )
         return [first, *more]
+
+    def gather_notices(self, raw: list[bytes], count: int, stopping: threading.Event) -> list[bytes]:
+        """``raw`` and what comes within ``NOTICE_WAIT_SECONDS`` while it holds nodes' notices
+        only (``app.registry.KINDS``), up to ``count`` messages, taken into the same in-flight
+        list; the first other record ends the wait. A batch ``take`` resumed is left as it is."""
+        if self.resumed:
+            return raw
+        deadline = time.monotonic() + NOTICE_WAIT_SECONDS
+        size = sum(len(item) for item in raw)
+        notices = _notices_only(raw)
+        while notices and len(raw) < count and size < BATCH_BYTES and time.monotonic() < deadline:
+            if stopping.wait(NOTICE_LOOK_SECONDS):
+                break
+            more = self._take(
+                keys=[self.in_flight, *self.queue_keys],
+                args=[count - len(raw), BATCH_BYTES - size, *self._limits],
+            )
+            raw, size, notices = [*raw, *more], size + sum(len(item) for item in more), _notices_only(more)
+        return raw
 
     def done(self) -> None:
         """The batch is committed: nothing is in flight any more."""
@@ -193,6 +225,7 @@ class LedgerIntake(bootsteps.StartStopStep):
                 raw = self.intake.take(self.batch)
                 if not raw:
                     continue
+                raw = self.intake.gather_notices(raw, self.batch, self.stopping)
                 began = time.perf_counter()
                 with self.flask_app.app_context():
                     batch.apply_safely([decode(item) for item in raw])
