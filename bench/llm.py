@@ -8,8 +8,11 @@ hash of what makes it (the generator's source, size, seed, context, the ``gguf``
 version), so later runs reuse it. Random weights never end a reply: every summary runs to its
 ``max_tokens`` (200: ``max_words`` 100), so both sides do exactly the same work, checked.
 
-Side by side in one run, each job's text different (the prompt cache then keeps only the system
-prompt and instruction, on both sides alike):
+Side by side in one run and at the same time (a thread of this process runs the raw side while
+the grid runs the job: on a machine shared with other work both sides then meet the same load;
+run one after the other, they differed by up to a fifth from one minute to the next), each
+job's text different (the prompt cache then keeps only the system prompt and instruction, on
+both sides alike):
 
 - raw: llama-cpp-python in this process, the volunteer's prompt (``workers.engines.llama``'s
   system prompt and instruction), ``max_tokens``, temperature, repeat penalty, context and one
@@ -21,20 +24,24 @@ prompt and instruction, on both sides alike):
 
 Goals:
 
-1. tokens/s, grid over raw, ≥ 0.95: ``PAIRS`` pairs of one job each, alternated (raw first, then
-   grid first), medians;
+1. tokens/s, grid over raw, ≥ 0.95: ``PAIRS`` pairs of one 200-token summary each, medians;
+   beside them the CPU seconds of each side (the volunteer's whole task, the raw thread's), which
+   the machine's load does not stretch;
 2. the grid's added latency per job, p99 ≤ 50 ms: a job's end to end minus its engine's own
    time, the seconds the volunteer spent inside llama.cpp's calls (``engine.seconds`` of the step's
-   result, measured in the volunteer's process). Sampled on the pairs' grid jobs and on ``PROBES``
-   more short jobs (one text, so the prompt is cached: the same grid path for less engine time).
-   Nearest-rank p99: below 100 samples, the largest.
+   result, measured in the volunteer's process), on ``PROBES`` short jobs run alone (one text, so
+   the prompt is cached: the grid's whole path for little engine time), with its parts: the POST,
+   the volunteer's task around the engine (``wall_seconds`` less ``engine.seconds``: the input
+   fetched from the coordinator, the result kept, the record signed and sent) and the rest (the
+   broker's dispatch, the ledger worker entering the record). Nearest-rank p99: below 100
+   samples, the largest.
 
 Beside them, not a goal here: the p99 of a 200-token summary job under 4 concurrent jobs (the
 seed's "P99 < 10 s" is for its target hardware), grid (4 jobs posted at once from 4 threads,
 ``ROUNDS`` rounds) and raw (the same 4 prompts to the one in-process engine, served one after
-the other as one engine does: the k-th waits for the k-1 before it), the rounds taking turns at
-going first; and per round, what the grid added to the four: its last job's end minus its first
-POST, less the four jobs' engine seconds.
+the other as one engine does: the k-th waits for the k-1 before it), at the same time; and per
+round, what the grid added to the four: its last job's end minus its first POST, less the four
+jobs' engine seconds.
 
     python -m bench llm [--quick]
 """
@@ -47,7 +54,9 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -73,7 +82,7 @@ PROBE_WORDS = 10
 CONCURRENT = 4
 #: (full, quick)
 PAIRS = (4, 2)
-PROBES = (10, 4)
+PROBES = (12, 6)
 ROUNDS = (2, 1)
 RATIO_TARGET = 0.95
 ADDED_MS_TARGET = 50.0
@@ -147,11 +156,12 @@ class Raw:
             model_path=str(path), n_ctx=CONTEXT, n_threads=THREADS, n_threads_batch=THREADS, verbose=False
         )
 
-    def summary(self, text: str, max_words: int = MAX_WORDS) -> tuple[float, dict[str, int]]:
-        """The volunteer's prompt for a French summary of ``text``: seconds and token counts."""
+    def summary(self, text: str, max_words: int = MAX_WORDS) -> tuple[float, dict[str, int], float]:
+        """The volunteer's prompt for a French summary of ``text``: seconds, token counts, and the
+        CPU seconds of this thread (llama.cpp computes in the calling thread with one thread)."""
         from workers.engines import llama as engine
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         response = self.model.create_chat_completion(
             messages=[
                 {"role": "system", "content": engine._SYSTEM["fr"]},
@@ -161,7 +171,7 @@ class Raw:
             temperature=0.0,
             repeat_penalty=1.1,
         )
-        return time.perf_counter() - started, dict(response["usage"])
+        return time.perf_counter() - started, dict(response["usage"]), time.thread_time() - cpu
 
     def close(self) -> None:
         self.model.close()
@@ -271,6 +281,30 @@ def _same_work(grid: dict, raw: dict[str, int], what: str) -> None:
         raise RuntimeError(f"{what}: the model stopped after {raw['completion_tokens']} tokens")
 
 
+def side_by_side(raw_work: Callable[[], list], grid_work: Callable[[], list]) -> tuple[list, list]:
+    """``raw_work`` in a thread of this process and ``grid_work`` here, at the same time: on a
+    machine shared with other work, both sides then meet the same load (one after the other,
+    the load drifted by a fifth between them). llama.cpp releases the GIL while it computes."""
+    done: dict[str, list] = {}
+    failed: list[BaseException] = []
+
+    def raw_side() -> None:
+        try:
+            done["raw"] = raw_work()
+        except BaseException as exc:  # noqa: BLE001  raised again below, in this thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=raw_side, name="raw-llama")
+    thread.start()
+    try:
+        grid_done = grid_work()
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+    return done["raw"], grid_done
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -314,29 +348,29 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
         raw = Raw(path)
         raw.summary("Facture", PROBE_WORDS)
 
-        _log(f"{pairs} pairs of {MAX_TOKENS}-token summaries, alternated")
-        raw_times: list[float] = []
-        grid_jobs: list[dict] = []
-        for index, text in enumerate(sequential):
-            order = ("raw", "grid") if index % 2 == 0 else ("grid", "raw")
-            for side in order:
-                if side == "raw":
-                    seconds, usage = raw.summary(text)
-                    raw_times.append(seconds)
-                else:
-                    grid_jobs.append(grid_side.timed(text))
-            _same_work(grid_jobs[-1], usage, f"pair {index + 1}")
-            job = grid_jobs[-1]
-            _log(
-                f"  pair {index + 1}: raw {raw_times[-1]:.2f} s, grid {job['end_to_end']:.2f} s (engine "
-                f"{job['engine']:.2f} s, step's cpu {job['cpu']:.2f} s, added {job['added'] * 1000:.0f} ms)"
-            )
-
-        _log(f"{probes} short jobs for the added latency")
+        _log(f"{probes} short jobs alone, for the added latency")
         probe_jobs = [grid_side.timed("Facture", PROBE_WORDS) for _ in range(probes)]
 
+        _log(f"{pairs} pairs of {MAX_TOKENS}-token summaries, raw and grid at the same time")
+        raw_times: list[float] = []
+        raw_cpu: list[float] = []
+        grid_jobs: list[dict] = []
+        for index, text in enumerate(sequential):
+            usages, job = side_by_side(
+                lambda text=text: [raw.summary(text)], lambda text=text: [grid_side.timed(text)]
+            )
+            (seconds, usage, cpu), job = usages[0], job[0]
+            raw_times.append(seconds)
+            raw_cpu.append(cpu)
+            grid_jobs.append(job)
+            _same_work(job, usage, f"pair {index + 1}")
+            _log(
+                f"  pair {index + 1}: raw {seconds:.2f} s (cpu {cpu:.2f} s), grid {job['end_to_end']:.2f} s "
+                f"(engine {job['engine']:.2f} s, step's cpu {job['cpu']:.2f} s)"
+            )
+
         _log(
-            f"{rounds} round(s) of {CONCURRENT} concurrent {MAX_TOKENS}-token summaries, grid and raw in turn"
+            f"{rounds} round(s) of {CONCURRENT} concurrent {MAX_TOKENS}-token summaries, raw and grid at once"
         )
         grid_concurrent: list[float] = []
         raw_concurrent: list[float] = []
@@ -352,21 +386,20 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             concurrent_added.append(ended - began - sum(job["engine"] for job in jobs))
             return jobs
 
-        def raw_round(batch: list[str]) -> list[dict[str, int]]:
-            began, usages = time.perf_counter(), []
+        def raw_round(batch: list[str]) -> list[tuple[float, dict[str, int], float]]:
+            began, answers = time.perf_counter(), []
             for text in batch:
-                usages.append(raw.summary(text)[1])
+                answers.append(raw.summary(text))
                 raw_concurrent.append(time.perf_counter() - began)
-            return usages
+            return answers
 
         for round_index in range(rounds):
             batch = texts(pairs + (round_index + 1) * CONCURRENT)[-CONCURRENT:]
-            if round_index % 2 == 0:  # in turn, so drifting load hits both sides alike
-                jobs, usages = grid_round(batch), raw_round(batch)
-            else:
-                usages, jobs = raw_round(batch), grid_round(batch)
+            answers, jobs = side_by_side(
+                lambda batch=batch: raw_round(batch), lambda batch=batch: grid_round(batch)
+            )
             grid_concurrent += [job["end_to_end"] for job in jobs]
-            for job, usage in zip(jobs, usages, strict=True):
+            for job, (_, usage, _) in zip(jobs, answers, strict=True):
                 _same_work(job, usage, f"round {round_index + 1}")
             grid_seconds = ", ".join(f"{job['end_to_end']:.1f}" for job in jobs)
             raw_seconds = ", ".join(f"{seconds:.1f}" for seconds in raw_concurrent[-CONCURRENT:])
@@ -384,8 +417,9 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
     grid_median = statistics.median(job["end_to_end"] for job in grid_jobs)
     raw_median = statistics.median(raw_times)
     engine_median = statistics.median(job["engine"] for job in grid_jobs)
-    added = [job["added"] * 1000 for job in grid_jobs + probe_jobs]
-    sampled = grid_jobs + probe_jobs
+    # Sampled on the jobs run alone: beside the raw engine, the grid's own processes wait for a core.
+    sampled = probe_jobs
+    added = [job["added"] * 1000 for job in sampled]
     # Where the added time goes, per job: the POST; the volunteer's task around the engine (its
     # input fetched from the coordinator, its result kept, its record signed and sent); the rest
     # (the broker's dispatch to the volunteer, the ledger worker entering the record).
@@ -400,7 +434,8 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
     concurrent_line = (
         f"p99 of a {MAX_TOKENS}-token summary under {CONCURRENT} concurrent jobs (one volunteer, "
         f"concurrency 1, {len(grid_concurrent)} jobs): grid {grid_p99:.1f} s, raw {raw_p99:.1f} s (one "
-        f"engine in process, in turn), ratio {grid_p99 / raw_p99:.3f}; a round's last end minus its first "
+        f"engine in process, in turn, at the same time as the grid's), ratio {grid_p99 / raw_p99:.3f}; a "
+        f"round's last end minus its first "
         f"POST, less its {CONCURRENT} jobs' engine seconds: "
         f"{', '.join(f'{seconds * 1000:.0f}' for seconds in concurrent_added)} ms; the seed's target is "
         f"p99 < {SEED_P99_SECONDS:g} s on its target hardware (context, not a goal here)"
@@ -413,16 +448,19 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             MAX_TOKENS / raw_median,
             RATIO_TARGET,
             f"{MAX_TOKENS / grid_median:.1f} vs {MAX_TOKENS / raw_median:.1f} tokens/s: medians of {pairs} "
-            f"alternated pairs, grid {grid_median:.2f} s end to end (its engine {engine_median:.2f} s in the "
-            f"volunteer) vs raw {raw_median:.2f} s; {grid_jobs[0]['prompt_tokens']} prompt tokens; {model}",
+            f"pairs run at the same time, grid {grid_median:.2f} s end to end (its engine "
+            f"{engine_median:.2f} s in the volunteer; the step's cpu "
+            f"{statistics.median(job['cpu'] for job in grid_jobs):.2f} s) vs raw "
+            f"{raw_median:.2f} s (cpu {statistics.median(raw_cpu):.2f} s); {grid_jobs[0]['prompt_tokens']} "
+            f"prompt tokens; {model}",
         ),
         Goal.at_most(
             "LLM grid's added latency per job (end to end minus the engine's own time), p99",
             p99(added),
             ADDED_MS_TARGET,
             "ms",
-            f"median {statistics.median(added):.0f} ms over {len(added)} jobs ({pairs} of {MAX_TOKENS} "
-            f"tokens, {probes} of {2 * PROBE_WORDS}); medians of its parts: submission POST "
+            f"median {statistics.median(added):.0f} ms over {len(added)} jobs of {2 * PROBE_WORDS} tokens "
+            f"run alone; medians of its parts: submission POST "
             f"{statistics.median(posts):.0f} ms, the volunteer's task around the engine (input fetch, "
             f"result, record sent) {statistics.median(volunteer):.0f} ms, the rest (broker to volunteer, "
             f"ledger entry) {statistics.median(rest):.0f} ms",
