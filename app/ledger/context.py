@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from app import nodes
 from app.extensions import db
@@ -100,7 +100,8 @@ class Context:
         job_ids = select(JobStep.job_id).where(JobStep.task_id.in_(task_ids))
         db.session.execute(select(Job.id).where(Job.id.in_(job_ids)).order_by(Job.id).with_for_update())
         query = select(JobStep).where(JobStep.task_id.in_(task_ids))
-        for step in db.session.scalars(query.options(selectinload(JobStep.job).selectinload(Job.steps))):
+        # The steps with their jobs joined (one query), then their jobs' steps (one more).
+        for step in db.session.scalars(query.options(joinedload(JobStep.job).selectinload(Job.steps))):
             self.steps[step.task_id] = step
         for entry in db.session.scalars(select(LedgerEntry).where(LedgerEntry.task_id.in_(task_ids))):
             self.remember(entry)

@@ -60,8 +60,17 @@ def on_started(record: Any, ctx: Context | None = None) -> tuple[JobStep | None,
     now = utcnow()
     try:
         protocol.parse("started", record)
-        verify_node(record, Context())  # no lock yet: an unsigned knock costs a lookup, no more
-        ctx = ctx or Context.load([record])
+        if ctx is None:
+            # A start enters no ledger entry: it needs neither the lock a settlement waits on nor
+            # the rates and closed periods (Context.load). The node is read once, unlocked, for
+            # its signature (an unsigned knock costs that lookup, no more), then locked with
+            # the job, as a batch does.
+            ctx = Context()
+            verify_node(record, ctx)
+            ctx.prefetch({str(record.get("task_id", ""))}, set())
+            ctx.lock_nodes()
+        else:
+            verify_node(record, Context())  # no lock yet: an unsigned knock costs a lookup, no more
         node_id, step, attempt = verify_execution(record, ctx)
         sent = as_time(record["started_at"])
         if abs((now - sent).total_seconds()) > celeryconfig.CLOCK_SKEW_SECONDS:
