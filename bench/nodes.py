@@ -383,6 +383,12 @@ def _every_node(client: requests.Session, api: str) -> tuple[float, dict[str, di
     return seconds, nodes
 
 
+def _seconds_before(seen: dict[str, float], last: dict[str, float], after: float) -> str:
+    """How long before its threshold each silent node was last seen online, at least and most."""
+    gaps = [last[node_id] + after - moment for node_id, moment in seen.items()]
+    return f"{min(gaps):.1f}–{max(gaps):.1f} s" if gaps else "never"
+
+
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
@@ -493,6 +499,7 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
         _log(f"the {SILENT} silent nodes, until shown offline ({offline_after} s after their last heartbeat)")
         shown_offline: dict[str, float] = {}
         early: set[str] = set()
+        seen_online: dict[str, float] = {}
         falsely_offline: set[str] = set()
         beating_ids = {node["id"] for node in beating}
         polls, give_up = 0, max(silent_last.values()) + offline_after + 20
@@ -503,9 +510,13 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             polls += 1
             for node_id, item in listed.items():
                 if node_id in silent_last and node_id not in shown_offline and item["state"] == "offline":
-                    shown_offline[node_id] = asked
+                    # The registry judged it between the question and the answer: late by at
+                    # most the answer's time past the threshold; early if answered before it.
+                    shown_offline[node_id] = answered
                     if answered < silent_last[node_id] + offline_after:
                         early.add(node_id)
+                elif node_id in silent_last and node_id not in shown_offline:
+                    seen_online[node_id] = asked
                 elif node_id in beating_ids and item["state"] != "online":
                     falsely_offline.add(node_id)
             time.sleep(0.5)
@@ -600,7 +611,9 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             "s",
             f"{SILENT} nodes silent after a last heartbeat, threshold {offline_after} s "
             f"(GRID_NODE_OFFLINE_AFTER), the whole list read through the API {polls} times: "
-            f"{len(shown_offline)} of {SILENT} shown offline, {len(early)} early, "
+            f"{len(shown_offline)} of {SILENT} shown offline (each answer's end, an upper bound; seen "
+            f"online {_seconds_before(seen_online, silent_last, offline_after)} before the threshold), "
+            f"{len(early)} early, "
             f"{len(falsely_offline)} beating nodes ever shown offline",
         ),
     ]
