@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from app import nodes
 from app.extensions import db
 from app.ledger import periods, rules, settlement
 from app.ledger.values import as_uuid, aware
-from app.models import ExecutionSighting, Job, JobStep, LedgerEntry, Node, Rate
+from app.models import ExecutionSighting, Job, JobInput, JobStep, LedgerEntry, Node, Rate
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Context:
     heartbeats: dict[str, set[int]] = field(default_factory=dict)
     #: What to do once the batch is committed (broker commands to nodes).
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    #: Bytes of the kept inputs of the batch's jobs (``input_bytes``).
+    input_sizes: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def load(cls, records: Iterable[Any] = (), entries: bool = True) -> Context:
@@ -126,6 +128,20 @@ class Context:
         if node_id not in self.secrets:
             self.prefetch(set(), {node_id})
         return self.secrets.get(node_id)
+
+    def input_bytes(self, job_id: str) -> int:
+        """Bytes of a job's kept input (0 once it is let go): the sizes of every job of the batch
+        read in one query the first time one is asked for, never the bytes themselves (one
+        query and a text's transfer per LLM completion before)."""
+        if job_id not in self.input_sizes:
+            job_ids = {step.job_id for step in self.steps.values() if step is not None} | {job_id}
+            job_ids -= set(self.input_sizes)
+            sizes = db.session.execute(
+                select(JobInput.job_id, func.octet_length(JobInput.data)).where(JobInput.job_id.in_(job_ids))
+            )
+            self.input_sizes.update(dict.fromkeys(job_ids, 0))
+            self.input_sizes.update({found: int(size or 0) for found, size in sizes})
+        return self.input_sizes[job_id]
 
     def remember(self, entry: LedgerEntry) -> None:
         if entry.attempt >= 0:  # reversals sit outside the executions' (task, attempt) space

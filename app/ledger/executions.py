@@ -190,8 +190,7 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     if capability == "ocr" and job.input_pages is not None:
         units = min(claimed_units, job.input_pages)  # we know how many pages we sent
     elif capability == "llm":  # and how much text
-        sent = jobs.input_of(step)
-        units = min(claimed_units, rules.llm_units_bound(len(sent[1]) if sent else 0))
+        units = min(claimed_units, rules.llm_units_bound(_input_bytes(step, ctx)))
     result = record.get("result") if isinstance(record.get("result"), dict) else {}
     # The model size picks the LLM reference cost; a node's claim counts only up to the
     # largest model the cooperative runs.
@@ -287,6 +286,16 @@ def _enter(record: Any, ctx: Context) -> LedgerEntry:
     db.session.add(entry)  # a concurrent worker's row makes the commit fail: see batch.apply()
     ctx.remember(entry)
     return entry
+
+
+def _input_bytes(step: JobStep, ctx: Context) -> int:
+    """Bytes of what the coordinator sent an LLM step: its job's text (its size, read with the
+    batch's others in one query: ``Context.input_bytes``), or the entered result of the step
+    before (``jobs.input_of``)."""
+    if step.position == 0:
+        return ctx.input_bytes(step.job_id)
+    sent = jobs.input_of(step)
+    return len(sent[1]) if sent else 0
 
 
 def _epoch_ms(moment: datetime) -> int:
