@@ -8,13 +8,15 @@ hash of what makes it (the generator's source, size, seed, context, the ``gguf``
 version), so later runs reuse it. Random weights never end a reply: every summary runs to its
 ``max_tokens`` (200: ``max_words`` 100), so both sides do exactly the same work, checked.
 
-Side by side in one run and at the same time (a thread of this process runs the raw side while
-the grid runs the job: on a machine shared with other work both sides then meet the same load;
-run one after the other, they differed by up to a fifth from one minute to the next), each
+Side by side in one run and at the same time (the raw engine's process works while the grid runs
+the job: on a machine shared with other work both sides then meet the same load; run one after
+the other, they differed by up to a fifth from one minute to the next), each
 job's text different (the prompt cache then keeps only the system prompt and instruction, on
 both sides alike):
 
-- raw: llama-cpp-python in this process, the volunteer's prompt (``workers.engines.llama``'s
+- raw: llama-cpp-python in a process of its own (``Raw``: no grid code around the call, its own
+  session as the volunteer's worker has, so the kernel gives both the same share), the
+  volunteer's prompt (``workers.engines.llama``'s
   system prompt and instruction), ``max_tokens``, temperature, repeat penalty, context and one
   thread, the model loaded and used once beforehand;
 - grid: summarise jobs over HTTP to a grid of its own (API under gunicorn, ledger worker, one
@@ -65,6 +67,7 @@ from typing import Any
 import requests
 
 from bench.goals import Goal
+from bench.throughput import _cpu_seconds
 from tests.documents import FRENCH_LINES
 from tests.grid import ROOT, Grid
 
@@ -146,8 +149,8 @@ def texts(count: int) -> list[str]:
     ]
 
 
-class Raw:
-    """llama-cpp-python in this process, loaded as the volunteer loads it (workers.engines.llama)."""
+class RawEngine:
+    """llama-cpp-python, loaded as the volunteer loads it (workers.engines.llama): the raw side."""
 
     def __init__(self, path: Path) -> None:
         from llama_cpp import Llama
@@ -173,8 +176,60 @@ class Raw:
         )
         return time.perf_counter() - started, dict(response["usage"]), time.thread_time() - cpu
 
+
+def serve_raw_engine(path: str) -> None:
+    """``python -m bench.llm --raw-engine MODEL``: one request a line on stdin (text, max_words),
+    one answer a line on stdout (seconds, usage, cpu), timed here around the engine's call."""
+    engine = RawEngine(Path(path))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        asked = json.loads(line)
+        seconds, usage, cpu = engine.summary(asked["text"], asked["max_words"])
+        print(json.dumps({"seconds": seconds, "usage": usage, "cpu": cpu}), flush=True)
+    engine.model.close()
+
+
+class Raw:
+    """The raw engine in a process of its own, in a session of its own as the volunteer's worker
+    is (``tests.grid``): the kernel shares the CPU out by session (autogroups), so an engine in a
+    thread of the bench shared its session's share with the throwaway PostgreSQL serving the grid,
+    and was slowed by up to half while the grid's ran on (measured)."""
+
+    def __init__(self, path: Path) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.llm", "--raw-engine", str(path)],
+            cwd=ROOT,
+            env=os.environ,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the raw engine's process exited ({self.proc.wait(10)})")
+        return json.loads(line)
+
+    def summary(self, text: str, max_words: int = MAX_WORDS) -> tuple[float, dict[str, int], float]:
+        self.proc.stdin.write(json.dumps({"text": text, "max_words": max_words}) + "\n")
+        self.proc.stdin.flush()
+        answer = self._read()
+        return answer["seconds"], answer["usage"], answer["cpu"]
+
     def close(self) -> None:
-        self.model.close()
+        import subprocess
+
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
 
 
 class GridSide:
@@ -206,7 +261,7 @@ class GridSide:
         """The job once it has ended. Polled every ``poll`` seconds: its end is its ``finished_at``,
         so polling more often would only take CPU from the engine. The API shares this machine's
         2 cores with the volunteer here: polled every 0.25 s, the volunteer's engine took about a
-        fifth longer than the same generation in this process (measured); every second, no longer."""
+        fifth longer than the same generation in raw llama-cpp-python (one run); every second, not."""
         deadline = time.monotonic() + timeout
         while True:
             response = self.session.get(f"{self.base_url}/api/v1/jobs/{job_id}", timeout=30)
@@ -282,9 +337,9 @@ def _same_work(grid: dict, raw: dict[str, int], what: str) -> None:
 
 
 def side_by_side(raw_work: Callable[[], list], grid_work: Callable[[], list]) -> tuple[list, list]:
-    """``raw_work`` in a thread of this process and ``grid_work`` here, at the same time: on a
-    machine shared with other work, both sides then meet the same load (one after the other,
-    the load drifted by a fifth between them). llama.cpp releases the GIL while it computes."""
+    """``raw_work`` (which waits on the raw engine's process) in a thread and ``grid_work`` here,
+    at the same time: on a machine shared with other work, both sides then meet the same load
+    (one after the other, the load drifted by a fifth between them)."""
     done: dict[str, list] = {}
     failed: list[BaseException] = []
 
@@ -341,15 +396,23 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
         grid_side = GridSide(grid.api(), token, flask_app)
         sequential = texts(pairs)
         # Warm-up: the volunteer's pool process loads the model and reads the common prefix;
-        # the raw side the same, after the grid's processes are started (nothing forks after a
-        # model has generated in this process).
+        # the raw engine's process the same.
         _log("warming up: one job, one raw call")
         grid_side.timed("Facture", PROBE_WORDS)
         raw = Raw(path)
         raw.summary("Facture", PROBE_WORDS)
 
         _log(f"{probes} short jobs alone, for the added latency")
+        pids = {process.name: process.proc.pid for process in grid.processes}
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         probe_jobs = [grid_side.timed("Facture", PROBE_WORDS) for _ in range(probes)]
+        # The coordinator's CPU per job (the API's includes the bench's polls, one a second): what
+        # it adds to a job even on an idle machine, where nothing waits for a core.
+        coordinator_cpu = {
+            name: (_cpu_seconds(pid) - cpu_before[name]) / probes * 1000
+            for name, pid in pids.items()
+            if name in ("api", "ledger")
+        }
 
         _log(f"{pairs} pairs of {MAX_TOKENS}-token summaries, raw and grid at the same time")
         raw_times: list[float] = []
@@ -433,8 +496,8 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
     model = f"{SIZE} model: 273 M random weights, Q4_0, {size_mb:.0f} MB, context {CONTEXT}, {THREADS} thread"
     concurrent_line = (
         f"p99 of a {MAX_TOKENS}-token summary under {CONCURRENT} concurrent jobs (one volunteer, "
-        f"concurrency 1, {len(grid_concurrent)} jobs): grid {grid_p99:.1f} s, raw {raw_p99:.1f} s (one "
-        f"engine in process, in turn, at the same time as the grid's), ratio {grid_p99 / raw_p99:.3f}; a "
+        f"concurrency 1, {len(grid_concurrent)} jobs): grid {grid_p99:.1f} s, raw {raw_p99:.1f} s (the raw "
+        f"engine serving them in turn, at the same time as the grid), ratio {grid_p99 / raw_p99:.3f}; a "
         f"round's last end minus its first "
         f"POST, less its {CONCURRENT} jobs' engine seconds: "
         f"{', '.join(f'{seconds * 1000:.0f}' for seconds in concurrent_added)} ms; the seed's target is "
@@ -463,12 +526,16 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             f"run alone; medians of its parts: submission POST "
             f"{statistics.median(posts):.0f} ms, the volunteer's task around the engine (input fetch, "
             f"result, record sent) {statistics.median(volunteer):.0f} ms, the rest (broker to volunteer, "
-            f"ledger entry) {statistics.median(rest):.0f} ms",
+            f"ledger entry) {statistics.median(rest):.0f} ms; CPU per job: API "
+            f"{coordinator_cpu['api']:.0f} ms, ledger worker {coordinator_cpu['ledger']:.0f} ms",
         ),
     ]
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--raw-engine"]:
+        serve_raw_engine(sys.argv[2])
+        sys.exit(0)
     sys.argv[1:] = ["llm", *sys.argv[1:]]
     from bench.__main__ import main
 
