@@ -40,7 +40,7 @@ Goals:
 
 Beside them, not a goal here: the p99 of a 200-token summary job under 4 concurrent jobs (the
 seed's "P99 < 10 s" is for its target hardware), grid (4 jobs posted at once from 4 threads,
-``ROUNDS`` rounds) and raw (the same 4 prompts to the one in-process engine, served one after
+``ROUNDS`` rounds) and raw (the same 4 prompts to the one raw engine, served one after
 the other as one engine does: the k-th waits for the k-1 before it), at the same time; and per
 round, what the grid added to the four: its last job's end minus its first POST, less the four
 jobs' engine seconds.
