@@ -1,4 +1,5 @@
-"""Entry point of the coordinator's ledger worker, the only consumer of the ``ledger`` queue:
+"""Entry point of the coordinator's ledger worker, the consumer of the ``ledger`` queue (several
+may share it, each under its own name: docs/operations.md, "Several coordinators"):
 
     celery -A app.ledger_worker worker            # add -B to run the settlement schedule too
 
