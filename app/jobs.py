@@ -230,8 +230,15 @@ def submit(
     document: Document | None,
     owner: str,
     token: ApiToken | None = None,
+    *,
+    keep_rows: bool = False,
 ) -> Job:
     """Validate, record and dispatch a job; returns it queued (or failed if the broker is down).
+    ``keep_rows``: the caller describes the job at once from what was written (the API's answer,
+    ``describe(new=True)``) and reads nothing else in this session: the commit does not expire
+    the rows, so they are not read back. A caller that then waits for the job (the /v1 routes)
+    must leave it False: it reads the job afresh after a rollback, which expires nothing when no
+    transaction is open.
     ``params["callback_url"]``: where its events are POSTed, signed with the token's webhook
     secret (app.webhooks): a job submitted without a token takes none."""
     callback_url = params.get("callback_url")
@@ -266,7 +273,10 @@ def submit(
     # node that takes the task must find the job and its input): one commit, not two. A send
     # that fails is undone below; one lost after the commit is the watchdog's (app.watchdog).
     lifecycle.step_dispatched(first, utcnow())
-    _commit_keeping_rows()
+    if keep_rows:
+        _commit_keeping_rows()
+    else:
+        db.session.commit()
     try:
         send_step(first)
     except BrokerError as exc:

@@ -44,7 +44,7 @@ def _owned(job_id: str, options: tuple = ()) -> Job:
 def submit(kind: str):
     """Submit a job of kind ocr, summarise, translate or pipeline: 202 and its address."""
     token = current_token()
-    job = jobs.submit(kind, _params(), _document(), owner=token.owner, token=token)
+    job = jobs.submit(kind, _params(), _document(), owner=token.owner, token=token, keep_rows=True)
     location = url_for("api.jobs.show", job_id=job.id)
     return jobs.describe(job, new=True), 202, {"Location": location}
 
