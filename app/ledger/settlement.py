@@ -521,9 +521,7 @@ def job_cost(job: Job, entries: list[LedgerEntry] | None = None) -> dict[str, An
     grants held or refused (results not validated, app.validation) cost nothing. ``entries``:
     its counted entries when the caller knows them (none, for a job just recorded)."""
     if entries is None:
-        entries = db.session.scalars(
-            select(LedgerEntry).where(LedgerEntry.job_id == job.id, counted())
-        ).all()
+        entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job.id, counted())).all()
     exact = sum((rules.reward(e.granted_ms, e.rate_eur_per_hour or Decimal(0)) for e in entries), Decimal(0))
     shares = {name: Decimal(str(share)) for name, share in current_app.config["REVENUE_SPLIT"].items()}
     total = rules.to_cents(exact)
