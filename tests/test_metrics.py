@@ -117,7 +117,7 @@ def test_metrics_count_nodes_jobs_queued_tasks_and_hours_as_the_ledger_does(
 
     def counted_as_listed() -> Scrape | None:
         samples = scrape(api)
-        nodes = operator.get("/api/v1/nodes").json()["items"]
+        nodes = operator.get("/api/v1/nodes", params={"per_page": 1000}).json()["items"]  # every node
         listed = Counter(node["state"] for node in nodes)
         exposed = {state: value(samples, "koprogo_mcp_nodes_total", state=state) for state in STATES}
         mine = next(node["state"] for node in nodes if node["name"] == "metrics-llm")
