@@ -118,7 +118,8 @@ def test_stats_after_real_jobs_are_the_ledger_s_and_co2_follows_the_configured_m
     seconds = {}
     for name in ("stats-ocr", "stats-llm"):
         participant = ledger[name]["participant"]
-        node = next(n for n in admin.get("/api/v1/nodes").json()["items"] if n["name"] == name)
+        listed = admin.get("/api/v1/nodes", params={"per_page": 1000}).json()["items"]  # every node
+        node = next(n for n in listed if n["name"] == name)
         statement = admin.get(f"/api/v1/participants/{node['participant']['id']}/statement").json()
         assert statement["participant"]["email"] == participant
         assert (

@@ -139,7 +139,7 @@ def test_new_honest_nodes_earn_trust_and_are_then_only_spot_checked(fresh_grid, 
     # Both start on probation: the first three results each are re-run on the other node.
     assert all(job["steps"][0]["verification"]["reason"] == "probation" for job in jobs[:3])
     assert all(job["steps"][0]["verification"]["replicas"][0]["verdict"] == "valid" for job in checked)
-    shown = {n["name"]: n for n in admin.get("/api/v1/nodes").json()["items"]}
+    shown = {n["name"]: n for n in admin.get("/api/v1/nodes", params={"per_page": 1000}).json()["items"]}
     for name in names:
         trust = shown[name]["trust"]
         assert trust["level"] == "trusted" and trust["invalid"] == 0, trust
