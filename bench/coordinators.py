@@ -146,49 +146,20 @@ def _backlog(flask_app, count: int, tag: str) -> list[str]:
     from app.extensions import db
     from app.ledger import executions
     from app.ledger.context import Context
-    from app.models import Job, JobStep
-    from workers import protocol
-    from workers.protocol import signing
+    from bench import ledger
 
     nodes = [enrolment(f"coord-{tag}-{n}", owner=f"coord-{n}@bench.local") for n in range(NODES)]
     now = datetime.now(UTC)
     owner = f"coordinators-{tag}@bench.local"
     with flask_app.app_context():
-        for _ in range(count):
-            job = Job(kind="ocr", owner=owner, params={}, input_pages=1)
-            job.steps.append(
-                JobStep(
-                    position=0, name="ocr", task_name=celeryconfig.TASK_OCR, queue="ocr", dispatched_at=now
-                )
-            )
-            db.session.add(job)
-        db.session.commit()
-        steps = db.session.scalars(
-            select(JobStep).join(Job).where(Job.owner == owner).order_by(JobStep.id)
-        ).all()
+        steps = ledger.dispatched_ocr_steps(owner, count, now)
         starts, completions = [], []
         for index, step in enumerate(steps):
             node = nodes[index % NODES]
             worker = f"coord-{tag}-{index % NODES}@host"
-            base = {"task_id": step.task_id, "task_name": step.task_name, "node": worker}
-            started = protocol.body("started", **base, attempt=0, started_at=now.isoformat())
-            completed = protocol.body(
-                "completed",
-                **base,
-                attempt=0,
-                capability="ocr",
-                outcome="succeeded",
-                final=True,
-                started_at=now.isoformat(),
-                finished_at=now.isoformat(),
-                wall_seconds=0.001,
-                cpu_seconds=0.001,
-                units={"pages": 1},
-                result={"text": "x", "pages": 1},
-            )
-            started["node_id"] = completed["node_id"] = node["GRID_NODE_ID"]
-            starts.append(signing.sign(started, node["GRID_NODE_SECRET"]))
-            completions.append(signing.sign(completed, node["GRID_NODE_SECRET"]))
+            started, completed = ledger.signed_ocr_records(step, worker, node, now)
+            starts.append(started)
+            completions.append(completed)
         for first in range(0, len(starts), 500):
             chunk = starts[first : first + 500]
             ctx = Context.load(chunk)

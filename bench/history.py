@@ -47,18 +47,9 @@ def _log(message: str) -> None:
 
 def _database() -> str:
     """A database of this part's own on the bench's PostgreSQL server, migrated; its URL."""
-    import psycopg2
-
-    url = make_url(os.environ["GRID_DATABASE_URL"])
-    admin = psycopg2.connect(
-        dbname="postgres", user=url.username, password=url.password, host=url.host, port=url.port
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        cursor.execute(f"CREATE DATABASE {DATABASE}")
-    admin.close()
-    own = url.set(database=DATABASE).render_as_string(hide_password=False)
+    _drop_database(create=True)
+    own_url = make_url(os.environ["GRID_DATABASE_URL"]).set(database=DATABASE)
+    own = own_url.render_as_string(hide_password=False)
     done = subprocess.run(
         [sys.executable, "manage.py", "db", "upgrade"],
         cwd=Path(__file__).resolve().parent.parent,
@@ -71,7 +62,8 @@ def _database() -> str:
     return own
 
 
-def _drop_database() -> None:
+def _drop_database(create: bool = False) -> None:
+    """Drop this part's database (and create it afresh when ``create``)."""
     import psycopg2
 
     url = make_url(os.environ["GRID_DATABASE_URL"])
@@ -81,6 +73,8 @@ def _drop_database() -> None:
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        if create:
+            cursor.execute(f"CREATE DATABASE {DATABASE}")
     admin.close()
 
 

@@ -98,48 +98,54 @@ def settlement_seconds(flask_app: Flask) -> tuple[float, int, str]:
 
 def _signed_records(flask_app: Flask, count: int) -> list[tuple[dict, dict]]:
     """Dispatched one-page OCR steps and, for each, the start and completion a node signs."""
+    node = enrolment("bench-ledger-node")
+    now = datetime.now(UTC)
+    with flask_app.app_context():
+        steps = dispatched_ocr_steps("ledger@bench.local", count, now)
+        return [signed_ocr_records(step, "bench-ledger-node@host", node, now) for step in steps[-count:]]
+
+
+def dispatched_ocr_steps(owner: str, count: int, now: datetime) -> list:
+    """``count`` one-page OCR jobs of ``owner``, their step marked dispatched ``now``, committed;
+    every step of ``owner``'s jobs, oldest first (in an app context)."""
     from app.extensions import db
     from app.models import Job, JobStep
+
+    for _ in range(count):
+        job = Job(kind="ocr", owner=owner, params={}, input_pages=1)
+        job.steps.append(
+            JobStep(position=0, name="ocr", task_name=celeryconfig.TASK_OCR, queue="ocr", dispatched_at=now)
+        )
+        db.session.add(job)
+    db.session.commit()
+    return list(db.session.scalars(select(JobStep).join(Job).where(Job.owner == owner).order_by(JobStep.id)))
+
+
+def signed_ocr_records(step, worker: str, node: dict[str, str], now: datetime) -> tuple[dict, dict]:
+    """The start and the completion of a one-page OCR execution of ``step`` by ``worker``, each
+    signed with the enrolled ``node``'s secret, as that node would send them."""
     from workers import protocol
     from workers.protocol import signing
 
-    node = enrolment("bench-ledger-node")
-    now = datetime.now(UTC)
-    records = []
-    with flask_app.app_context():
-        for _ in range(count):
-            job = Job(kind="ocr", owner="ledger@bench.local", params={}, input_pages=1)
-            job.steps.append(
-                JobStep(
-                    position=0, name="ocr", task_name=celeryconfig.TASK_OCR, queue="ocr", dispatched_at=now
-                )
-            )
-            db.session.add(job)
-        db.session.commit()
-        steps = db.session.scalars(
-            select(JobStep).join(Job).where(Job.owner == "ledger@bench.local").order_by(JobStep.id)
-        ).all()
-        for step in steps[-count:]:
-            base = {"task_id": step.task_id, "task_name": step.task_name, "node": "bench-ledger-node@host"}
-            started = protocol.body("started", **base, attempt=0, started_at=now.isoformat())
-            completed = protocol.body(
-                "completed",
-                **base,
-                attempt=0,
-                capability="ocr",
-                outcome="succeeded",
-                final=True,
-                started_at=now.isoformat(),
-                finished_at=now.isoformat(),
-                wall_seconds=0.001,
-                cpu_seconds=0.001,
-                units={"pages": 1},
-                result={"text": "x", "pages": 1},
-            )
-            started["node_id"] = completed["node_id"] = node["GRID_NODE_ID"]
-            secret = node["GRID_NODE_SECRET"]
-            records.append((signing.sign(started, secret), signing.sign(completed, secret)))
-    return records
+    base = {"task_id": step.task_id, "task_name": step.task_name, "node": worker}
+    started = protocol.body("started", **base, attempt=0, started_at=now.isoformat())
+    completed = protocol.body(
+        "completed",
+        **base,
+        attempt=0,
+        capability="ocr",
+        outcome="succeeded",
+        final=True,
+        started_at=now.isoformat(),
+        finished_at=now.isoformat(),
+        wall_seconds=0.001,
+        cpu_seconds=0.001,
+        units={"pages": 1},
+        result={"text": "x", "pages": 1},
+    )
+    started["node_id"] = completed["node_id"] = node["GRID_NODE_ID"]
+    secret = node["GRID_NODE_SECRET"]
+    return signing.sign(started, secret), signing.sign(completed, secret)
 
 
 def ledger_rate(flask_app: Flask, log_dir: Path) -> float:
