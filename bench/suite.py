@@ -430,7 +430,7 @@ def run(workdir: Path, parts: tuple[str, ...] = DEFAULT_PARTS, quick: bool = Fal
 
             ledger_lines += stats.run(flask_app)
         if goal_names:
-            measured_goals = goal_parts.run(goal_names, workdir / "goals", quick)
+            measured_goals += goal_parts.run(goal_names, workdir / "goals", quick)
     except (BenchError, AssertionError, subprocess.CalledProcessError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         if grid is not None:
