@@ -19,7 +19,8 @@ TAGS = ("wcag2a", "wcag2aa", "wcag21a", "wcag21aa")
 _RUN = """
 const done = arguments[arguments.length - 1];
 axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}, resultTypes: ['violations']})
-  .then(results => done({violations: results.violations}))
+  .then(results => done({violations: results.violations, passes: results.passes.length,
+                         incomplete: results.incomplete.map(rule => rule.id)}))
   .catch(error => done({error: String(error && error.stack || error)}));
 """
 
@@ -47,13 +48,19 @@ def source() -> str:
     return script.read_text(encoding="utf-8")
 
 
-def check_page(driver) -> list[dict]:
-    """The page's violations of the WCAG 2.1 A and AA rules, as axe reports them."""
+def audit(driver) -> dict:
+    """axe's outcome on the page: ``violations`` (each rule broken, with its elements), ``passes``
+    (how many rules held) and ``incomplete`` (the rules axe could not decide alone: to review)."""
     driver.execute_script(source())
     outcome = driver.execute_async_script(_RUN, list(TAGS))
     if outcome is None or "error" in outcome:
         raise AssertionError(f"axe.run failed on {driver.current_url}: {outcome}")
-    return outcome["violations"]
+    return outcome
+
+
+def check_page(driver) -> list[dict]:
+    """The page's violations of the WCAG 2.1 A and AA rules, as axe reports them."""
+    return audit(driver)["violations"]
 
 
 def describe(violations: list[dict]) -> str:
@@ -75,10 +82,12 @@ def describe(violations: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def assert_accessible(driver, what: str = "") -> None:
-    """Fails with a readable list when axe finds any violation on the page."""
-    violations = check_page(driver)
+def assert_accessible(driver, what: str = "") -> dict:
+    """Fails with a readable list when axe finds any violation on the page; else axe's outcome."""
+    outcome = audit(driver)
+    violations = outcome["violations"]
     assert not violations, (
         f"{len(violations)} WCAG 2.1 A/AA violation(s) on {what or driver.current_url} "
         f"({driver.current_url}):\n{describe(violations)}"
     )
+    return outcome

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import report
 from tests.browser.site import Site
 
 #: Where ``make screenshots`` (python -m tests.browser.screenshots) has the tests keep a PNG of each page.
@@ -41,3 +42,9 @@ def screenshots() -> Path | None:
     """The folder the pages' screenshots go to, when asked for (``make screenshots``); else None."""
     folder = os.environ.get(SCREENSHOTS_ENV)
     return Path(folder) if folder else None
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The pages' axe outcome and server times (tests/browser/report.py), when pages were checked."""
+    for line in report.lines():
+        terminalreporter.write_line(line)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.browser import axe
+from tests.browser import axe, report
 from tests.browser.pages import LANGUAGES, PAGES, Page
 from tests.browser.site import DESKTOP, PHONE, ZOOM_200, overflow, screenshot, set_viewport, with_language
 
@@ -37,7 +37,8 @@ def test_the_page_has_no_wcag_2_1_a_or_aa_violation_and_says_its_language(site, 
         screenshot(driver, screenshots / f"{page.name}-{lang}-desktop.png")
 
     assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
-    axe.assert_accessible(driver, f"{page.name} ({lang}, as {page.role})")
+    outcome = axe.assert_accessible(driver, f"{page.name} ({lang}, as {page.role})")
+    report.record(driver, page.name, lang, page.role, outcome)
 
 
 @pytest.mark.parametrize("size", [PHONE, ZOOM_200], ids=["phone", "zoom-200"])
