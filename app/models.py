@@ -318,6 +318,18 @@ class NodeHeartbeat(db.Model):
     slot: Mapped[int] = mapped_column(BigInteger)
 
 
+class NodeHeartbeatCount(db.Model):
+    """How many slots of a run of ``registry.SLOTS_PER_RUN`` consecutive ones (``run`` = slot //
+    SLOTS_PER_RUN) a node was seen in: kept by PostgreSQL's triggers as heartbeats are inserted or
+    deleted (migration c4e7a1d9b2f6), so that uptime over 30 days reads whole runs here."""
+
+    __tablename__ = "node_heartbeat_counts"
+
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), primary_key=True)
+    run: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seen: Mapped[int] = mapped_column(Integer)
+
+
 class Rate(db.Model):
     """€ per granted compute hour for a capability, from a date on. Rows are never changed:
     a new rate is a new row, so history keeps the rate it was paid at."""

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 import celeryconfig
@@ -243,18 +243,63 @@ def state(node: Node, now: datetime | None = None) -> str:
 STATE_COLUMNS = (Node.revoked_at, Node.approved_at, Node.paused_at, Node.last_seen_at, Node.stopped_at)
 
 
+#: Heartbeats are also counted by runs of this many consecutive slots (``node_heartbeat_counts``,
+#: kept by triggers: migration c4e7a1d9b2f6, which holds the same number).
+SLOTS_PER_RUN = 60
+
+_SPANS = (
+    "unnest(CAST(:i{n} AS integer[]), CAST(:node{n} AS varchar[]), CAST(:a{n} AS bigint[]), "
+    "CAST(:b{n} AS bigint[])) AS span (i, node_id, a, b)"
+)
+_SEEN = text(
+    "SELECT i, sum(seen) FROM ("
+    f"SELECT span.i, count(h.slot) AS seen FROM {_SPANS.format(n=1)} JOIN node_heartbeats AS h "
+    "ON h.node_id = span.node_id AND h.slot BETWEEN span.a AND span.b GROUP BY span.i "
+    f"UNION ALL SELECT span.i, sum(c.seen) FROM {_SPANS.format(n=2)} JOIN node_heartbeat_counts AS c "
+    "ON c.node_id = span.node_id AND c.run BETWEEN span.a AND span.b GROUP BY span.i"
+    ") AS counted GROUP BY i"
+)
+
+
+def _columns(spans: list[tuple[int, str, int, int]], n: int) -> dict[str, list[Any]]:
+    columns = list(zip(*spans, strict=True)) or [(), (), (), ()]
+    return {f"{name}{n}": list(values) for name, values in zip(("i", "node", "a", "b"), columns, strict=True)}
+
+
+def seen_counts(spans: Sequence[tuple[str, int, int]]) -> list[int]:
+    """For each ``(node id, first slot, last slot)``, how many of those slots the node was seen
+    in, in two queries whatever the number of spans: the whole runs of ``SLOTS_PER_RUN`` slots
+    inside a span from ``node_heartbeat_counts``, its ragged ends from ``node_heartbeats``."""
+    slots, runs = [], []
+    for i, (node_id, first, last) in enumerate(spans):
+        if first > last:
+            continue
+        run_first = -(-first // SLOTS_PER_RUN)  # the first run that starts in the span
+        run_last = (last + 1) // SLOTS_PER_RUN - 1  # the last run that ends in it
+        if run_first > run_last:
+            slots.append((i, node_id, first, last))
+            continue
+        runs.append((i, node_id, run_first, run_last))
+        if first < run_first * SLOTS_PER_RUN:
+            slots.append((i, node_id, first, run_first * SLOTS_PER_RUN - 1))
+        if (run_last + 1) * SLOTS_PER_RUN <= last:
+            slots.append((i, node_id, (run_last + 1) * SLOTS_PER_RUN, last))
+    seen: dict[int, int] = {}
+    if slots or runs:
+        params = {**_columns(slots, 1), **_columns(runs, 2)}
+        seen = {int(i): int(count) for i, count in db.session.execute(_SEEN, params)}
+    return [seen.get(i, 0) for i in range(len(spans))]
+
+
+def _percent(seen: int, possible: int) -> float:
+    return round(100.0 * min(seen, possible) / possible, 2) if possible > 0 else 0.0
+
+
 def uptime(node: Node, window: timedelta, now: datetime | None = None) -> float:
     """Percentage of the heartbeat intervals in the window (or since enrolment) it was seen in."""
     now = now or utcnow()
-    start = max(now - window, aware(node.created_at))
-    first, last = slot_of(start), slot_of(now)
-    possible = last - first + 1
-    seen = db.session.scalar(
-        select(func.count(NodeHeartbeat.id)).where(
-            NodeHeartbeat.node_id == node.id, NodeHeartbeat.slot >= first, NodeHeartbeat.slot <= last
-        )
-    )
-    return round(100.0 * min(seen, possible) / possible, 2) if possible > 0 else 0.0
+    first, last = slot_of(max(now - window, aware(node.created_at))), slot_of(now)
+    return _percent(seen_counts([(node.id, first, last)])[0], last - first + 1)
 
 
 SECONDS_PER_DAY = 86_400
@@ -265,51 +310,28 @@ def uptime_by_day(
 ) -> dict[str, list[tuple[date, float]]]:
     """Per node, the percentage of each UTC day's heartbeat intervals it was seen in (as
     ``uptime`` counts them), for the last ``days`` days, today so far included, from the day it
-    was enrolled on: one grouped query for all the nodes, whatever the number of heartbeats.
+    was enrolled on: one query for all the nodes (``seen_counts``), whatever the number of
+    heartbeats.
 
     A day's intervals are those that start in it, from the one the node was enrolled in and up
     to the current one."""
     now = now or utcnow()
     every = celeryconfig.HEARTBEAT_SECONDS
     first_day = now.astimezone(UTC).date() - timedelta(days=days - 1)
-    start = datetime.combine(first_day, time(), UTC)
-    day_of = (NodeHeartbeat.slot * every) // SECONDS_PER_DAY  # the epoch day its interval starts in
-    first_slot = -(-int(start.timestamp()) // every)
-    if not nodes_seen:
-        return {}
-    seen = {
-        (node_id, int(day)): int(count)
-        for node_id, day, count in db.session.execute(
-            select(NodeHeartbeat.node_id, day_of, func.count())
-            .where(
-                or_(
-                    *(  # each node's range of its unique (node, slot) index, from its enrolment
-                        and_(
-                            NodeHeartbeat.node_id == node.id,
-                            NodeHeartbeat.slot >= max(first_slot, slot_of(aware(node.created_at))),
-                            NodeHeartbeat.slot <= slot_of(now),
-                        )
-                        for node in nodes_seen
-                    )
-                )
-            )
-            .group_by(NodeHeartbeat.node_id, day_of)
-        )
-    }
-    out: dict[str, list[tuple[date, float]]] = {}
+    start = int(datetime.combine(first_day, time(), UTC).timestamp())
+    spans, where = [], []
     for node in nodes_seen:
         enrolled = slot_of(aware(node.created_at))
-        days_up = []
         for offset in range(days):
-            day_start = int(start.timestamp()) + offset * SECONDS_PER_DAY
+            day_start = start + offset * SECONDS_PER_DAY
             first = max(-(-day_start // every), enrolled)  # the first interval starting in the day
             last = min((day_start + SECONDS_PER_DAY - 1) // every, slot_of(now))
-            possible = last - first + 1
-            if possible <= 0:
-                continue  # before its enrolment
-            count = min(seen.get((node.id, day_start // SECONDS_PER_DAY), 0), possible)
-            days_up.append((first_day + timedelta(days=offset), round(100.0 * count / possible, 2)))
-        out[node.id] = days_up
+            if last >= first:  # else before its enrolment
+                spans.append((node.id, first, last))
+                where.append((node.id, first_day + timedelta(days=offset)))
+    out: dict[str, list[tuple[date, float]]] = {node.id: [] for node in nodes_seen}
+    for (node_id, day), (_, first, last), seen in zip(where, spans, seen_counts(spans), strict=True):
+        out[node_id].append((day, _percent(seen, last - first + 1)))
     return out
 
 
@@ -413,37 +435,23 @@ def _granted_by_node(node_ids: Sequence[str]) -> dict[str, dict[str, int]]:
 
 
 def uptimes_of(listed: Sequence[Node], now: datetime | None = None) -> dict[str, dict[str, float]]:
-    """Per node, ``uptime`` over each of ``WINDOWS``: one grouped query for all the nodes and
-    windows, each node's count from the later of the window's start and its enrolment."""
+    """Per node, ``uptime`` over each of ``WINDOWS``, each from the later of the window's start
+    and the node's enrolment: one query for all the nodes and windows (``seen_counts``)."""
     now = now or utcnow()
     last = slot_of(now)
-    if not listed:
-        return {}
-    starts = {name: slot_of(now - window) for name, window in WINDOWS.items()}
-    enrolled = func.floor(func.extract("epoch", Node.created_at) / celeryconfig.HEARTBEAT_SECONDS)
-    counts = [
-        func.count().filter(NodeHeartbeat.slot >= func.greatest(start, enrolled)) for start in starts.values()
+    spans = [
+        (node.id, max(slot_of(now - window), slot_of(aware(node.created_at))), last)
+        for node in listed
+        for window in WINDOWS.values()
     ]
-    seen = {
-        row[0]: row[1:]
-        for row in db.session.execute(
-            select(NodeHeartbeat.node_id, *counts)
-            .join(Node, Node.id == NodeHeartbeat.node_id)
-            .where(
-                NodeHeartbeat.node_id.in_([node.id for node in listed]),
-                NodeHeartbeat.slot >= min(starts.values()),
-                NodeHeartbeat.slot <= last,
-            )
-            .group_by(NodeHeartbeat.node_id)
-        )
-    }
+    seen = iter(seen_counts(spans))
+    spans_of = iter(spans)
     out = {}
     for node in listed:
-        counted = seen.get(node.id, (0,) * len(starts))
         percents = {}
-        for (name, start), count in zip(starts.items(), counted, strict=True):
-            possible = last - max(start, slot_of(aware(node.created_at))) + 1
-            percents[name] = round(100.0 * min(count, possible) / possible, 2) if possible > 0 else 0.0
+        for name in WINDOWS:
+            _, first, _ = next(spans_of)
+            percents[name] = _percent(next(seen), last - first + 1)
         out[node.id] = percents
     return out
 

@@ -15,7 +15,7 @@ from sqlalchemy import event, select
 from app import registry
 from app.extensions import db
 from app.ledger import batch
-from app.models import LedgerRejection, Node, NodeHeartbeat
+from app.models import LedgerRejection, Node, NodeHeartbeat, NodeHeartbeatCount
 from tests.test_ledger_verification import completion, enrol, ocr_job, start
 from tests.test_ledger_verification import ledger as ledger  # the fixture
 from workers import protocol
@@ -73,6 +73,11 @@ def test_a_batch_of_heartbeats_is_entered_in_a_few_statements_each_interval_once
     batch.apply([("heartbeat", heartbeat(node)) for node in nodes_beating[:3] for _ in range(2)])
     assert all(len(_slots(node)) == 1 for node in nodes_beating)
     assert all(_reasons(node) == [] for node in nodes_beating)
+    # Counted once in its run too (uptime over long windows reads the runs: migration c4e7a1d9b2f6).
+    for node in nodes_beating:
+        counted = select(NodeHeartbeatCount.run, NodeHeartbeatCount.seen)
+        runs = db.session.execute(counted.where(NodeHeartbeatCount.node_id == node.id)).all()
+        assert runs == [(_slots(node)[0] // registry.SLOTS_PER_RUN, 1)], runs
 
 
 def test_heartbeats_beside_a_completion_are_entered_with_it(ledger):

@@ -5,8 +5,11 @@ window from the later of the window's start and its enrolment, compute hours tha
 
 from __future__ import annotations
 
+import random
+import re
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event, select, text
@@ -148,3 +151,54 @@ def test_the_node_list_pages_by_name_and_a_participant_sees_only_their_own(flask
     for bad in ("0", "1001", "-1", "x", "²"):
         answer = web.get(f"/api/v1/nodes?per_page={bad}", headers=member)
         assert answer.status_code == 400 and answer.get_json()["error"]["code"] == "invalid_parameter"
+
+
+def test_heartbeats_are_counted_by_runs_as_inserted_and_deleted_and_any_span_reads_as_the_raw_count(ctx):
+    """``node_heartbeat_counts`` (kept by triggers) equals the heartbeats grouped by run after
+    inserts, repeated inserts and deletes, and ``seen_counts`` of any span, ragged or whole,
+    equals counting the raw heartbeats in it."""
+    from app import registry
+    from app.extensions import db
+
+    versions = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    migration = versions / "c4e7a1d9b2f6_heartbeat_counts.py"
+    baked = re.search(r"^SLOTS_PER_RUN = (\d+)$", migration.read_text(), re.MULTILINE)
+    assert baked and int(baked.group(1)) == registry.SLOTS_PER_RUN  # the triggers count by the same runs
+
+    owner = f"runs-{uuid.uuid4().hex[:6]}@koprogo.test"
+    beating = [_node(10, owner).id for _ in range(3)]
+    chance = random.Random(7)
+    base = registry.slot_of(registry.utcnow()) - 5_000
+    for node_id in beating:
+        _beats(node_id, base, base + 4_000, step=chance.choice([1, 2, 7]))
+        _beats(node_id, base + 100, base + 900)  # partly seen already: those kept once
+    db.session.execute(
+        text("DELETE FROM node_heartbeats WHERE node_id = :node AND slot % 5 = 0 AND slot < :upto"),
+        {"node": beating[0], "upto": base + 2_345},
+    )
+
+    def grouped(table_sql: str) -> dict:
+        rows = db.session.execute(text(table_sql), {"nodes": beating})
+        return {(node, run): seen for node, run, seen in rows if seen}
+
+    assert grouped(
+        "SELECT node_id, run, seen FROM node_heartbeat_counts WHERE node_id = ANY(:nodes)"
+    ) == grouped(
+        f"SELECT node_id, slot / {registry.SLOTS_PER_RUN}, count(*) FROM node_heartbeats "
+        "WHERE node_id = ANY(:nodes) GROUP BY 1, 2"
+    )
+
+    spans = [(node_id, base - 50, base + 4_050) for node_id in beating]  # beyond both ends
+    spans += [(beating[1], base + 60, base + 119), (beating[2], base + 61, base + 61), (beating[0], 10, 5)]
+    for _ in range(60):
+        first = base + chance.randrange(-100, 4_100)
+        spans.append((chance.choice(beating), first, first + chance.randrange(0, 1_500)))
+    raw = [
+        db.session.scalar(
+            text("SELECT count(*) FROM node_heartbeats WHERE node_id = :node AND slot BETWEEN :a AND :b"),
+            {"node": node_id, "a": first, "b": last},
+        )
+        for node_id, first, last in spans
+    ]
+    assert registry.seen_counts(spans) == raw
+    assert raw[5] == 0 and min(raw[:3]) > 0  # the empty span, and the nodes' whole beating
