@@ -91,6 +91,11 @@ def assumptions(config: Mapping[str, Any]) -> Assumptions:
     )
 
 
+#: The fields of a registered machine ``hardware_class`` reads, and only these
+#: (``app.footprints`` sums metered time by them in SQL).
+MACHINE_FIELDS = ("hardware_class", "architecture", "cores", "ram_bytes")
+
+
 def hardware_class(probe: Any, known: Mapping[str, Any]) -> str:
     """The class a node is counted as, from what it registered (``probe``, a claim): the class
     it names if the table ``known`` has it and the machine it described can be one, else

@@ -72,6 +72,16 @@ def test_nothing_a_node_registers_breaks_the_class_it_is_counted_as(probe, machi
         assert carbon.hardware_class(value, MODEL.watts_by_class) in {*MODEL.watts_by_class, carbon.UNKNOWN}
 
 
+@given(st.dictionaries(st.text(max_size=12), json_values, max_size=6), json_values, json_values)
+def test_a_machine_s_class_depends_only_on_the_fields_said_to_be_read(machine, cores, claim):
+    # app.footprints sums metered time in SQL by carbon.MACHINE_FIELDS alone.
+    for shown in (machine, {**PI, **machine}, {**machine, "cores": cores, "hardware_class": claim}):
+        read = {field: shown.get(field) for field in carbon.MACHINE_FIELDS}
+        assert carbon.hardware_class({"machine": shown}, MODEL.watts_by_class) == carbon.hardware_class(
+            {"machine": read}, MODEL.watts_by_class
+        )
+
+
 @given(json_values)
 def test_nothing_a_node_registers_about_its_model_breaks_the_listing(model):
     digest = "a" * 64

@@ -293,6 +293,49 @@ def test_nothing_a_node_registered_breaks_the_models_listing(flask_app):
     ]
 
 
+def test_co2_of_nodes_is_counted_at_each_node_s_class_whatever_it_registered(flask_app):
+    """``footprints.of_nodes`` (summed in SQL by kind of machine) gives what counting each node
+    alone at ``carbon.hardware_class`` of its probe gives: well-formed and hostile machines, a
+    node the table does not have, and the coordinator's own entries (None)."""
+    import uuid as _uuid
+
+    from app import carbon, footprints, nodes
+    from app.extensions import db
+
+    pi = {"architecture": "aarch64", "cores": 4, "ram_bytes": 8 * 1024**3, "hardware_class": "raspberry-pi"}
+    probes = [
+        {"machine": pi},
+        {"machine": {**pi, "cores": 64}},  # no Pi has 64 cores
+        {"machine": {**pi, "cores": "4"}},  # a string is not a number of cores
+        {"machine": {**pi, "ram_bytes": 4.0}},
+        {"machine": {"hardware_class": "laptop", "extra": [1, 2]}},
+        {"machine": {"hardware_class": "desktop"}},
+        {"machine": {"hardware_class": ["laptop"]}},
+        {"machine": "laptop"},
+        {"machine": ["laptop"]},
+        {},
+        None,
+    ]
+    with flask_app.test_request_context():
+        made = []
+        for i, probe in enumerate(probes):
+            node = nodes.create(f"co2-{i}-{_uuid.uuid4().hex[:8]}", "co2-classes@koprogo.test")
+            node.probe = probe
+            made.append(node)
+        db.session.commit()
+        model = footprints.assumptions()
+        ms_by_node = {node.id: 1_000 * (i + 1) for i, node in enumerate(made)}
+        ms_by_node[str(_uuid.uuid4())] = 77_000  # no such node
+        ms_by_node[None] = 5_000  # the coordinator's own
+        expected: dict[str, int] = {}
+        for node in made:
+            cls = carbon.hardware_class(node.probe, model.watts_by_class)
+            expected[cls] = expected.get(cls, 0) + ms_by_node[node.id]
+        expected[carbon.UNKNOWN] = expected.get(carbon.UNKNOWN, 0) + 77_000 + 5_000
+        assert footprints.of_nodes(ms_by_node, model) == carbon.footprint(expected, model)
+        assert len({cls for cls in expected}) >= 3  # several classes, the unknown one among them
+
+
 def test_euros_distributed_in_a_span_are_the_rewards_paid_in_it(grid, admin, client, flask_app):
     """A past month settled and paid now: its rewards count as distributed today (the entry is
     written as the ledger writes one, in a month no other test settles)."""
