@@ -29,6 +29,12 @@ class Defaults:
     #: Uploads larger than this are refused with 413 before they are read.
     MAX_CONTENT_LENGTH = celeryconfig.MAX_DOCUMENT_BYTES + 1024 * 1024
     JOBS_PER_PAGE_MAX = 100
+    #: Jobs one ``POST /api/v1/jobs/batch`` may hold (more: 400 ``too_many_jobs``), and the most
+    #: bytes its JSON body may have (more: 413 ``batch_too_large``, read no further): each job
+    #: counts against the token's submission limit (API_SUBMIT_LIMIT), its texts bounded as a
+    #: single job's.
+    JOBS_BATCH_MAX = 100
+    JOBS_BATCH_MAX_BYTES = 4 * 1024 * 1024
     #: Nodes per page of ``GET /api/v1/nodes`` by default, and at most (``?per_page=``): a
     #: thousand nodes' descriptions are about a megabyte.
     NODES_PER_PAGE = 100

@@ -53,6 +53,13 @@ CONTENT_ERASED = "content_erased"
 #: A job's ``callback_url`` that may not be called (not https, a private or loopback address, no
 #: URL at all, …): 422 (app.webhooks).
 CALLBACK_URL_REFUSED = "callback_url_refused"
+#: ``POST /api/v1/jobs/batch`` with an item refused: 422, nothing recorded; ``error.items`` lists
+#: every refused item (its index, and the code and status its single submission would get).
+INVALID_BATCH = "invalid_batch"
+#: A batch's body over GRID_JOBS_BATCH_MAX_BYTES: 413 (read no further).
+BATCH_TOO_LARGE = "batch_too_large"
+#: A batch of more jobs than GRID_JOBS_BATCH_MAX: 400.
+TOO_MANY_JOBS = "too_many_jobs"
 
 
 class ApiError(Exception):
@@ -66,6 +73,7 @@ class ApiError(Exception):
         code: str | None = None,
         status: int | None = None,
         retry_after: int | None = None,
+        items: list[dict] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -73,6 +81,8 @@ class ApiError(Exception):
         self.status = status or self.status
         #: Seconds the client should wait before asking again (``Retry-After``), if it should.
         self.retry_after = retry_after
+        #: The items of a batch this error is about (``error.items``), each with its ``index``.
+        self.items = items
 
 
 class InvalidJson(ApiError):
@@ -119,6 +129,20 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status, code = 409, "conflict"
+
+
+class BatchRefused(ApiError):
+    """A batch of jobs with items refused (``items``: each one's index, code, status, message)."""
+
+    status, code = 422, INVALID_BATCH
+
+
+class BatchTooLarge(ApiError):
+    status, code = 413, BATCH_TOO_LARGE
+
+
+class TooManyJobs(ApiError):
+    status, code = 400, TOO_MANY_JOBS
 
 
 class TooManyStreams(ApiError):
@@ -215,18 +239,27 @@ _STATUS_OF_HTTP = {
 }
 
 
-def _body(code: str, message: str, status: int, retry_after: int | None = None):
+def _body(code: str, message: str, status: int, retry_after: int | None = None, items: list | None = None):
     """The JSON answer; every 503 says when to ask again (``Retry-After``)."""
     headers = {}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     elif status == 503:
         headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
-    return jsonify(error={"code": code, "message": message}), status, headers
+    detail = {"code": code, "message": message}
+    if items is not None:
+        detail["items"] = items
+    return jsonify(error=detail), status, headers
+
+
+def bad_input_status(exc: BadInput) -> int:
+    """A bad document or text is a well-formed request we cannot process: 422, except a document
+    over the size limit, which gets the 413 an upload over MAX_CONTENT_LENGTH gets."""
+    return 413 if exc.code == errors.DOCUMENT_TOO_LARGE else 422
 
 
 def answer(error: ApiError):
-    return _body(error.code, error.message, error.status, error.retry_after)
+    return _body(error.code, error.message, error.status, error.retry_after, error.items)
 
 
 def _rollback() -> None:
@@ -275,13 +308,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(GridError)
     def grid_error(exc: GridError):
-        # Bad documents are well-formed requests we cannot process: 422, except a document over
-        # the size limit, which gets the 413 an upload over MAX_CONTENT_LENGTH gets, whichever
-        # check caught it. Anything else from the shared checks (a missing poppler on the
+        # Bad documents are well-formed requests we cannot process (bad_input_status), whichever
+        # check caught them. Anything else from the shared checks (a missing poppler on the
         # coordinator) is our fault: 503.
         if not isinstance(exc, BadInput):
             return _body(exc.code, exc.message, 503)
-        return _body(exc.code, exc.message, 413 if exc.code == errors.DOCUMENT_TOO_LARGE else 422)
+        return _body(exc.code, exc.message, bad_input_status(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

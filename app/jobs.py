@@ -27,7 +27,15 @@ from sqlalchemy import func, select
 
 import celeryconfig as cc
 from app import footprints, lifecycle, progress, webhooks
-from app.errors import Conflict, InvalidParameter, Unavailable
+from app.errors import (
+    ApiError,
+    BatchRefused,
+    Conflict,
+    InvalidParameter,
+    Unavailable,
+    bad_input_status,
+    broker_away,
+)
 from app.extensions import db
 from app.ledger import settlement
 from app.models import (
@@ -224,23 +232,13 @@ def _display_name(filename: str | None) -> str | None:
     return name[:255] or None
 
 
-def submit(
-    kind: str,
-    params: dict[str, Any],
-    document: Document | None,
-    owner: str,
-    token: ApiToken | None = None,
-    *,
-    keep_rows: bool = False,
-) -> Job:
-    """Validate, record and dispatch a job; returns it queued (or failed if the broker is down).
-    ``keep_rows``: the caller describes the job at once from what was written (the API's answer,
-    ``describe(new=True)``) and reads nothing else in this session: the commit does not expire
-    the rows, so they are not read back. A caller that then waits for the job (the /v1 routes)
-    must leave it False: it reads the job afresh after a rollback, which expires nothing when no
-    transaction is open.
-    ``params["callback_url"]``: where its events are POSTed, signed with the token's webhook
-    secret (app.webhooks): a job submitted without a token takes none."""
+def prepare(
+    kind: str, params: dict[str, Any], document: Document | None, owner: str, token: ApiToken | None = None
+) -> tuple[Job, JobInput]:
+    """Check a submission and build its rows (the job, its steps, its input), not yet in the
+    session. Raises ``BadInput`` or ``CallbackRefused`` with a stable code for anything that can
+    be known now. ``params["callback_url"]``: where its events are POSTed, signed with the
+    token's webhook secret (app.webhooks): a job submitted without a token takes none."""
     callback_url = params.get("callback_url")
     if callback_url in (None, ""):
         callback_url = None
@@ -265,31 +263,147 @@ def submit(
     for position, name in enumerate(steps):
         task_name, queue = STEPS[name]
         job.steps.append(JobStep(position=position, name=name, task_name=task_name, queue=queue))
-    db.session.add(job)
     job_input.job_id = job.id
-    db.session.add(job_input)
-    first = job.steps[0]
-    # Marked dispatched in the transaction that records the job, sent once it is committed (the
-    # node that takes the task must find the job and its input): one commit, not two. A send
-    # that fails is undone below; one lost after the commit is the watchdog's (app.watchdog).
-    lifecycle.step_dispatched(first, utcnow())
+    return job, job_input
+
+
+def submit(
+    kind: str,
+    params: dict[str, Any],
+    document: Document | None,
+    owner: str,
+    token: ApiToken | None = None,
+    *,
+    keep_rows: bool = False,
+) -> Job:
+    """Validate, record and dispatch a job; returns it queued (or failed if the broker is down).
+    ``keep_rows``: the caller describes the job at once from what was written (the API's answer,
+    ``describe(new=True)``) and reads nothing else in this session: the commit does not expire
+    the rows, so they are not read back. A caller that then waits for the job (the /v1 routes)
+    must leave it False: it reads the job afresh after a rollback, which expires nothing when no
+    transaction is open. See ``prepare`` for ``params["callback_url"]``."""
+    job, job_input = prepare(kind, params, document, owner, token)
+    _record([(job, job_input)], keep_rows=keep_rows)
+    unsent = _send_first_steps([job])
+    if unsent:
+        raise Unavailable("The job could not be queued: the broker is unreachable; try again later.")
+    return job
+
+
+#: Kinds a batch may hold: those whose input is JSON (a document is uploaded with its own request).
+BATCH_KINDS = tuple(kind for kind in KINDS if kind not in DOCUMENT_KINDS)
+
+
+@dataclass
+class Refusal:
+    """Why one item of a batch was refused: its place in the batch, the code and status the
+    single submission would have been answered with, and the message."""
+
+    index: int
+    code: str
+    message: str
+    status: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "code": self.code, "message": self.message, "status": self.status}
+
+
+def _refusal(index: int, exc: BadInput | ApiError) -> Refusal:
+    if isinstance(exc, ApiError):
+        return Refusal(index, exc.code, exc.message, exc.status)
+    return Refusal(index, exc.code, exc.message, bad_input_status(exc))
+
+
+def prepare_batch(items: Sequence[Any], owner: str, token: ApiToken | None) -> list[tuple[Job, JobInput]]:
+    """Check every item of a batch (each a JSON object: ``kind`` and the fields the single
+    submission of that kind takes, checked by ``prepare`` as one is) and build their rows.
+    Raises ``BatchRefused`` listing every refused item if any is: then nothing is built."""
+    prepared, refusals = [], []
+    for index, item in enumerate(items):
+        kind = item.get("kind") if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            refusals.append(Refusal(index, errors.INVALID_PARAMETER, "Each job must be a JSON object.", 422))
+        elif not isinstance(kind, str) or len(kind) > 32:
+            message = f"Each job names its kind: kind = one of {', '.join(BATCH_KINDS)}."
+            refusals.append(Refusal(index, errors.INVALID_PARAMETER, message, 422))
+        elif kind in DOCUMENT_KINDS:
+            message = f"A {kind} job carries a document: submit it alone to POST /api/v1/jobs/{kind}."
+            refusals.append(Refusal(index, errors.INVALID_PARAMETER, message, 422))
+        else:
+            fields = {name: value for name, value in item.items() if name != "kind"}
+            try:
+                prepared.append(prepare(kind, fields, None, owner, token))
+            except (BadInput, ApiError) as exc:
+                refusals.append(_refusal(index, exc))
+    if refusals:
+        raise BatchRefused(
+            f"{len(refusals)} of the {len(items)} jobs of the batch were refused; none was recorded.",
+            items=[refusal.as_dict() for refusal in refusals],
+        )
+    return prepared
+
+
+def submit_batch(items: Sequence[Any], owner: str, token: ApiToken | None = None) -> list[Job]:
+    """Check every item (``prepare_batch``: all or nothing), record the jobs and their first
+    steps' dispatch in one transaction, then send them, in order. The rows are kept unexpired
+    (``submit(keep_rows=True)``): the caller describes them from memory. If the broker is away,
+    the jobs not sent are recorded failed (``broker_unavailable``, as ``submit`` does) and
+    ``Unavailable`` lists them; those sent before stay queued."""
+    prepared = prepare_batch(items, owner, token)
+    _record(prepared, keep_rows=True)
+    jobs = [job for job, _ in prepared]
+    unsent = _send_first_steps(jobs)
+    if unsent:
+        raise Unavailable(
+            f"{len(unsent)} of the {len(jobs)} jobs could not be queued: the broker is unreachable; they "
+            "are recorded failed (the others are queued): send those again later.",
+            items=[{"index": index, "id": job_id, "code": Unavailable.code} for index, job_id in unsent],
+        )
+    return jobs
+
+
+def _record(prepared: Sequence[tuple[Job, JobInput]], *, keep_rows: bool) -> None:
+    """Record jobs, their inputs and their first steps marked dispatched, in one transaction
+    (the ORM inserts each table's rows in one statement): sent once it is committed, since the
+    node that takes a task must find the job and its input. A send that fails is undone by
+    ``_send_first_steps``; one lost after the commit is the watchdog's (app.watchdog)."""
+    now = utcnow()
+    for job, job_input in prepared:
+        db.session.add(job)
+        db.session.add(job_input)
+        lifecycle.step_dispatched(job.steps[0], now)
     if keep_rows:
         _commit_keeping_rows()
     else:
         db.session.commit()
+
+
+def _send_first_steps(jobs: Sequence[Job]) -> list[tuple[int, str]]:
+    """Send each job's first step, in order, through one producer. When the broker is away the
+    sending stops: the job whose send failed and those after it are recorded failed
+    (``broker_unavailable``; their steps were never sent) in one commit. Returns their (index,
+    id), empty when every job was sent."""
+    celery = current_app.extensions["celery"]
+    sent = 0
     try:
-        send_step(first)
-    except BrokerError as exc:
-        log.error("broker unavailable, job %s not dispatched: %s", job.id, exc)
-        first.dispatched_at = None  # it was never sent
-        lifecycle.fail_job(
-            job, "broker_unavailable", "The job could not be queued: the broker is unreachable."
-        )
+        with celery.producer_or_acquire() as producer:
+            for job in jobs:
+                send_step(job.steps[0], producer=producer)
+                sent += 1
+    except Exception as exc:
+        if not broker_away(exc):
+            raise
+        unsent = list(enumerate(jobs))[sent:]
+        log.error("broker unavailable, %d job(s) not dispatched (%s…): %s", len(unsent), jobs[sent].id, exc)
+        ids = [(index, job.id) for index, job in unsent]
+        for _, job in unsent:
+            job.steps[0].dispatched_at = None  # it was never sent
+            lifecycle.fail_job(
+                job, "broker_unavailable", "The job could not be queued: the broker is unreachable."
+            )
         db.session.commit()
-        raise Unavailable(
-            "The job could not be queued: the broker is unreachable; try again later."
-        ) from None
-    return job
+        return ids
+    return []
 
 
 def _commit_keeping_rows() -> None:
@@ -305,9 +419,10 @@ def _commit_keeping_rows() -> None:
         session.expire_on_commit = True
 
 
-def send_step(step: JobStep, attempt: int = 0) -> None:
+def send_step(step: JobStep, attempt: int = 0, producer: Any = None) -> None:
     """Send one step to its capability queue, by task name, with its parameters only;
-    ``attempt`` when the coordinator sends it again (app.watchdog)."""
+    ``attempt`` when the coordinator sends it again (app.watchdog); ``producer``: one kombu
+    producer for several sends (a batch), else one is taken from the pool for this send."""
     current_app.extensions["celery"].send_task(
         step.task_name,
         args=step_args(step.job, step),
@@ -320,6 +435,7 @@ def send_step(step: JobStep, attempt: int = 0) -> None:
         routing_key=step.queue,
         # A replica checks a result its job waits for: taken before new work (app.validation).
         priority=cc.REPLICA_PRIORITY if step.is_replica else cc.TASK_PRIORITY,
+        producer=producer,
     )
 
 

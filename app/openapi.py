@@ -91,8 +91,11 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _schemas() -> dict[str, dict[str, Any]]:
+def _schemas(app: Flask) -> dict[str, dict[str, Any]]:
+    from app.jobs import BATCH_KINDS
+
     codes = error_codes()
+    batch_max = int(app.config["JOBS_BATCH_MAX"])
     error_detail = {
         "type": "object",
         "required": ["code", "message"],
@@ -175,9 +178,31 @@ def _schemas() -> dict[str, dict[str, Any]]:
     return {
         "Error": {
             "type": "object",
-            "description": "Every error of the grid's API: a stable code to branch on, a message for people.",
+            "description": "Every error of the grid's API: a stable code to branch on, a message for people; "
+            "a batch of jobs' error lists the items it is about (index, code, message; status or id).",
             "required": ["error"],
-            "properties": {"error": error_detail},
+            "properties": {
+                "error": {
+                    **error_detail,
+                    "properties": {
+                        **error_detail["properties"],
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["index", "code"],
+                                "properties": {
+                                    "index": _INT,
+                                    "code": _TEXT,
+                                    "message": _TEXT,
+                                    "status": _INT,
+                                    "id": _TEXT,
+                                },
+                            },
+                        },
+                    },
+                }
+            },
         },
         "OpenAIError": {
             "type": "object",
@@ -235,6 +260,23 @@ def _schemas() -> dict[str, dict[str, Any]]:
                 "llm_fields": {"type": ["boolean", "string"]},
                 "callback_url": _TEXT,
             },
+        },
+        "JobBatch": {
+            "type": "array",
+            "description": "Jobs to submit at once: each its kind and the fields POST /api/v1/jobs/<kind> "
+            "takes as JSON (JobSubmission). Kinds with a document are submitted alone.",
+            "minItems": 1,
+            "maxItems": batch_max,
+            "items": {
+                "type": "object",
+                "required": ["kind"],
+                "properties": {"kind": {"type": "string", "enum": list(BATCH_KINDS)}},
+            },
+        },
+        "JobBatchAnswer": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": _ref("Job")}},
         },
         "Node": node,
         "NodeList": {
@@ -369,7 +411,7 @@ METRICS = [{"metricsToken": []}, {}]
 
 #: What each error status means, as the API answers it.
 _ERROR_MEANING = {
-    400: "The request is malformed (invalid_json, invalid_parameter, bad_request, …).",
+    400: "The request is malformed (invalid_json, invalid_parameter, too_many_jobs, bad_request, …).",
     401: "No token, or an unknown, revoked (auth_required, invalid_token) or expired one (token_expired).",
     403: "The token lacks the scope (insufficient_scope), or the node may not (work routes).",
     404: "Nothing of the caller's by that id (not_found); the work routes: never_dispatched, wrong_task.",
@@ -377,7 +419,7 @@ _ERROR_MEANING = {
     408: "The body did not arrive in time (request_timeout).",
     409: "The state forbids it (conflict; work routes: cross_node, not_started, …).",
     410: "Gone for good (content_erased; work routes: step_finished, attempt_over, …).",
-    413: "The body or document is too large (document_too_large, oversized).",
+    413: "The body or document is too large (document_too_large, oversized, batch_too_large).",
     415: "The body's media type is not one this route reads.",
     422: "Well-formed but refused (a bad document or text, callback_url_refused, invalid_parameter).",
     429: "Over a limit (rate_limited, too_many_tokens, too_many_streams), with Retry-After.",
@@ -474,6 +516,20 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
                     "text": "Le conseil s'est réuni le 3 mars pour examiner le budget.",
                     "max_words": 20,
                 },
+            ),
+        ),
+        ("api.jobs.batch", "post"): _op(
+            "Submit up to JOBS_BATCH_MAX jobs at once, all or none: 202 with them in order.",
+            "jobs",
+            _json(_ref("JobBatchAnswer"), "Accepted: every job queued, as the listing shows it."),
+            status=202,
+            errors=(*_CLIENT, 422),
+            body=_body(
+                _ref("JobBatch"),
+                example=[
+                    {"kind": "summarise", "text": "Le conseil approuve le budget.", "max_words": 20},
+                    {"kind": "translate", "text": "Le conseil approuve le budget.", "target": "en"},
+                ],
             ),
         ),
         ("api.jobs.index", "get"): _op(
@@ -816,7 +872,7 @@ def build(app: Flask) -> dict[str, Any]:
         "nodeSignature",
         {"type": "http", "scheme": "grid-node-signature", **_SIGNED},
     )
-    for name, schema in _schemas().items():
+    for name, schema in _schemas(app).items():
         spec.components.schema(name, schema)
     for model in (Started, Progress, Delta):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

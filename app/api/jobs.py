@@ -10,7 +10,7 @@ from sqlalchemy.orm import joinedload
 from app import job_events, jobs, webhooks
 from app.api import params
 from app.auth import current_token, require
-from app.errors import ContentErased, NotFound
+from app.errors import ContentErased, InvalidParameter, NotFound, TooManyJobs
 from app.models import Job, JobStep
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -47,6 +47,23 @@ def submit(kind: str):
     job = jobs.submit(kind, _params(), _document(), owner=token.owner, token=token, keep_rows=True)
     location = url_for("api.jobs.show", job_id=job.id)
     return jobs.describe(job, new=True), 202, {"Location": location}
+
+
+@bp.post("/batch")
+@require("jobs:write")
+def batch():
+    """Submit up to JOBS_BATCH_MAX jobs in one request: a JSON list, each item ``kind`` and the
+    fields its single submission takes, checked as one is. All are recorded, in one transaction,
+    or none (422 ``invalid_batch`` lists every refused item); 202 with the jobs as listed, in order."""
+    items = params.json_array(current_app.config["JOBS_BATCH_MAX_BYTES"])
+    most = current_app.config["JOBS_BATCH_MAX"]
+    if not items:
+        raise InvalidParameter(f"The batch holds no job: send a list of 1 to {most} jobs.")
+    if len(items) > most:
+        raise TooManyJobs(f"The batch holds {len(items)} jobs, more than {most}: send them in several.")
+    token = current_token()
+    created = jobs.submit_batch(items, owner=token.owner, token=token)
+    return {"items": [jobs.describe(job, full=False) for job in created]}, 202
 
 
 @bp.get("/<job_id>")

@@ -1,7 +1,9 @@
 """Rate limits on the JSON API (Flask-Limiter, counted in the broker's Redis: every process of
 the API, on every coordinator, shares the counts).
 
-- ``API_SUBMIT_LIMIT``: requests that change something (POST) per token;
+- ``API_SUBMIT_LIMIT``: requests that change something (POST) per token; a batch of jobs
+  (``POST /api/v1/jobs/batch``) costs one per job it holds, and one that does not fit in what is
+  left of the window is refused whole and costs nothing (a smaller one may still pass);
 - ``API_READ_LIMIT``: reads (GET, HEAD) per token (an event stream counts once, when it opens);
 - ``API_ADDRESS_LIMIT``: every request per client address, whatever token it carries;
 - ``API_AUTH_FAILURE_LIMIT``: 401 answers per client address; past it the address gets 429 for
@@ -19,10 +21,11 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, g
-from flask_limiter import RateLimitExceeded
+from flask import Blueprint, current_app, g, request
+from flask_limiter import RateLimitExceeded, RequestLimit
 from flask_limiter.util import get_remote_address
 
+from app.api import params
 from app.auth import bearer, hash_token, state, token_row
 from app.errors import RATE_LIMITED, ApiError, answer
 from app.extensions import db, limiter
@@ -57,6 +60,38 @@ auth_failure_limit = _setting("API_AUTH_FAILURE_LIMIT")
 work_limit = _setting("API_WORK_LIMIT")
 
 
+#: The route of a batch of jobs: its cost of the submission limit is its jobs.
+BATCH_ENDPOINT = "api.jobs.batch"
+
+
+def submission_cost() -> int:
+    """What a write costs of its token's submission limit: one, or for a batch of jobs one per
+    job (a body that is no batch of 1 to JOBS_BATCH_MAX jobs costs one: the route refuses it)."""
+    if request.endpoint != BATCH_ENDPOINT:
+        return 1
+    try:
+        items = params.json_array(current_app.config["JOBS_BATCH_MAX_BYTES"])
+    except ApiError:
+        return 1
+    return len(items) if 1 <= len(items) <= current_app.config["JOBS_BATCH_MAX"] else 1
+
+
+def give_back_batch(limit: RequestLimit) -> None:
+    """A batch over what is left of its token's submission limit is refused whole: what its hit
+    added to the count (at most the count: a window that has just ended is not drawn on) is taken
+    back, so that a smaller batch may still pass. Kept in ``g.batch_refused`` (its jobs, those
+    left) for the 429's message."""
+    if request.endpoint != BATCH_ENDPOINT:
+        return
+    cost = submission_cost()
+    storage = limit.limiter.storage
+    back = min(cost, storage.get(limit.key))
+    left = limit.limit.amount
+    if back > 0:
+        left -= storage.incr(limit.key, limit.limit.get_expiry(), amount=-back)
+    g.batch_refused = (cost, max(0, left))
+
+
 def refused_authentication(response) -> bool:
     return response.status_code == 401
 
@@ -87,13 +122,26 @@ def too_many(exc: RateLimitExceeded):
     """429 ``rate_limited`` as JSON, ``Retry-After`` the seconds until the window ends."""
     wait = seconds_to_wait()
     message = f"Too many requests ({exc.description}); try again in {wait} s."
+    if "batch_refused" in g:
+        cost, left = g.batch_refused
+        message = (
+            f"A batch of {cost} jobs is more than the {left} submissions left of this token's limit "
+            f"({exc.description}): send fewer, or these in {wait} s. Nothing was recorded."
+        )
     return answer(ApiError(message, code=RATE_LIMITED, status=429, retry_after=wait))
 
 
 def register(api: Blueprint, work: Blueprint) -> None:
     """Every route of ``api`` (and its nested blueprints) under the clients' limits, except
     ``work``'s, which has its own: a limit on a nested blueprint replaces its parents'."""
-    limiter.shared_limit(submit_limit, "api-submit", key_func=token_key, methods=WRITES)(api)
+    limiter.shared_limit(
+        submit_limit,
+        "api-submit",
+        key_func=token_key,
+        methods=WRITES,
+        cost=submission_cost,
+        on_breach=give_back_batch,
+    )(api)
     limiter.shared_limit(read_limit, "api-read", key_func=token_key, methods=READS)(api)
     limiter.shared_limit(address_limit, "api-address", key_func=address_key)(api)
     limiter.shared_limit(

@@ -12,9 +12,9 @@ import json
 import uuid
 from typing import Any
 
-from flask import request
+from flask import g, request
 
-from app.errors import InvalidJson, InvalidParameter
+from app.errors import ApiError, BatchTooLarge, InvalidJson, InvalidParameter
 
 #: PostgreSQL's ``integer``: the largest id an ``Integer`` primary key holds.
 MAX_INTEGER_ID = 2**31 - 1
@@ -53,6 +53,29 @@ def json_object() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidJson("The JSON body must be an object.")
     return body
+
+
+def json_array(max_bytes: int) -> list[Any]:
+    """The request's JSON body, which must be a list (else 400 ``invalid_json``) of at most
+    ``max_bytes`` bytes (else 413 ``batch_too_large``, read no further). Read once a request,
+    by whoever asks first: the rate limiter counts a batch's jobs before its route reads them."""
+    if "json_array" not in g:
+        body = body_at_most(max_bytes)
+        try:
+            if body is None:
+                raise BatchTooLarge(f"The body is over {max_bytes} bytes: send fewer jobs at once.")
+            try:
+                value = parse_json(body)
+            except ValueError:
+                raise InvalidJson("The body is not valid JSON (or is nested too deeply).") from None
+            if not isinstance(value, list):
+                raise InvalidJson("The JSON body must be a list of jobs.")
+            g.json_array = value
+        except ApiError as exc:
+            g.json_array = exc
+    if isinstance(g.json_array, ApiError):
+        raise g.json_array
+    return g.json_array
 
 
 def fields() -> dict[str, Any]:
