@@ -13,13 +13,12 @@ import logging
 import os
 import time
 import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 
 from celery.exceptions import Ignore, Reject
 
 import celeryconfig
-from workers import metering
+from workers import coordinator_http, metering
 from workers.protocol import errors
 
 log = logging.getLogger(__name__)
@@ -58,13 +57,11 @@ def fetch(task_id: str, task_name: str, attempt: int, worker: str) -> tuple[str,
         started_at=datetime.now(UTC).isoformat(),
     )
     url = work_url(task_id, "input")
-    request = urllib.request.Request(
-        url, data=json.dumps(record).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT) as response:
-            data = response.read(celeryconfig.MAX_DOCUMENT_BYTES + 1)
-            return response.headers.get("X-Grid-Input", "document"), data
+        headers, data = coordinator_http.post_json(
+            url, json.dumps(record).encode(), _TIMEOUT, celeryconfig.MAX_DOCUMENT_BYTES
+        )
+        return headers.get("X-Grid-Input", "document"), data
     except urllib.error.HTTPError as exc:
         reason = _reason(exc)
         if exc.code in _NOT_OURS:

@@ -11,15 +11,16 @@ import json
 import logging
 import time
 import urllib.error
-import urllib.request
 
-from workers import inputs, metering
+from workers import coordinator_http, inputs, metering
 
 log = logging.getLogger(__name__)
 
 #: At most one report a second per task; the last one of a task is always sent.
 MIN_INTERVAL_SECONDS = 1.0
 _TIMEOUT = 5
+#: The coordinator answers 204, or an error in a few hundred bytes of JSON.
+_ANSWER_BYTES = 64 * 1024
 _last_sent: dict[str, float] = {}
 
 
@@ -37,14 +38,9 @@ def report(task_id: str, attempt: int, worker: str, *, final: bool = False, **in
         for old in sorted(_last_sent, key=_last_sent.get)[:500]:
             _last_sent.pop(old, None)
     record = metering.signed("progress", task_id=task_id, node=worker, attempt=attempt, **info)
-    request = urllib.request.Request(
-        inputs.work_url(task_id, "progress"),
-        data=json.dumps(record).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT):
-            pass
+        coordinator_http.post_json(
+            inputs.work_url(task_id, "progress"), json.dumps(record).encode(), _TIMEOUT, _ANSWER_BYTES
+        )
     except (urllib.error.URLError, OSError, ValueError) as exc:
         log.debug("progress of task %s not reported: %s", task_id, exc)

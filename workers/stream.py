@@ -14,16 +14,17 @@ import json
 import logging
 import threading
 import urllib.error
-import urllib.request
 
 import celeryconfig
-from workers import inputs, metering
+from workers import coordinator_http, inputs, metering
 
 log = logging.getLogger(__name__)
 
 #: How often gathered text is posted after the first piece.
 INTERVAL_SECONDS = 0.05
 _TIMEOUT = 5
+#: The coordinator answers 204, or an error in a few hundred bytes of JSON.
+_ANSWER_BYTES = 64 * 1024
 
 
 class DeltaSender:
@@ -83,15 +84,10 @@ class DeltaSender:
             text=text,
             done=done,
         )
-        request = urllib.request.Request(
-            inputs.work_url(self.task_id, "delta"),
-            data=json.dumps(record).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
         try:
-            with urllib.request.urlopen(request, timeout=_TIMEOUT):
-                pass
+            coordinator_http.post_json(
+                inputs.work_url(self.task_id, "delta"), json.dumps(record).encode(), _TIMEOUT, _ANSWER_BYTES
+            )
         except (urllib.error.URLError, OSError, ValueError) as exc:
             log.info("stream of task %s stopped: %s", self.task_id, exc)
             return False
