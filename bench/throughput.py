@@ -19,6 +19,11 @@ same machine, same worker processes.
 Printed beside the ratio: both rates, the submissions' latency, and the CPU milliseconds per job
 of the API, the ledger worker and the volunteer (where the grid's time goes). ``--quick``: a
 third of the jobs and tasks.
+
+A second line: the same jobs on a grid of their own, submitted in batches of ``BATCH``
+(``POST /api/v1/jobs/batch``: one request, one transaction and one producer for them all) by
+the same client threads, against the same baseline, with the API's CPU per job beside the
+single-job path's.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ CONCURRENCY = 2
 REDIS_DB = 4
 TARGET = 0.5
 WARM_UP = 20
+#: Jobs per request of the batch line (POST /api/v1/jobs/batch).
+BATCH = 50
 POLL_SECONDS = 0.05
 #: Raised limits for this run's one token and address (the defaults would refuse at once).
 LIMITS = {
@@ -186,10 +193,11 @@ def _entered(ids: list[str]) -> tuple[int, int]:
 
 
 class _Submitters:
-    """``CLIENTS`` threads, each submitting single noop jobs one after the other."""
+    """``CLIENTS`` threads, each submitting single noop jobs one after the other, or batches of
+    ``batch`` of them (``POST /api/v1/jobs/batch``) when ``batch`` is above 1."""
 
-    def __init__(self, url: str, token: str, jobs: int) -> None:
-        self.url, self.token, self.jobs = url, token, jobs
+    def __init__(self, url: str, token: str, jobs: int, batch: int = 1) -> None:
+        self.url, self.token, self.jobs, self.batch = url, token, jobs, batch
         self.ids: list[str] = []
         self.latencies: list[float] = []
         self.errors: list[str] = []
@@ -197,15 +205,21 @@ class _Submitters:
 
     def _submit(self, count: int) -> None:
         client = Client(self.url, self.token)
-        for _ in range(count):
+        while count > 0:
+            size = min(count, self.batch)
+            count -= size
             began = time.perf_counter()
-            response = client.post("/api/v1/jobs/noop", json={})
+            if self.batch > 1:
+                response = client.post("/api/v1/jobs/batch", json=[{"kind": "noop"}] * size)
+            else:
+                response = client.post("/api/v1/jobs/noop", json={})
             elapsed = time.perf_counter() - began
             with self.lock:
                 if response.status_code != 202:
                     self.errors.append(f"{response.status_code} {response.text[:200]}")
                     return
-                self.ids.append(response.json()["id"])
+                body = response.json()
+                self.ids += [job["id"] for job in body["items"]] if self.batch > 1 else [body["id"]]
                 self.latencies.append(elapsed)
 
     def start(self) -> list[threading.Thread]:
@@ -238,9 +252,10 @@ def _await_jobs(client: Client, total: int, timeout: float, since: float) -> Non
         time.sleep(min(0.5, max(POLL_SECONDS, 0.02 * (time.perf_counter() - since))))
 
 
-def grid_rate(log_dir: Path, jobs: int) -> tuple[float, dict]:
+def grid_rate(log_dir: Path, jobs: int, batch: int = 1) -> tuple[float, dict]:
     """Noop jobs per second from the first POST to the client seeing the last one succeeded,
-    and what to print beside it."""
+    and what to print beside it; submitted in batches of ``batch`` when above 1 (latencies are
+    then the batches')."""
     env = dict(os.environ)
     env["GRID_BROKER_URL"] = env["GRID_BROKER_URL"].rsplit("/", 1)[0] + f"/{REDIS_DB}"
     env.update({"GRID_NOOP_JOBS": "true", **LIMITS})
@@ -261,7 +276,7 @@ def grid_rate(log_dir: Path, jobs: int) -> tuple[float, dict]:
         _await_jobs(watcher, WARM_UP, 120, time.perf_counter())
         processes = {"api": api, "ledger": ledger, "volunteer": volunteer}
         cpu_before = {name: _cpu_seconds(process.proc.pid) for name, process in processes.items()}
-        submitters = _Submitters(url, token, jobs)
+        submitters = _Submitters(url, token, jobs, batch)
         started = time.perf_counter()
         for thread in submitters.start():
             thread.join()
@@ -304,10 +319,13 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
     _log(f"  bare: {before:.0f} tasks/s")
     grid, seen = grid_rate(log_dir, jobs)
     _log(f"  grid: {grid:.1f} jobs/s (POSTs took {seen['posted']:.2f} s)")
+    batched, seen_batched = grid_rate(log_dir, jobs, BATCH)
+    _log(f"  grid, batches of {BATCH}: {batched:.1f} jobs/s (POSTs took {seen_batched['posted']:.2f} s)")
     after = bare_rate(log_dir, tasks, 2)
     _log(f"  bare: {after:.0f} tasks/s")
     baseline = (before + after) / 2
     cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in seen["cpu"].items())
+    cpu_batched = ", ".join(f"{name} {ms:.1f}" for name, ms in seen_batched["cpu"].items())
     return [
         Goal.ratio(
             "Throughput: no-op grid jobs/s over bare Celery no-op tasks/s (Redis result backend), "
@@ -320,5 +338,14 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             f"and {after:.3g} after, one worker -c {CONCURRENCY}); submission p50 {seen['p50']:.1f} ms, "
             f"p90 {seen['p90']:.1f} ms; CPU ms per job: {cpu}; {jobs} entries granted "
             f"{seen['granted_ms'] / 1000:.2f} s in all; load average {load:.2f} at the part's start",
-        )
+        ),
+        Goal.ratio(
+            f"Throughput: the same, submitted in batches of {BATCH} (POST /api/v1/jobs/batch)",
+            batched,
+            baseline,
+            TARGET,
+            f"{batched:.3g} jobs/s ({jobs} jobs from {CLIENTS} client threads); batch p50 "
+            f"{seen_batched['p50']:.1f} ms; CPU ms per job: {cpu_batched} (single jobs: API "
+            f"{seen['cpu']['api']:.1f})",
+        ),
     ]
