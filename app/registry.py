@@ -253,8 +253,10 @@ _SPANS = (
 )
 # A subquery a span: an index range scan each (a join of the spans would let the planner hash
 # every heartbeat of every node: a second for a page of 100 nodes with 30 days of heartbeats).
+# Without JIT, in the same round trip: compiling hundreds of small index scans (PostgreSQL's
+# default above a cost) took longer than running them (19 of 49 ms for a page of 100 nodes).
 _SEEN = text(
-    "SELECT i, sum(seen) FROM ("
+    "SET LOCAL jit = off; SELECT i, sum(seen) FROM ("
     "SELECT span.i, (SELECT count(*) FROM node_heartbeats AS h WHERE h.node_id = span.node_id "
     f"AND h.slot BETWEEN span.a AND span.b) AS seen FROM {_SPANS.format(n=1)} "
     "UNION ALL SELECT span.i, (SELECT sum(c.seen) FROM node_heartbeat_counts AS c "
@@ -290,9 +292,6 @@ def seen_counts(spans: Sequence[tuple[str, int, int]]) -> list[int]:
     seen: dict[int, int] = {}
     if slots or runs:
         params = {**_columns(slots, 1), **_columns(runs, 2)}
-        # Hundreds of small index scans: JIT compiling them (PostgreSQL's default above a cost)
-        # took longer than running them (19 of 49 ms for a page of 100 nodes).
-        db.session.execute(text("SET LOCAL jit = off"))
         seen = {int(i): int(count or 0) for i, count in db.session.execute(_SEEN, params)}
     return [seen.get(i, 0) for i in range(len(spans))]
 
