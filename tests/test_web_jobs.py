@@ -142,7 +142,7 @@ def test_a_pdf_sent_through_the_form_is_read_and_summarised_and_its_page_shows_t
     api = Client(grid.api_url, make_token(member.email)).job(job_id)
     summary = api["result"]["summary"]
     assert summary and _escaped(summary) in html
-    assert 'id="result-summary" tabindex="0"' in html and 'data-copy="result-summary"' in html
+    assert 'id="result-summary" role="region" tabindex="0"' in html and 'data-copy="result-summary"' in html
     assert 'id="cancel"' not in html  # over: nothing to cancel
     assert "€" in html and "CO₂" in html  # its cost and footprint once granted
 

@@ -14,6 +14,12 @@ from tests.browser import axe, report
 from tests.browser.pages import LANGUAGES, PAGES, Page
 from tests.browser.site import DESKTOP, PHONE, ZOOM_200, overflow, screenshot, set_viewport, with_language
 
+DUPLICATE_IDS = """
+const seen = {};
+for (const element of document.querySelectorAll('[id]')) seen[element.id] = (seen[element.id] || 0) + 1;
+return Object.keys(seen).filter(id => seen[id] > 1);
+"""
+
 CASES = [pytest.param(page, lang, id=f"{page.name}-{lang}") for page in PAGES for lang in LANGUAGES]
 
 
@@ -37,6 +43,9 @@ def test_the_page_has_no_wcag_2_1_a_or_aa_violation_and_says_its_language(site, 
         screenshot(driver, screenshots / f"{page.name}-{lang}-desktop.png")
 
     assert driver.find_element(By.TAG_NAME, "html").get_attribute("lang") == lang
+    # Every id once (WCAG 2.1's 4.1.1; axe only leaves a repeated id a label points at to review).
+    repeated = driver.execute_script(DUPLICATE_IDS)
+    assert not repeated, f"{page.name} ({lang}): ids used more than once: {repeated}"
     outcome = axe.assert_accessible(driver, f"{page.name} ({lang}, as {page.role})")
     report.record(driver, page.name, lang, page.role, outcome)
 
