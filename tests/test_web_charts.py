@@ -56,3 +56,29 @@ def test_a_folded_chart_keeps_its_table_under_a_summary():
     assert details.find("summary").text == "Jobs <hour> by hour"  # escaped, read back as text
     assert details.find(".//table").get("id") == "f-table" and folded.find("div") is None
     assert _figure(chart_id="o", title="Jobs", points=[Point("10:00", 2)]).find("details") is None
+
+
+def _luminance(colour: str) -> float:
+    channels = [int(colour.lstrip("#")[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_the_charts_text_and_bars_contrast_with_the_page_as_wcag_aa_asks():
+    """axe-core cannot compute the contrast of text inside an SVG (it leaves it for review): the
+    charts' colours against the page's paper (app/static/grid.css), by WCAG 2.1's formula."""
+    import re
+    from pathlib import Path
+
+    from app.web import charts
+
+    css = (Path(charts.__file__).resolve().parent.parent / "static" / "grid.css").read_text()
+    paper = re.search(r"--paper:\s*(#[0-9a-fA-F]{6})", css).group(1)
+    assert _contrast("#000000", "#ffffff") > 20.9 and _contrast("#767676", "#ffffff") > 4.5  # the formula
+    assert _contrast(charts.AXIS, paper) >= 4.5  # its labels: text (1.4.3)
+    assert _contrast(charts.BAR, paper) >= 3.0  # its bars: graphical objects (1.4.11)
