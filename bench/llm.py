@@ -294,7 +294,18 @@ class GridSide:
         result = self.step_result(job_id)
         end_to_end = datetime.fromisoformat(job["finished_at"]).timestamp() - started
         engine = float(result["engine"]["seconds"])
+        step = job["steps"][0]
+        # When the coordinator saw the step start (its input fetched) and end (the completion
+        # entered): the broker's wait before, the ledger's after.
+        step_started, step_finished = (
+            datetime.fromisoformat(step[stamp]).timestamp() if step[stamp] else None
+            for stamp in ("started_at", "finished_at")
+        )
         return {
+            "to_start": None if step_started is None else step_started - started,
+            "start_to_step_end": None
+            if step_started is None or step_finished is None
+            else step_finished - step_started,
             "end_to_end": end_to_end,
             "engine": engine,
             "added": end_to_end - engine,
@@ -527,9 +538,24 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             f"{statistics.median(posts):.0f} ms, the volunteer's task around the engine (input fetch, "
             f"result, record sent) {statistics.median(volunteer):.0f} ms, the rest (broker to volunteer, "
             f"ledger entry) {statistics.median(rest):.0f} ms; CPU per job: API "
-            f"{coordinator_cpu['api']:.0f} ms, ledger worker {coordinator_cpu['ledger']:.0f} ms",
+            f"{coordinator_cpu['api']:.0f} ms, ledger worker {coordinator_cpu['ledger']:.0f} ms; "
+            f"slowest job: {_timeline(max(sampled, key=lambda job: job['added']))}",
         ),
     ]
+
+
+def _timeline(job: dict) -> str:
+    """One job's added time in its parts, from the coordinator's stamps (ms)."""
+
+    def ms(seconds: float | None) -> str:
+        return "?" if seconds is None else f"{seconds * 1000:.0f}"
+
+    return (
+        f"added {ms(job['added'])} (POST {ms(job['post'])}; POST to its input fetched "
+        f"{ms(job['to_start'])}; input fetched to step ended {ms(job['start_to_step_end'])}, of which "
+        f"engine {ms(job['engine'])} and the volunteer's wall {ms(job['wall'])}; end to end "
+        f"{ms(job['end_to_end'])})"
+    )
 
 
 if __name__ == "__main__":
