@@ -29,6 +29,7 @@ from app.api import params
 from app.auth import bearer, hash_token, state, token_row
 from app.errors import RATE_LIMITED, ApiError, answer
 from app.extensions import db, limiter
+from app.models import ApiToken
 
 WRITES = ["POST", "PUT", "PATCH", "DELETE"]
 READS = ["GET", "HEAD"]
@@ -66,8 +67,11 @@ BATCH_ENDPOINT = "api.jobs.batch"
 
 def submission_cost() -> int:
     """What a write costs of its token's submission limit: one, or for a batch of jobs one per
-    job (a body that is no batch of 1 to JOBS_BATCH_MAX jobs costs one: the route refuses it)."""
-    if request.endpoint != BATCH_ENDPOINT:
+    job (a body that is no batch of 1 to JOBS_BATCH_MAX jobs costs one: the route refuses it).
+    A batch's body is read here, before its route checks the token, only for a token that may
+    submit jobs: any other costs one unread (the route answers 401 or 403), else anyone could
+    have the API build ~100 MB of objects out of a body of ``[{},{},…]`` at the byte limit."""
+    if request.endpoint != BATCH_ENDPOINT or not _may_submit():
         return 1
     try:
         items = params.json_array(current_app.config["JOBS_BATCH_MAX_BYTES"])
@@ -96,20 +100,31 @@ def refused_authentication(response) -> bool:
     return response.status_code == 401
 
 
-def carries_live_token() -> bool:
-    """True when the request's token is known, neither revoked nor expired: its holder is not
-    held back by the failures of others at the same address (a shared proxy, an office). Any
-    fault reading it (the database away) counts as no token, and the route then answers it."""
+def _live_token() -> ApiToken | None:
+    """The request's token if it is known, neither revoked nor expired. Any fault reading it
+    (the database away) counts as no token, and the route then answers it."""
     token = bearer()
     if token is None:
-        return False
+        return None
     try:
         row = token_row(token)
     except Exception:  # noqa: BLE001  the route meets the same fault and answers it (503)
         db.session.rollback()
         g.pop("api_token_rows", None)
-        return False
-    return row is not None and state(row) == "active"
+        return None
+    return row if row is not None and state(row) == "active" else None
+
+
+def carries_live_token() -> bool:
+    """True when the request's token is live: its holder is not held back by the failures of
+    others at the same address (a shared proxy, an office)."""
+    return _live_token() is not None
+
+
+def _may_submit() -> bool:
+    """True when the request's token is live and may submit jobs (``jobs:write`` or ``admin``)."""
+    row = _live_token()
+    return row is not None and bool({"jobs:write", "admin"} & row.scope_set)
 
 
 def seconds_to_wait() -> int:

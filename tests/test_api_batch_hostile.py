@@ -1,0 +1,55 @@
+"""A batch of jobs (``POST /api/v1/jobs/batch``) against a hostile client: what the grid reads
+and holds for a request it then refuses, on an app in this process (as tests/test_api_batch.py)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+from tests.test_api_batch import BATCH, _app, _client, _owner, _token
+from tests.web import address as new_address
+
+#: A body at the batch's byte limit that parses into over a million objects (~100 MB in Python).
+MANY_OBJECTS = 1_300_000
+
+
+def _peak_megabytes(post) -> float:
+    tracemalloc.start()
+    try:
+        answer = post()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return answer, peak / 1e6
+
+
+def test_the_body_of_a_batch_without_a_token_that_may_submit_is_not_parsed():
+    """The limiter counts a batch's jobs before the route checks the token: only for a token
+    that may submit is the body read, else anyone could have the API build ~100 MB of objects
+    out of 4 MB of ``[{},{},…]`` before its 401."""
+    app = _app()
+    body = b"[" + b"{}," * (MANY_OBJECTS - 1) + b"{}]"
+    assert len(body) <= app.config["JOBS_BATCH_MAX_BYTES"]
+    headers = {"Content-Type": "application/json"}
+
+    anonymous = app.test_client()
+    anonymous.environ_base["REMOTE_ADDR"] = new_address()
+    answer, peak = _peak_megabytes(lambda: anonymous.post(BATCH, data=body, headers=headers))
+    assert answer.status_code == 401 and peak < 30, (answer.status_code, peak)
+
+    made_up = _client(app, "kg_made-up-token")
+    answer, peak = _peak_megabytes(lambda: made_up.post(BATCH, data=body, headers=headers))
+    assert answer.status_code == 401 and peak < 30, (answer.status_code, peak)
+
+    owner = _owner()
+    from app.auth import create_token
+    from app.extensions import db
+
+    with app.app_context():
+        _, reader = create_token("test", owner, ["jobs:read"])
+        db.session.commit()
+    answer, peak = _peak_megabytes(lambda: _client(app, reader).post(BATCH, data=body, headers=headers))
+    assert answer.status_code == 403 and peak < 30, (answer.status_code, peak)
+
+    # A token that may submit has its batch read, and refused for its size in jobs.
+    writer = _client(app, _token(app, owner))
+    assert writer.post(BATCH, data=body, headers=headers).get_json()["error"]["code"] == "too_many_jobs"
