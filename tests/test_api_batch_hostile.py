@@ -53,3 +53,41 @@ def test_the_body_of_a_batch_without_a_token_that_may_submit_is_not_parsed():
     # A token that may submit has its batch read, and refused for its size in jobs.
     writer = _client(app, _token(app, owner))
     assert writer.post(BATCH, data=body, headers=headers).get_json()["error"]["code"] == "too_many_jobs"
+
+
+def test_a_refused_batch_given_back_as_its_window_ends_leaves_no_count_below_zero():
+    """A batch over what is left is given back its cost: were the count read and decremented
+    apart, a window ending between the two would have the decrement start the next window below
+    zero (that much over the limit there). Refused batches are sent as windows of a second end."""
+    import time
+
+    from flask_limiter import RequestLimit
+    from limits import parse
+
+    from app.api import limits
+    from app.extensions import limiter
+
+    app = _app()
+    token = _token(app, _owner())
+    item = parse("5 per 1 second")
+    body = [{"kind": "noop"}] * 6
+    headers = {"Authorization": f"Bearer {token}"}
+    with app.test_request_context(BATCH, method="POST", json=body, headers=headers):
+        strategy = limiter.limiter
+        storage = strategy.storage
+        args = [f"token:{_owner()}", "api-submit"]
+        refused = RequestLimit(limiter, item, args, True, True)
+        redis = storage.get_connection()
+        counts = []
+        for window in range(8):
+            while not strategy.hit(item, *args):  # one submission opens the window
+                time.sleep(0.001)
+            ttl = redis.pttl(storage.prefixed_key(refused.key))
+            # From 4 ms before the window ends, at a phase of the loop that changes each window.
+            time.sleep(max(0, ttl - 4 + window * 0.07) / 1000)
+            deadline = time.monotonic() + 0.012
+            while time.monotonic() < deadline:  # across the window's end
+                if not strategy.hit(item, *args, cost=6):
+                    limits.give_back_batch(refused)
+                counts.append(storage.get(refused.key))
+        assert min(counts) >= 0, sorted(counts)[:5]

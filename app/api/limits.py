@@ -24,6 +24,7 @@ import time
 from flask import Blueprint, current_app, g, request
 from flask_limiter import RateLimitExceeded, RequestLimit
 from flask_limiter.util import get_remote_address
+from limits.storage import RedisStorage, Storage
 
 from app.api import params
 from app.auth import bearer, hash_token, state, token_row
@@ -88,12 +89,32 @@ def give_back_batch(limit: RequestLimit) -> None:
     if request.endpoint != BATCH_ENDPOINT:
         return
     cost = submission_cost()
-    storage = limit.limiter.storage
-    back = min(cost, storage.get(limit.key))
-    left = limit.limit.amount
-    if back > 0:
-        left -= storage.incr(limit.key, limit.limit.get_expiry(), amount=-back)
-    g.batch_refused = (cost, max(0, left))
+    count = take_back(limit.limiter.storage, limit.key, cost, limit.limit.get_expiry())
+    g.batch_refused = (cost, max(0, limit.limit.amount - count))
+
+
+#: Takes back at most what a count holds, in one step: a count whose window has ended (its key
+#: gone) stays gone. Read and decremented apart, a window ending between the two had the
+#: decrement make a new count below zero, with a whole window's expiry: that much over the
+#: limit in the next window, for a refused batch sent as the window ends.
+_TAKE_BACK = """
+local current = tonumber(redis.call("get", KEYS[1]) or "0")
+local back = math.min(tonumber(ARGV[1]), current)
+if back > 0 then
+    return redis.call("decrby", KEYS[1], back)
+end
+return current
+"""
+
+
+def take_back(storage: Storage, key: str, amount: int, expiry: int) -> int:
+    """Takes up to ``amount`` hits off ``key``'s count, never below zero nor on a count that is
+    gone; returns the count left. Atomic in Redis; the in-memory fallback (Redis away) is the
+    process's own."""
+    if isinstance(storage, RedisStorage):
+        return int(storage.get_connection().eval(_TAKE_BACK, 1, storage.prefixed_key(key), amount))
+    back = min(amount, storage.get(key))
+    return storage.incr(key, expiry, amount=-back) if back > 0 else storage.get(key)
 
 
 def refused_authentication(response) -> bool:
