@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 #: At most one report a second per task; the last one of a task is always sent.
 MIN_INTERVAL_SECONDS = 1.0
+#: Seconds each wait for the coordinator, and the whole call, may take.
 _TIMEOUT = 5
 #: The coordinator answers 204, or an error in a few hundred bytes of JSON.
 _ANSWER_BYTES = 64 * 1024
@@ -40,7 +41,11 @@ def report(task_id: str, attempt: int, worker: str, *, final: bool = False, **in
     record = metering.signed("progress", task_id=task_id, node=worker, attempt=attempt, **info)
     try:
         coordinator_http.post_json(
-            inputs.work_url(task_id, "progress"), json.dumps(record).encode(), _TIMEOUT, _ANSWER_BYTES
+            inputs.work_url(task_id, "progress"),
+            json.dumps(record).encode(),
+            _TIMEOUT,
+            _ANSWER_BYTES,
+            deadline=_TIMEOUT,
         )
     except (urllib.error.URLError, OSError, ValueError) as exc:
         log.debug("progress of task %s not reported: %s", task_id, exc)

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 #: How often gathered text is posted after the first piece.
 INTERVAL_SECONDS = 0.05
+#: Seconds each wait for the coordinator, and the whole call, may take.
 _TIMEOUT = 5
 #: The coordinator answers 204, or an error in a few hundred bytes of JSON.
 _ANSWER_BYTES = 64 * 1024
@@ -86,7 +87,11 @@ class DeltaSender:
         )
         try:
             coordinator_http.post_json(
-                inputs.work_url(self.task_id, "delta"), json.dumps(record).encode(), _TIMEOUT, _ANSWER_BYTES
+                inputs.work_url(self.task_id, "delta"),
+                json.dumps(record).encode(),
+                _TIMEOUT,
+                _ANSWER_BYTES,
+                deadline=_TIMEOUT,
             )
         except (urllib.error.URLError, OSError, ValueError) as exc:
             log.info("stream of task %s stopped: %s", self.task_id, exc)
