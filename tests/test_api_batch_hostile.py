@@ -91,3 +91,15 @@ def test_a_refused_batch_given_back_as_its_window_ends_leaves_no_count_below_zer
                     limits.give_back_batch(refused)
                 counts.append(storage.get(refused.key))
         assert min(counts) >= 0, sorted(counts)[:5]
+
+
+def test_a_batch_larger_than_the_whole_limit_is_told_it_never_fits_not_to_wait():
+    """JOBS_BATCH_MAX (100) is above the default submission limit (60 a minute): such a batch
+    was a 429 with Retry-After, which a client waits out and sends again, refused again forever."""
+    app = _app(API_SUBMIT_LIMIT="10 per minute", JOBS_BATCH_MAX=20)
+    client = _client(app, _token(app, _owner()))
+    answer = client.post(BATCH, json=[{"kind": "noop"}] * 11)
+    assert answer.status_code == 400 and "Retry-After" not in answer.headers, answer.status_code
+    error = answer.get_json()["error"]
+    assert error["code"] == "too_many_jobs" and "at most 10" in error["message"], error
+    assert client.post(BATCH, json=[{"kind": "noop"}] * 10).status_code == 202  # it cost nothing

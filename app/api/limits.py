@@ -28,7 +28,7 @@ from limits.storage import RedisStorage, Storage
 
 from app.api import params
 from app.auth import bearer, hash_token, state, token_row
-from app.errors import RATE_LIMITED, ApiError, answer
+from app.errors import RATE_LIMITED, ApiError, TooManyJobs, answer
 from app.extensions import db, limiter
 from app.models import ApiToken
 
@@ -85,12 +85,13 @@ def give_back_batch(limit: RequestLimit) -> None:
     """A batch over what is left of its token's submission limit is refused whole: what its hit
     added to the count (at most the count: a window that has just ended is not drawn on) is taken
     back, so that a smaller batch may still pass. Kept in ``g.batch_refused`` (its jobs, those
-    left) for the 429's message."""
+    left, the limit) for the 429's message, or the 400 ``too_many_jobs`` of a batch larger than
+    the whole limit (JOBS_BATCH_MAX may be above it), which no wait would let pass."""
     if request.endpoint != BATCH_ENDPOINT:
         return
     cost = submission_cost()
     count = take_back(limit.limiter.storage, limit.key, cost, limit.limit.get_expiry())
-    g.batch_refused = (cost, max(0, limit.limit.amount - count))
+    g.batch_refused = (cost, max(0, limit.limit.amount - count), limit.limit.amount)
 
 
 #: Takes back at most what a count holds, in one step: a count whose window has ended (its key
@@ -159,7 +160,14 @@ def too_many(exc: RateLimitExceeded):
     wait = seconds_to_wait()
     message = f"Too many requests ({exc.description}); try again in {wait} s."
     if "batch_refused" in g:
-        cost, left = g.batch_refused
+        cost, left, most = g.batch_refused
+        if cost > most:  # never fits, whenever sent again: not a 429 to wait out
+            return answer(
+                TooManyJobs(
+                    f"A batch of {cost} jobs is more than this token's whole submission limit "
+                    f"({exc.description}): send at most {most} at once. Nothing was recorded."
+                )
+            )
         message = (
             f"A batch of {cost} jobs is more than the {left} submissions left of this token's limit "
             f"({exc.description}): send fewer, or these in {wait} s. Nothing was recorded."
