@@ -5,9 +5,9 @@ The coordinator's own throughput is measured, so that volunteers are not the bot
 
 - **API**: submissions per second (``POST /api/v1/jobs/summarise``, each job recorded, its input
   kept, its step sent to the broker; no volunteer takes them: a Redis database of this part's
-  own) by ``wrk`` with ``CONNECTIONS`` connections as fast as answers come, against one gunicorn
-  (the production unit's workers and threads) and then two gunicorn masters with those same
-  settings on the same address (``--reuse-port``: the kernel spreads connections between them),
+  own) by ``wrk`` with ``CONNECTIONS`` connections as fast as answers come, against one API
+  process (a gunicorn of one worker, the production unit's threads) and then two such gunicorn
+  masters on the same address (``--reuse-port``: the kernel spreads connections between them),
   each for ``SECONDS``. The API's limits are on, raised for the bench's one client.
 - **Ledger**: completions entered and granted per second from a backlog of ``EXECUTIONS``
   validly signed records of ``NODES`` nodes (each execution's start seen first, as a node's input
@@ -102,8 +102,11 @@ def _measure(workdir: Path, grid: Grid, url: str, token: str, seconds: float) ->
 
 def submissions(workdir: Path, rounds: int, seconds: float) -> dict[int, list[dict]]:
     """One API process and two on one address, both up at once on two addresses, measured in
-    turn ``rounds`` times (so that the machine's drifting load hits both alike)."""
-    workers, threads = latency.production_gunicorn()
+    turn ``rounds`` times (so that the machine's drifting load hits both alike). A process is one
+    gunicorn instance of one worker, with the production unit's threads (the unit's own
+    ``--workers`` would make "one" several already)."""
+    _, threads = latency.production_gunicorn()
+    workers = 1
     grids = {processes: Grid(_env(), workdir / "logs" / f"api-{processes}") for processes in (1, 2)}
     found: dict[int, list[dict]] = {1: [], 2: []}
     try:
@@ -222,7 +225,7 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
     (workdir / "logs").mkdir(exist_ok=True)
     seconds = QUICK_SECONDS if quick else SECONDS
     count = QUICK_EXECUTIONS if quick else EXECUTIONS
-    workers, threads = latency.production_gunicorn()
+    _, threads = latency.production_gunicorn()
 
     measured = submissions(workdir, ROUNDS, seconds / ROUNDS)
     one_api = statistics.median(f["rate"] for f in measured[1])
@@ -242,8 +245,8 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
 
     api_context = (
         f"{two_api:.0f} vs {one_api:.0f} submissions/s, medians of {ROUNDS} alternated runs of "
-        f"{seconds / ROUNDS:.0f} s; wrk -c {CONNECTIONS} as fast as answers come; gunicorn --workers "
-        f"{workers} --threads {threads} per process (the production unit's), two masters on one address with "
+        f"{seconds / ROUNDS:.0f} s; wrk -c {CONNECTIONS} as fast as answers come; gunicorn --workers 1 "
+        f"--threads {threads} per process (the production unit's threads), two masters on one address with "
         f"--reuse-port; the API's CPU {two_cores:.2f} vs {one_cores:.2f} cores, wrk's {wrk_cpu:.1f} s in all"
     )
     ledger_context = (
