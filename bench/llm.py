@@ -403,7 +403,7 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
     raw: Raw | None = None
     try:
         grid.ledger_worker()
-        grid.worker("llm-bench-node", "llm", concurrency=1)
+        node = grid.worker("llm-bench-node", "llm", concurrency=1)
         grid_side = GridSide(grid.api(), token, flask_app)
         sequential = texts(pairs)
         # Warm-up: the volunteer's pool process loads the model and reads the common prefix;
@@ -417,6 +417,13 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
         pids = {process.name: process.proc.pid for process in grid.processes}
         cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         probe_jobs = [grid_side.timed("Facture", PROBE_WORDS) for _ in range(probes)]
+        # What the volunteer said of its tasks meanwhile: a hand-back or a refused input fetch
+        # is a pause of seconds before the broker gives the task out again.
+        hitches = [
+            line.strip()[-200:]
+            for line in node.output().splitlines()
+            if any(word in line for word in ("handed back", "could not be reached", "passed on", "not ours"))
+        ]
         # The coordinator's CPU per job (the API's includes the bench's polls, one a second): what
         # it adds to a job even on an idle machine, where nothing waits for a core.
         coordinator_cpu = {
@@ -539,7 +546,8 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             f"result, record sent) {statistics.median(volunteer):.0f} ms, the rest (broker to volunteer, "
             f"ledger entry) {statistics.median(rest):.0f} ms; CPU per job: API "
             f"{coordinator_cpu['api']:.0f} ms, ledger worker {coordinator_cpu['ledger']:.0f} ms; "
-            f"slowest job: {_timeline(max(sampled, key=lambda job: job['added']))}",
+            f"slowest job: {_timeline(max(sampled, key=lambda job: job['added']))}; the volunteer's "
+            f"hand-backs and refusals up to then: {' | '.join(hitches) or 'none'}",
         ),
     ]
 
