@@ -614,6 +614,22 @@ class NodeDay(db.Model):
     metered_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class NodeGrant(db.Model):
+    """A node's grants that count (``app.ledger.settlement.counted``) by capability, all time:
+    entries entered unheld and held ones released (migration a9d3e6f2c814). Delta rows kept by
+    triggers, like the tallies; summed when read."""
+
+    __tablename__ = "node_grants"
+    __table_args__ = (
+        Index("ix_node_grants_node_id", "node_id", postgresql_include=["capability", "granted_ms"]),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(36))
+    capability: Mapped[str] = mapped_column(String(16))
+    granted_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class WebhookDelivery(db.Model):
     """One attempt at delivering a job's event to its ``callback_url`` (app.webhooks): never the
     secret, never the body."""

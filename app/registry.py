@@ -27,7 +27,7 @@ from app.ledger import rules, settlement
 from app.ledger.context import Context
 from app.ledger.values import aware
 from app.ledger.verification import Refused, as_evidence, reject, verify_node
-from app.models import LedgerEntry, Node, NodeHeartbeat, Participant, utcnow
+from app.models import Node, NodeHeartbeat, Participant, utcnow
 from app.validation import settings
 
 log = logging.getLogger(__name__)
@@ -350,7 +350,7 @@ def describe_many(listed: Sequence[Any], now: datetime | None = None) -> list[di
     lists a thousand nodes in one answer). ``listed``: ``Node`` objects, or the rows of
     ``listing`` (the columns ``describe`` reads, their participant's among them)."""
     now = now or utcnow()
-    granted = _granted_by_node([node.id for node in listed])
+    granted = settlement.granted_ms_by_node([node.id for node in listed])
     uptimes = uptimes_of(listed, now)
     rules_now = settings.current()
     return [_described(node, now, granted.get(node.id, {}), uptimes[node.id], rules_now) for node in listed]
@@ -420,23 +420,6 @@ def _described(
             cap: str(rules.hours(int(ms)).quantize(rules.CENT / 10_000)) for cap, ms in granted.items()
         },
     }
-
-
-def _granted_by_node(node_ids: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Per node, its granted milliseconds that count (``settlement.counted``), all periods, by
-    capability (``settlement.granted_ms_by_capability`` for each node): one grouped query."""
-    if not node_ids:
-        return {}
-    out: dict[str, dict[str, int]] = {}
-    for node_id, capability, ms in db.session.execute(
-        select(
-            LedgerEntry.node_id, LedgerEntry.capability, func.coalesce(func.sum(LedgerEntry.granted_ms), 0)
-        )
-        .where(LedgerEntry.node_id.in_(list(node_ids)), settlement.counted())
-        .group_by(LedgerEntry.node_id, LedgerEntry.capability)
-    ):
-        out.setdefault(node_id, {})[capability] = int(ms)
-    return out
 
 
 def uptimes_of(listed: Sequence[Node], now: datetime | None = None) -> dict[str, dict[str, float]]:

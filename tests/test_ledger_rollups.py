@@ -1,14 +1,16 @@
-"""The daily roll-ups of the ledger (``ledger_days``, ``node_days``; migration f7a2c9e4b1d3) are
-the raw sums of the entries and decisions, day by day, after entries on several days, held
-grants released and refused, a reversal and a member's erasure, and after compaction; the stats
-of a span read from them are the stats summed from every entry; two writers entering at once
-never wait on each other."""
+"""The roll-ups of the ledger (``ledger_days``, ``node_days``: migration f7a2c9e4b1d3; each
+node's grants that count, ``node_grants``: a9d3e6f2c814) are the raw sums of the entries and
+decisions, after entries on several days, held grants released and refused, a reversal and a
+member's erasure, and after compaction; the stats of a span read from them are the stats summed
+from every entry; two writers entering at once never wait on each other."""
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -37,6 +39,24 @@ SELECT (received_at AT TIME ZONE 'UTC')::date, node_id, count(*),
 FROM ledger_entries GROUP BY 1, 2
 """
 ROLLED_NODE_DAYS = "SELECT day, node_id, sum(entries), sum(metered_ms) FROM node_days GROUP BY 1, 2"
+#: Each node's grants that count (``settlement.counted``: unheld, or held and released), and
+#: their running sums (``node_grants``, migration a9d3e6f2c814).
+RAW_NODE_GRANTS = """
+SELECT e.node_id, e.capability, sum(e.granted_ms) FROM ledger_entries AS e
+WHERE e.node_id IS NOT NULL AND (NOT e.held OR EXISTS (
+    SELECT 1 FROM grant_decisions AS d WHERE d.entry_id = e.id AND d.decision = 'released'))
+GROUP BY 1, 2
+"""
+ROLLED_NODE_GRANTS = "SELECT node_id, capability, sum(granted_ms) FROM node_grants GROUP BY 1, 2"
+
+
+def _migration(revision: str):
+    """The migration module of ``revision``, as Alembic would load it."""
+    path = next((Path(__file__).parents[1] / "migrations" / "versions").glob(f"{revision}_*.py"))
+    spec = importlib.util.spec_from_file_location(f"migration_{revision}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _rows(session, query: str) -> set[tuple]:
@@ -47,6 +67,8 @@ def _assert_rollups_are_the_raw_sums(session) -> None:
     raw, rolled = _rows(session, RAW_DAYS), _rows(session, ROLLED_DAYS)
     assert rolled == raw, (sorted(rolled - raw, key=str)[:5], sorted(raw - rolled, key=str)[:5])
     raw, rolled = _rows(session, RAW_NODE_DAYS), _rows(session, ROLLED_NODE_DAYS)
+    assert rolled == raw, (sorted(rolled - raw, key=str)[:5], sorted(raw - rolled, key=str)[:5])
+    raw, rolled = _rows(session, RAW_NODE_GRANTS), _rows(session, ROLLED_NODE_GRANTS)
     assert rolled == raw, (sorted(rolled - raw, key=str)[:5], sorted(raw - rolled, key=str)[:5])
 
 
@@ -140,6 +162,12 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
         )
         db.session.commit()
         _assert_rollups_are_the_raw_sums(db.session)
+        # What the node list and the dashboard read: the refused held grant is not there.
+        assert settlement.granted_ms_by_node([node.id, other.id, str(uuid.uuid4())]) == {
+            node.id: {"ocr": 5 * 4_000},
+            other.id: {"llm": 4_000, "ocr": 4_000},
+        }
+        assert settlement.granted_ms_by_capability([node.id, other.id]) == {"ocr": 6 * 4_000, "llm": 4_000}
 
         span = stats.Window("custom", day + timedelta(hours=6), day + timedelta(days=3, hours=18))
         parts = stats._parts(span)
@@ -155,6 +183,7 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
         assert gdpr.erase_owner(owner) is not None
         db.session.commit()
         _assert_rollups_are_the_raw_sums(db.session)
+        assert settlement.granted_ms_by_node([other.id])[other.id]["llm"] == 0  # reversed
         assert stats.summary(span, money=True) == stats.summary(span, money=True, rollups=False)
         now = datetime.now(UTC)
         today = stats.Window("custom", now - timedelta(days=3), now + timedelta(seconds=1))
@@ -171,6 +200,20 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
                 "GROUP BY day, capability, outcome, held, rate_eur_per_hour, decision) AS g"
             )
         ) in (None, 1)
+        assert (
+            db.session.scalar(
+                text(
+                    "SELECT max(n) FROM (SELECT count(*) AS n FROM node_grants GROUP BY node_id, capability) g"
+                )
+            )
+            == 1
+        )
+        db.session.rollback()
+
+        # The migration's backfill, from the entries and decisions already there, is the same.
+        db.session.execute(text("DELETE FROM node_grants"))
+        db.session.execute(text(_migration("a9d3e6f2c814").BACKFILL))
+        _assert_rollups_are_the_raw_sums(db.session)
         db.session.rollback()
 
 

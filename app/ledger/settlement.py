@@ -25,7 +25,17 @@ from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
 from app.ledger import periods, rules
-from app.models import GrantDecision, Job, LedgerEntry, LedgerPeriod, Participant, Reward, RewardLine, utcnow
+from app.models import (
+    GrantDecision,
+    Job,
+    LedgerEntry,
+    LedgerPeriod,
+    NodeGrant,
+    Participant,
+    Reward,
+    RewardLine,
+    utcnow,
+)
 
 RELEASED = "released"
 #: A correcting entry's outcome (and grant basis): it reverses another, and is no execution.
@@ -77,13 +87,28 @@ def _payable_groups(period: str) -> list[tuple]:
 
 def granted_ms_by_capability(node_ids: Sequence[str]) -> dict[str, int]:
     """The granted milliseconds that count (``counted``) of the nodes ``node_ids``, all periods,
-    by capability: one grouped query."""
+    by capability, from their running sums (``node_grants``): one grouped query."""
     rows = db.session.execute(
-        select(LedgerEntry.capability, func.coalesce(func.sum(LedgerEntry.granted_ms), 0))
-        .where(LedgerEntry.node_id.in_(node_ids), counted())
-        .group_by(LedgerEntry.capability)
+        select(NodeGrant.capability, func.sum(NodeGrant.granted_ms))
+        .where(NodeGrant.node_id.in_(list(node_ids)))
+        .group_by(NodeGrant.capability)
     ).all()
     return {capability: int(ms) for capability, ms in rows}
+
+
+def granted_ms_by_node(node_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per node of ``node_ids``, its granted milliseconds that count, all periods, by capability,
+    from their running sums (``node_grants``): one grouped query."""
+    out: dict[str, dict[str, int]] = {}
+    if not node_ids:
+        return out
+    for node_id, capability, ms in db.session.execute(
+        select(NodeGrant.node_id, NodeGrant.capability, func.sum(NodeGrant.granted_ms))
+        .where(NodeGrant.node_id.in_(list(node_ids)))
+        .group_by(NodeGrant.node_id, NodeGrant.capability)
+    ):
+        out.setdefault(node_id, {})[capability] = int(ms)
+    return out
 
 
 class SettlementError(ValueError):
