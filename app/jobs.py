@@ -26,7 +26,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import func, select
 
 import celeryconfig as cc
-from app import footprints, lifecycle, progress, webhooks
+from app import carbon, footprints, lifecycle, progress, webhooks
 from app.errors import (
     ApiError,
     BatchRefused,
@@ -687,6 +687,8 @@ def describe(job: Job, *, full: bool = True, with_result: bool = True, new: bool
         body["steps"] = [describe_step(step, new=new) for step in job.steps]
         if with_result:
             body["result"] = result_of(job)
-        body["cost"] = settlement.job_cost(job, entries=[] if new else None)
-        body["co2_grams"] = footprints.job_co2_grams(job.id, entered=not new)
+        # Its entries read once for both (none yet for a job just recorded).
+        entries = [] if new else settlement.job_entries(job.id)
+        body["cost"] = settlement.job_cost(job, entries=[entry for entry in entries if entry.counts])
+        body["co2_grams"] = carbon.shown(footprints.of_entries(entries).grams)
     return body

@@ -23,6 +23,7 @@ from flask import current_app
 from sqlalchemy import ColumnElement, func, insert, or_, select, text, union
 from sqlalchemy.exc import IntegrityError
 
+from app import footprints
 from app.extensions import db
 from app.ledger import periods, rules
 from app.models import (
@@ -541,10 +542,28 @@ def _grant_status(entry: Any, decision: GrantDecision | None, period: str) -> tu
     return f"released in {decision.period}", False
 
 
-def job_cost(job: Job, entries: list[LedgerEntry] | None = None) -> dict[str, Any]:
+def job_entries(job_id: str) -> list[Any]:
+    """Every entry of a job's executions (its steps' and their replicas'), in one query, as rows
+    of what its cost and CO₂ read: ``node_id``, ``capability``, ``granted_ms``,
+    ``rate_eur_per_hour``, ``metered_ms`` (``footprints.metered_ms``) and ``counts``
+    (``counted``: whether its grant counts)."""
+    return db.session.execute(
+        select(
+            LedgerEntry.node_id,
+            LedgerEntry.capability,
+            LedgerEntry.granted_ms,
+            LedgerEntry.rate_eur_per_hour,
+            footprints.metered_ms().label("metered_ms"),
+            counted().label("counts"),
+        ).where(LedgerEntry.job_id == job_id)
+    ).all()
+
+
+def job_cost(job: Job, entries: Sequence[Any] | None = None) -> dict[str, Any]:
     """What a job cost in granted compute, and how that revenue is split (seed ADR-0001):
     grants held or refused (results not validated, app.validation) cost nothing. ``entries``:
-    its counted entries when the caller knows them (none, for a job just recorded)."""
+    its counted entries when the caller knows them (none, for a job just recorded), each with
+    ``capability``, ``granted_ms`` and ``rate_eur_per_hour`` (entries, or ``job_entries`` rows)."""
     if entries is None:
         entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job.id, counted())).all()
     exact = sum((rules.reward(e.granted_ms, e.rate_eur_per_hour or Decimal(0)) for e in entries), Decimal(0))
