@@ -135,7 +135,7 @@ def submissions(workdir: Path, rounds: int, seconds: float) -> dict[int, list[di
     finally:
         for grid in grids.values():
             grid.stop()
-        latency.retire("coordinators@bench.local", _env()["GRID_BROKER_URL"])
+        latency.retire(_env()["GRID_BROKER_URL"])
     return found
 
 
@@ -241,7 +241,7 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
         two_ledger = entries_per_second(workdir, flask_app, 2, count)
         _log(f"ledger, 2 workers: {two_ledger:.0f} entries/s")
     finally:
-        latency.retire("coordinators-%@bench.local", _env(LEDGER_REDIS_DB)["GRID_BROKER_URL"])
+        latency.retire(_env(LEDGER_REDIS_DB)["GRID_BROKER_URL"])
 
     api_context = (
         f"{two_api:.0f} vs {one_api:.0f} submissions/s, medians of {ROUNDS} alternated runs of "

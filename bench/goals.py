@@ -77,7 +77,13 @@ def run(parts: list[str], workdir: Path, quick: bool) -> list[Goal]:
     goals: list[Goal] = []
     for part in parts:
         began = time.monotonic()
-        print(f"goal part {part!r}{' (quick)' if quick else ''}…", file=sys.stderr, flush=True)
+        left = end_leftover_jobs()
+        print(
+            f"goal part {part!r}{' (quick)' if quick else ''}…"
+            + (f" (first cancelled {left} jobs left unfinished before it)" if left else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             module = importlib.import_module(PARTS[part])
             (workdir / part).mkdir(parents=True, exist_ok=True)
@@ -89,6 +95,39 @@ def run(parts: list[str], workdir: Path, quick: bool) -> list[Goal]:
             goals.append(failed(part, exc))
         print(f"goal part {part!r} took {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
     return goals
+
+
+def end_leftover_jobs() -> int:
+    """Cancels every job left queued or running in the shared database (jobs that no volunteer
+    took: the latency parts' thousands of submissions, the inputs part's, the nodes part's
+    simulated steps), as their submitter would: a later part's coordinator would otherwise take
+    their steps for lost (app.watchdog), send them again on its own broker, and its volunteer
+    would run them before the part's own jobs (the LLM part's warm-up took 2 minutes so, and a
+    probe job 7.6 s). Returns how many were cancelled."""
+    from sqlalchemy import select
+
+    from app import create_app, lifecycle
+    from app.extensions import db
+    from app.models import Job, JobState
+
+    flask_app = create_app({"TESTING_NO_METRICS": True})
+    cancelled = 0
+    with flask_app.app_context():
+        while True:
+            batch = db.session.scalars(
+                select(Job)
+                .where(Job.state.not_in(JobState.FINAL))
+                .limit(500)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not batch:
+                break
+            for job in batch:
+                lifecycle.cancel_job(job)  # no part's grid runs now: no task to revoke
+            db.session.commit()
+            cancelled += len(batch)
+        db.engine.dispose()
+    return cancelled
 
 
 def table(goals: list[Goal], quick: bool) -> str:

@@ -212,34 +212,15 @@ def _job_ids(owner: str, limit: int) -> list[str]:
         )
 
 
-def retire(owner_like: str, broker_url: str) -> None:
-    """End the jobs this part left queued (cancelled, in SQL) and empty its Redis database: no
-    other part's ledger worker may take them for lost and send them to its volunteers (the
-    watchdog re-sends a dispatched step whose message is in no queue of its broker)."""
+def retire(broker_url: str) -> None:
+    """End the jobs left queued (``bench.goals.end_leftover_jobs``) and empty this part's Redis
+    database: no other part's ledger worker may take them for lost and send them to its
+    volunteers (the watchdog re-sends a dispatched step whose message is in no queue of its broker)."""
     import redis
-    from sqlalchemy import text
 
-    from app import create_app
-    from app.extensions import db
+    from bench.goals import end_leftover_jobs
 
-    flask_app = create_app({"TESTING_NO_METRICS": True})
-    with flask_app.app_context():
-        mine = "SELECT id FROM jobs WHERE owner LIKE :owner AND state IN ('queued', 'running')"
-        db.session.execute(
-            text(
-                f"UPDATE job_steps SET state = 'cancelled', finished_at = now() "
-                f"WHERE job_id IN ({mine}) AND state NOT IN ('succeeded', 'failed', 'cancelled')"
-            ),
-            {"owner": owner_like},
-        )
-        db.session.execute(
-            text(
-                "UPDATE jobs SET state = 'cancelled', finished_at = now() "
-                "WHERE owner LIKE :owner AND state IN ('queued', 'running')"
-            ),
-            {"owner": owner_like},
-        )
-        db.session.commit()
+    end_leftover_jobs()
     with redis.Redis.from_url(broker_url) as broker:
         broker.flushdb()
 
@@ -300,7 +281,7 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
         _log(f"status over {len(ids)} jobs: " + _describe("reads", status, status_cpu))
     finally:
         grid.stop()
-        retire(owner, env["GRID_BROKER_URL"])
+        retire(env["GRID_BROKER_URL"])
     load = (
         f"gunicorn --workers {workers} --threads {threads} (the production unit's), wrk -t 1 -c {CONNECTIONS}"
     )
