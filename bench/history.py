@@ -206,6 +206,7 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
             db.session.remove()
         _log(f"  settled {len(settled)} periods, {settled_entries:,} entries, in {settle_seconds:.1f} s")
     finally:
+        gc.unfreeze()  # what the part leaves is collected as usual again
         from app.extensions import db as _db
 
         try:

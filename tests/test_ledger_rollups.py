@@ -202,9 +202,7 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
         ) in (None, 1)
         assert (
             db.session.scalar(
-                text(
-                    "SELECT max(n) FROM (SELECT count(*) AS n FROM node_grants GROUP BY node_id, capability) g"
-                )
+                text("SELECT max(n) FROM (SELECT count(*) n FROM node_grants GROUP BY node_id, capability) g")
             )
             == 1
         )
@@ -213,6 +211,36 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
         # The migration's backfill, from the entries and decisions already there, is the same.
         db.session.execute(text("DELETE FROM node_grants"))
         db.session.execute(text(_migration("a9d3e6f2c814").BACKFILL))
+        _assert_rollups_are_the_raw_sums(db.session)
+        db.session.rollback()
+
+
+def test_a_release_of_an_unheld_grant_is_not_counted_twice_by_the_nodes_sums(flask_app):
+    """The ledger decides held grants only; a ``released`` decision written on an unheld entry
+    all the same (by hand, in SQL) leaves its grant counted once, as ``settlement.counted`` does."""
+    from app import nodes
+    from app.extensions import db
+    from app.ledger import periods, settlement
+    from app.models import GrantDecision
+
+    received = datetime(2008, 7, 1, 12, tzinfo=UTC)
+    with flask_app.app_context():
+        node = nodes.create(f"rollup-once-{uuid.uuid4().hex[:8]}", "rollup-once@koprogo.test")
+        entry = _entry(node, received)
+        db.session.add(entry)
+        db.session.flush()
+        db.session.add(
+            GrantDecision(
+                entry_id=entry.id,
+                node_id=node.id,
+                decision="released",
+                reason="validated",
+                decided_at=received,
+                period=periods.of(received),
+            )
+        )
+        db.session.commit()
+        assert settlement.granted_ms_by_node([node.id]) == {node.id: {"ocr": 4_000}}
         _assert_rollups_are_the_raw_sums(db.session)
         db.session.rollback()
 

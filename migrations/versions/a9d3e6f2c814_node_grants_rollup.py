@@ -13,7 +13,8 @@ holds the same sums, written by PostgreSQL as entries and decisions are inserted
 
 - an entry entered unheld adds its granted ms to its node and capability;
 - a ``released`` decision adds its held entry's granted ms (one decision per entry: the
-  ``grant_decisions.entry_id`` unique key), a ``refused`` one nothing.
+  ``grant_decisions.entry_id`` unique key; a decision on an unheld entry, which the ledger never
+  takes, adds nothing, as ``counted`` counts such an entry once), a ``refused`` one nothing.
 
 Delta rows, never updated, folded by ``compact_tallies()`` (into one row per node and
 capability) as the daily roll-ups of f7a2c9e4b1d3 are, and for the same reasons: two ledger
@@ -43,7 +44,7 @@ BEGIN
     INSERT INTO node_grants (node_id, capability, granted_ms)
     SELECT e.node_id, e.capability, coalesce(sum(e.granted_ms), 0)
     FROM added AS d JOIN ledger_entries AS e ON e.id = d.entry_id
-    WHERE d.decision = 'released' AND e.node_id IS NOT NULL GROUP BY 1, 2;
+    WHERE d.decision = 'released' AND e.held AND e.node_id IS NOT NULL GROUP BY 1, 2;
     RETURN NULL;
 END $$;
 
@@ -69,8 +70,7 @@ BEGIN
     WITH gone AS (DELETE FROM job_latency_tallies RETURNING *)
     INSERT INTO job_latency_tallies (kind, state, le, jobs, seconds)
     SELECT kind, state, le, sum(jobs), sum(seconds) FROM gone GROUP BY kind, state, le;
-    PERFORM compact_ledger_days();
-    %s
+    PERFORM compact_ledger_days();%s
 END $$;
 """
 
@@ -90,7 +90,7 @@ SELECT node_id, capability, sum(granted_ms) FROM (
     UNION ALL
     SELECT e.node_id, e.capability, e.granted_ms
     FROM grant_decisions AS d JOIN ledger_entries AS e ON e.id = d.entry_id
-    WHERE d.decision = 'released' AND e.node_id IS NOT NULL
+    WHERE d.decision = 'released' AND e.held AND e.node_id IS NOT NULL
 ) AS counted
 GROUP BY 1, 2 HAVING sum(granted_ms) IS NOT NULL;
 """
@@ -112,7 +112,7 @@ def upgrade():
         " autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 5000)"
     )
     op.execute(FUNCTIONS)
-    op.execute(COMPACT_TALLIES % "PERFORM compact_node_grants();")
+    op.execute(COMPACT_TALLIES % "\n    PERFORM compact_node_grants();")
     op.execute(TRIGGERS)
     op.execute(BACKFILL)
 
