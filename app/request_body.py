@@ -15,7 +15,9 @@ This WSGI middleware, for a request that has a body:
   volunteer fetching a document) is not cut off;
 - refuses a body that ends before its ``Content-Length`` (or before its last chunk, or whose
   chunked encoding is broken): 400 ``incomplete_body``, never a truncated upload or text taken
-  for the whole, nor a 500 from gunicorn's own parsing error.
+  for the whole, nor a 500 from gunicorn's own parsing error;
+- answers ``Connection: close`` when it leaves more of the body unread than gunicorn drains (a
+  body refused before it was read: 413), as gunicorn then closes the connection.
 
 Under any other WSGI server (Flask's test client) only the second holds.
 """
@@ -29,6 +31,10 @@ from werkzeug.exceptions import RequestTimeout
 
 from app.errors import IncompleteBody
 
+#: What gunicorn (27) reads and throws away of a body left unread before it takes the
+#: connection's next request; past that it closes the connection.
+SERVER_DRAINS_BYTES = 64 * 1024
+
 
 class _Body:
     """``wsgi.input``, counting what it gives against the announced length."""
@@ -39,6 +45,7 @@ class _Body:
         self.timeout = timeout
         self.received = 0
         self.timed_out = False
+        self.ended = False
 
     def _read(self, method: Callable[[int], bytes], size: int | None, *, line: bool = False) -> bytes:
         try:
@@ -56,12 +63,20 @@ class _Body:
         self.received += len(data)
         wanted_all = not line and (size is None or size < 0)
         ended = not data and size != 0
+        self.ended = self.ended or ended or wanted_all
         if self.length is not None and self.received < self.length and (ended or wanted_all):
             raise IncompleteBody(
                 f"The request body ended after {self.received} of the {self.length} bytes its "
                 "Content-Length announced."
             )
         return data
+
+    def left_unread(self) -> bool:
+        """More of the body is still to come than the server drains before its next request: a
+        body refused before it was read (413), or a chunked one not read to its end."""
+        if self.length is None:
+            return not self.ended
+        return self.length - self.received > SERVER_DRAINS_BYTES
 
     def read(self, size: int | None = -1) -> bytes:
         return self._read(self.stream.read, size)
@@ -74,6 +89,18 @@ class _Body:
 
     def __iter__(self):
         return iter(self.readline, b"")
+
+
+def _close_after(start_response: Callable) -> None:
+    """Has gunicorn close the connection after this answer, and say so (``Connection: close``).
+    It does not take that header from an application, and, left to itself, answers
+    ``keep-alive``, then finds more of the body than it drains and closes the connection
+    anyway: a client sending its next request on it meets a connection closed without an
+    answer (a POST is not sent again)."""
+    response = getattr(start_response, "__self__", None)
+    force_close = getattr(response, "force_close", None)
+    if callable(force_close):
+        force_close()
 
 
 def _content_length(environ: dict[str, Any]) -> int | None:
@@ -108,6 +135,8 @@ class BoundedBody:
             # gunicorn then fails to drain the rest of the body and closes the connection.
             if not body.timed_out:
                 sock.settimeout(previous)
+            if body.left_unread():
+                _close_after(start_response)
             return start_response(status, headers, exc_info)
 
         try:

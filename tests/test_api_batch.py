@@ -133,11 +133,17 @@ def test_an_empty_list_a_body_that_is_no_list_and_too_many_jobs_are_refused(grid
     assert _error(batcher.post(BATCH, data=b"[{"), 400)["code"] == "invalid_json"
     assert _error(batcher.post(BATCH, data=b"[" * 100000), 400)["code"] == "invalid_json"
     too_many = [{"kind": "summarise", "text": TEXT}] * 101
-    error = _error(batcher.post(BATCH, json=too_many), 400)
+    refused = batcher.post(BATCH, json=too_many)
+    error = _error(refused, 400)
     assert error["code"] == "too_many_jobs" and "100" in error["message"]
-    # A body over JOBS_BATCH_MAX_BYTES is refused before it is read whole.
+    assert refused.headers["Connection"] == "keep-alive"  # its body was read: the connection stays
+    # A body over JOBS_BATCH_MAX_BYTES is refused before it is read whole, and its connection
+    # closed, which the answer says: the next request goes on a new one (without the header,
+    # the client would send it on the connection gunicorn closes, and get no answer).
     huge = [{"kind": "summarise", "text": "x" * 100_000}] * 50
-    assert _error(batcher.post(BATCH, json=huge), 413)["code"] == "batch_too_large"
+    refused = batcher.post(BATCH, json=huge)
+    assert _error(refused, 413)["code"] == "batch_too_large"
+    assert refused.headers["Connection"] == "close"
     # Items that are not jobs.
     error = _error(batcher.post(BATCH, json=[5, "summarise", None, {"text": TEXT}, {"kind": ["ocr"]}]), 422)
     assert [(item["index"], item["code"]) for item in error["items"]] == [
