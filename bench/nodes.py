@@ -101,14 +101,18 @@ def _tree(pid: int) -> list[int]:
 
 
 def _cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of a process tree: each process's own, and its ended children's once it has
+    reaped them (cutime, cstime). PostgreSQL starts and ends processes as it goes (autovacuum
+    workers, backends): counted by their own time alone, one that ended between two samples took
+    its seconds away (a phase once read -61 % of a core)."""
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:  # gone: its time is lost (these processes live as long as the run)
+        except OSError:  # ended between the listing and now: its parent counts it once reaped
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
     return total / _TICKS
 
 
