@@ -81,9 +81,6 @@ def of_entries(entries: Sequence[Any], model: carbon.Assumptions | None = None) 
     return of_nodes(ms_by_node, model)
 
 
-def job_co2_grams(job_id: str, entered: bool = True) -> float:
-    """A job's own CO₂: every execution of its steps and of their replicas (``entered`` False:
-    a job just recorded, none entered yet)."""
-    if not entered:
-        return carbon.shown(of_nodes({}).grams)
+def job_co2_grams(job_id: str) -> float:
+    """A job's own CO₂: every execution of its steps and of their replicas."""
     return carbon.shown(footprint(LedgerEntry.job_id == job_id).grams)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -87,14 +88,12 @@ def _payable_groups(period: str) -> list[tuple]:
 
 
 def granted_ms_by_capability(node_ids: Sequence[str]) -> dict[str, int]:
-    """The granted milliseconds that count (``counted``) of the nodes ``node_ids``, all periods,
-    by capability, from their running sums (``node_grants``): one grouped query."""
-    rows = db.session.execute(
-        select(NodeGrant.capability, func.sum(NodeGrant.granted_ms))
-        .where(NodeGrant.node_id.in_(list(node_ids)))
-        .group_by(NodeGrant.capability)
-    ).all()
-    return {capability: int(ms) for capability, ms in rows}
+    """The granted milliseconds that count (``counted``) of the nodes ``node_ids`` together, all
+    periods, by capability (``granted_ms_by_node``, summed)."""
+    totals: Counter[str] = Counter()
+    for by_capability in granted_ms_by_node(node_ids).values():
+        totals.update(by_capability)
+    return dict(totals)
 
 
 def granted_ms_by_node(node_ids: Sequence[str]) -> dict[str, dict[str, int]]:
@@ -562,10 +561,9 @@ def job_entries(job_id: str) -> list[Any]:
 def job_cost(job: Job, entries: Sequence[Any] | None = None) -> dict[str, Any]:
     """What a job cost in granted compute, and how that revenue is split (seed ADR-0001):
     grants held or refused (results not validated, app.validation) cost nothing. ``entries``:
-    its counted entries when the caller knows them (none, for a job just recorded), each with
-    ``capability``, ``granted_ms`` and ``rate_eur_per_hour`` (entries, or ``job_entries`` rows)."""
+    its counted ``job_entries`` rows when the caller has read them (none, for a job just recorded)."""
     if entries is None:
-        entries = db.session.scalars(select(LedgerEntry).where(LedgerEntry.job_id == job.id, counted())).all()
+        entries = [entry for entry in job_entries(job.id) if entry.counts]
     exact = sum((rules.reward(e.granted_ms, e.rate_eur_per_hour or Decimal(0)) for e in entries), Decimal(0))
     shares = {name: Decimal(str(share)) for name, share in current_app.config["REVENUE_SPLIT"].items()}
     total = rules.to_cents(exact)
