@@ -57,29 +57,22 @@ def _hours(ms: int) -> Decimal:
 # --- nodes ----------------------------------------------------------------------------------
 
 
-def _nodes(session: Session, *extra: Any) -> list[Any]:
-    """Rows of what ``registry.state`` reads (and ``extra``), as plain rows: no ORM objects for a
-    thousand nodes."""
-    return list(session.execute(select(*registry.STATE_COLUMNS, *extra)))
-
-
 def nodes_by_state(session: Session, now: datetime | None = None) -> dict[str, int]:
-    """How many nodes are in each of the registry's states (every state present)."""
-    now = now or utcnow()
+    """How many nodes are in each of the registry's states (every state present), counted by
+    the database (``registry.state_clause``): one row per state, whatever the number of nodes."""
+    state = registry.state_clause(now)
     counts = dict.fromkeys(registry.STATES, 0)
-    for node in _nodes(session):
-        counts[registry.state(node, now)] += 1
+    counts.update(session.execute(select(state, func.count()).group_by(state)).tuples().all())
     return counts
 
 
 def nodes_online_by_capability(session: Session, now: datetime | None = None) -> dict[str, int]:
     """Online nodes serving each volunteer queue (what their workers registered)."""
-    now = now or utcnow()
     counts = dict.fromkeys(celeryconfig.VOLUNTEER_QUEUES, 0)
-    for node in _nodes(session, Node.queues):
-        if registry.state(node, now) == registry.ONLINE:
-            for queue in set(node.queues or []) & set(counts):
-                counts[queue] += 1
+    online = select(Node.queues).where(registry.state_clause(now) == registry.ONLINE)
+    for queues in session.scalars(online):
+        for queue in set(queues or []) & set(counts):
+            counts[queue] += 1
     return counts
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, case, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 import celeryconfig
@@ -241,6 +241,24 @@ def state(node: Node, now: datetime | None = None) -> str:
 
 #: What ``state`` reads: a caller counting many nodes loads only these.
 STATE_COLUMNS = (Node.revoked_at, Node.approved_at, Node.paused_at, Node.last_seen_at, Node.stopped_at)
+
+
+def state_clause(now: datetime | None = None) -> ColumnElement[str]:
+    """``state`` as a SQL expression over ``STATE_COLUMNS``, for counting many nodes in the
+    database (``app.figures``) instead of loading each: the same tests in the same order
+    (tests/test_registry.py checks the two agree on every combination)."""
+    now = now or utcnow()
+    silent_since = now - timedelta(seconds=celeryconfig.NODE_OFFLINE_AFTER_SECONDS)
+    return case(
+        (Node.revoked_at.is_not(None), REVOKED),
+        (Node.approved_at.is_(None), PENDING),
+        (Node.paused_at.is_not(None), PAUSED),
+        (
+            or_(Node.last_seen_at.is_(None), Node.stopped_at.is_not(None), Node.last_seen_at < silent_since),
+            OFFLINE,
+        ),
+        else_=ONLINE,
+    )
 
 
 #: Heartbeats are also counted by runs of this many consecutive slots (``node_heartbeat_counts``,

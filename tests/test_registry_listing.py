@@ -202,3 +202,63 @@ def test_heartbeats_are_counted_by_runs_as_inserted_and_deleted_and_any_span_rea
     ]
     assert registry.seen_counts(spans) == raw
     assert raw[5] == 0 and min(raw[:3]) > 0  # the empty span, and the nodes' whole beating
+
+
+def test_nodes_are_counted_by_state_in_the_database_as_the_registry_reads_each_one(ctx):
+    """``registry.state_clause`` (the counts of /metrics, the stats and the operators' page) gives
+    every node the state ``registry.state`` gives it, on each side of the offline threshold."""
+    import itertools
+    from collections import Counter
+
+    import celeryconfig
+    from app import figures, registry
+    from app.extensions import db
+    from app.models import Node, utcnow
+
+    now = utcnow()
+    silent = timedelta(seconds=celeryconfig.NODE_OFFLINE_AFTER_SECONDS)
+    last_seen = (
+        None,
+        now,
+        now - silent + timedelta(seconds=1),
+        now - silent,
+        now - silent - timedelta(milliseconds=1),
+        now - timedelta(days=1),
+    )
+    made = []
+    for revoked, approved, paused, stopped, seen in itertools.product(
+        (None, now), (None, now), (None, now), (None, now), last_seen
+    ):
+        node = _node(1, "states@koprogo.test")
+        node.revoked_at, node.approved_at, node.paused_at, node.stopped_at = (
+            revoked,
+            approved,
+            paused,
+            stopped,
+        )
+        node.last_seen_at = seen
+        node.queues = random.choice([None, [], ["ocr"], ["llm", "ocr"], ["llm"]])
+        made.append(node)
+    db.session.flush()
+    ids = [node.id for node in made]
+    in_sql = dict(
+        db.session.execute(select(Node.id, registry.state_clause(now)).where(Node.id.in_(ids))).all()
+    )
+    assert {node.id: registry.state(node, now) for node in made} == in_sql
+    assert set(in_sql.values()) == set(registry.STATES)  # every state met
+
+    everyone = db.session.scalars(select(Node)).all()
+    by_state = Counter(registry.state(node, now) for node in everyone)
+    assert figures.nodes_by_state(db.session, now) == {
+        state: by_state.get(state, 0) for state in registry.STATES
+    }
+    online = Counter(
+        queue
+        for node in everyone
+        if registry.state(node, now) == registry.ONLINE
+        for queue in set(node.queues or [])
+    )
+    assert figures.nodes_online_by_capability(db.session, now) == {
+        queue: online.get(queue, 0) for queue in celeryconfig.VOLUNTEER_QUEUES
+    }
+    assert sum(figures.nodes_online_by_capability(db.session, now).values()) > 0
