@@ -150,3 +150,30 @@ def test_a_batch_of_heartbeats_waits_a_little_for_more_and_any_other_record_ends
     assert len(intake.gather_notices(intake.take(100), 100, never)) == 1
     assert time.monotonic() - began < intake_module.NOTICE_LOOK_SECONDS + 0.2
     intake.done()
+
+
+def test_a_record_sent_by_a_node_carries_no_copy_of_itself_in_its_headers(broker, monkeypatch):
+    """``metering.send`` puts the record in the message's body only: Celery's default header, a
+    repr of the arguments, would hold the start of a result's text a second time."""
+    import json
+
+    from workers import metering
+
+    url, app = broker
+    monkeypatch.setenv(metering.NODE_ID_ENV, str(uuid.uuid4()))
+    monkeypatch.setenv(metering.NODE_SECRET_ENV, "node-secret")
+    text = "Procès-verbal de l'assemblée générale " * 10
+    execution = metering.Execution(
+        str(uuid.uuid4()), celeryconfig.TASK_SUMMARISE, "llm", "node@test", 0, "2026-12-03T10:00:00+00:00"
+    )
+    metering.send(
+        app, "completed", **{**metering._record(execution, "succeeded"), "result": {"summary": text}}
+    )
+    intake = RedisIntake(url, f"ledger-{uuid.uuid4().hex[:6]}@test")
+    (raw,) = intake.take(10)
+    intake.done()
+    headers = json.loads(raw)["headers"]
+    assert headers["argsrepr"] == "(completed record)" and headers["kwargsrepr"] == "{}"
+    assert "assemblée" not in json.dumps(headers, ensure_ascii=False)
+    kind, record = decode(raw)
+    assert kind == "completed" and record["result"] == {"summary": text}
