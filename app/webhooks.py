@@ -171,9 +171,11 @@ def check_url(url: object, *, config: Any = None) -> Target:
         text = str(sockaddr[0]).split("%", 1)[0]
         address = ipaddress.ip_address(text)
         if _address_refused(address) and not config.get("WEBHOOK_ALLOW_PRIVATE"):
+            # Which address is not said: a member could otherwise map the coordinator's
+            # internal names (db.internal resolves to 10.0.0.12) through this answer.
             raise _refuse(
-                f"the host {host[:100]!r} resolves to {address}, a private, loopback, link-local, "
-                "multicast, reserved or unspecified address: only public addresses are called."
+                f"the host {host[:100]!r} resolves to a private, loopback, link-local, multicast, "
+                "reserved or unspecified address: only public addresses are called."
             )
         if text not in addresses:
             addresses.append(text)
