@@ -99,6 +99,12 @@ def _inspect(document: Document | None) -> documents.DocumentInfo:
         return documents.inspect(path)
 
 
+def offered_kinds(config: Any) -> tuple[str, ...]:
+    """The kinds this grid takes (``noop`` only where GRID_NOOP_JOBS is on): what its refusals
+    and its OpenAPI document list."""
+    return KINDS if config["NOOP_JOBS"] else tuple(kind for kind in KINDS if kind != "noop")
+
+
 def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[dict, list[str], JobInput]:
     """Check a submission; returns the job's normalised parameters, its steps and its input.
 
@@ -106,7 +112,8 @@ def plan(kind: str, params: dict[str, Any], document: Document | None) -> tuple[
     """
     if kind not in KINDS:
         raise BadInput(
-            f"Unknown job kind {kind!r}: choose from {', '.join(KINDS)}.", code=errors.INVALID_PARAMETER
+            f"Unknown job kind {kind!r}: choose from {', '.join(offered_kinds(current_app.config))}.",
+            code=errors.INVALID_PARAMETER,
         )
     if kind == "noop":
         # Only where the operator turned it on (a benchmark's grid): elsewhere a no-op would have
@@ -324,7 +331,8 @@ def prepare_batch(items: Sequence[Any], owner: str, token: ApiToken | None) -> l
         if not isinstance(item, dict):
             refusals.append(Refusal(index, errors.INVALID_PARAMETER, "Each job must be a JSON object.", 422))
         elif not isinstance(kind, str) or len(kind) > 32:
-            message = f"Each job names its kind: kind = one of {', '.join(BATCH_KINDS)}."
+            offered = [name for name in BATCH_KINDS if name in offered_kinds(current_app.config)]
+            message = f"Each job names its kind: kind = one of {', '.join(offered)}."
             refusals.append(Refusal(index, errors.INVALID_PARAMETER, message, 422))
         elif kind in DOCUMENT_KINDS:
             message = f"A {kind} job carries a document: submit it alone to POST /api/v1/jobs/{kind}."

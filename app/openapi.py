@@ -22,6 +22,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 import workers.protocol.errors as protocol_errors
 from app import errors as app_errors
+from app import jobs
 from app.auth import SCOPES
 from workers.protocol.records import Delta, Progress, Started
 
@@ -30,7 +31,6 @@ bp = Blueprint("openapi", __name__)
 #: The paths documented: the JSON API, the OpenAI-compatible API, health and metrics.
 DOCUMENTED = re.compile(r"^/(api/v1/|v1/|healthz$|readyz$|metrics$)")
 
-JOB_KINDS = ("ocr", "summarise", "translate", "pipeline", "invoice", "chat", "embeddings", "noop")
 
 # --- the error codes ---------------------------------------------------------------------------
 
@@ -92,8 +92,7 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _schemas(app: Flask) -> dict[str, dict[str, Any]]:
-    from app.jobs import BATCH_KINDS
-
+    batch_kinds = [kind for kind in jobs.BATCH_KINDS if kind in jobs.offered_kinds(app.config)]
     codes = error_codes()
     batch_max = int(app.config["JOBS_BATCH_MAX"])
     error_detail = {
@@ -106,7 +105,7 @@ def _schemas(app: Flask) -> dict[str, dict[str, Any]]:
         "required": ["id", "kind", "state", "owner", "params", "created_at"],
         "properties": {
             "id": _TEXT,
-            "kind": {"type": "string", "enum": list(JOB_KINDS)},
+            "kind": {"type": "string", "enum": list(jobs.KINDS)},  # any a job may have been given
             "state": _TEXT,
             "owner": _TEXT,
             "params": _OBJECT,
@@ -270,7 +269,7 @@ def _schemas(app: Flask) -> dict[str, dict[str, Any]]:
             "items": {
                 "type": "object",
                 "required": ["kind"],
-                "properties": {"kind": {"type": "string", "enum": list(BATCH_KINDS)}},
+                "properties": {"kind": {"type": "string", "enum": batch_kinds}},
             },
         },
         "JobBatchAnswer": {
@@ -817,8 +816,8 @@ def operations() -> dict[tuple[str, str], dict[str, Any]]:
 _CONVERTER = re.compile(r"<(?:(?P<converter>[a-z]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
 
 
-def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
-    """An OpenAPI path and its parameters from a werkzeug rule."""
+def _path(rule: str, kinds: tuple[str, ...]) -> tuple[str, list[dict[str, Any]]]:
+    """An OpenAPI path and its parameters from a werkzeug rule; ``kinds``: the job kinds offered."""
     parameters = []
     for match in _CONVERTER.finditer(rule):
         name, converter = match["name"], match["converter"]
@@ -827,7 +826,7 @@ def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
         if converter == "int":
             schema: dict[str, Any] = {"type": "integer", "minimum": 0}
         elif name == "kind":
-            schema = {"type": "string", "enum": list(JOB_KINDS)}
+            schema = {"type": "string", "enum": list(kinds)}
             description = "The kind of job to submit."
             extra = {"example": "summarise"}
         else:
@@ -883,7 +882,7 @@ def build(app: Flask) -> dict[str, Any]:
     shapes: dict[str, list[tuple[Any, list[dict[str, Any]]]]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
         if DOCUMENTED.match(rule.rule):
-            path, parameters = _path(rule.rule)
+            path, parameters = _path(rule.rule, jobs.offered_kinds(app.config))
             shapes.setdefault(_shape(path), []).append((rule, parameters))
     paths: dict[str, dict[str, Any]] = {}
     for shape, rules in shapes.items():

@@ -15,7 +15,13 @@ def test_a_noop_job_is_refused_where_the_setting_is_off(client: Client, make_tok
     # As a kind the grid does not know.
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["code"] == "invalid_parameter"
-    assert member.post("/api/v1/jobs/nothing", json={}).status_code == 422
+    unknown = member.post("/api/v1/jobs/nothing", json={})
+    assert unknown.status_code == 422 and "summarise" in unknown.json()["error"]["message"]
+    assert "noop" not in unknown.json()["error"]["message"]  # the kinds offered here
+    batch = member.post("/api/v1/jobs/batch", json=[{"kind": 7}]).json()["error"]
+    assert "summarise" in str(batch) and "noop" not in str(batch)
+    document = member.get("/api/v1/openapi.json").json()
+    assert "noop" not in document["components"]["schemas"]["JobBatch"]["items"]["properties"]["kind"]["enum"]
     listed = member.get("/api/v1/jobs", params={"kind": "noop"})
     assert listed.status_code == 200
     assert listed.json()["total"] == 0  # nothing was recorded, nothing dispatched
@@ -36,6 +42,8 @@ def test_a_noop_job_is_dispatched_run_metered_entered_and_granted_when_on(fresh_
     fresh_grid.ledger_worker()
     fresh_grid.worker("noop-llm", "llm")
     member = Client(fresh_grid.api(), make_token("noop@koprogo.test"))
+    document = member.get("/api/v1/openapi.json").json()
+    assert "noop" in document["components"]["schemas"]["JobBatch"]["items"]["properties"]["kind"]["enum"]
 
     submitted = member.post("/api/v1/jobs/noop", json={})
     assert submitted.status_code == 202, submitted.text
