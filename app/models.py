@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -451,6 +452,14 @@ class GrantDecision(db.Model):
     the entries."""
 
     __tablename__ = "grant_decisions"
+    __table_args__ = (
+        Index(
+            "ix_grant_decisions_released_stats",
+            "decided_at",
+            postgresql_include=["capability", "rate_eur_per_hour", "granted_ms"],
+            postgresql_where=text("decision = 'released'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
@@ -461,6 +470,12 @@ class GrantDecision(db.Model):
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     #: The settlement period the released grant counts in: the open one when it was decided.
     period: Mapped[str | None] = mapped_column(String(7), index=True)
+    #: The entry's capability, rate and granted ms, copied by PostgreSQL as the decision is
+    #: inserted (trigger ``grant_decisions_copy_grant``, migration d5b8e1f3a7c2): a span's
+    #: releases are summed from the index below, without a probe into the ledger per decision.
+    capability: Mapped[str | None] = mapped_column(String(16), server_default=FetchedValue())
+    rate_eur_per_hour: Mapped[Decimal | None] = mapped_column(Money(12, 6), server_default=FetchedValue())
+    granted_ms: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue())
 
     entry: Mapped[LedgerEntry] = relationship()
 

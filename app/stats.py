@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, extract, func, select, union_all
+from sqlalchemy import ColumnElement, extract, func, literal, null, select, tuple_, union_all
 
 import celeryconfig
 from app import carbon, figures, footprints
@@ -154,61 +154,92 @@ def _between(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]
 
 
 def _groups(parts: _Parts) -> tuple[list[_Group], dict[str | None, int]]:
-    """The span's entries summed by group, and their metered ms by node, in two grouped
-    queries: its whole days from the daily roll-ups (``LedgerDay``, ``NodeDay``), its ragged ends
-    from the index on ``received_at`` (which carries the columns read)."""
-    columns = (
-        LedgerEntry.capability,
-        LedgerEntry.outcome,
-        LedgerEntry.held,
-        LedgerEntry.rate_eur_per_hour,
-    )
-    sums = (
-        func.count().label("entries"),
-        func.coalesce(func.sum(LedgerEntry.units), 0).label("units"),
-        func.coalesce(func.sum(LedgerEntry.granted_ms), 0).label("granted_ms"),
-    )
-    by_group: list[Any] = [
-        select(*columns, *sums).where(_between(LedgerEntry.received_at, start, end)).group_by(*columns)
-        for start, end in parts.edges
-    ]
-    by_node: list[Any] = [
-        select(LedgerEntry.node_id, func.coalesce(func.sum(footprints.metered_ms()), 0).label("ms"))
-        .where(_between(LedgerEntry.received_at, start, end))
-        .group_by(LedgerEntry.node_id)
-        for start, end in parts.edges
-    ]
+    """The span's entries summed by group, and their metered ms by node, in one statement: its
+    ragged ends read once from the index on ``received_at`` (which carries the columns read),
+    summed both ways at once (GROUPING SETS), and its whole days from the daily roll-ups
+    (``LedgerDay``, ``NodeDay``). A row of the answer is a group's or a node's (``by_node``)."""
+    keys = ("capability", "outcome", "held", "rate_eur_per_hour")
+    pieces: list[Any] = []
+    if parts.edges:
+        rows = union_all(
+            *(
+                select(
+                    LedgerEntry.node_id,
+                    *(getattr(LedgerEntry, key) for key in keys),
+                    LedgerEntry.units,
+                    LedgerEntry.granted_ms,
+                    footprints.metered_ms().label("ms"),
+                ).where(_between(LedgerEntry.received_at, start, end))
+                for start, end in parts.edges
+            )
+        ).subquery()
+        grouped = [rows.c[key] for key in keys]
+        pieces.append(
+            select(
+                func.grouping(rows.c.node_id).op("=")(0).label("by_node"),
+                rows.c.node_id,
+                *grouped,
+                func.count().label("entries"),
+                func.coalesce(func.sum(rows.c.units), 0).label("units"),
+                func.coalesce(func.sum(rows.c.granted_ms), 0).label("granted_ms"),
+                func.coalesce(func.sum(rows.c.ms), 0).label("ms"),
+            ).group_by(func.grouping_sets(tuple_(*grouped), tuple_(rows.c.node_id)))
+        )
     if parts.days is not None:
         first, last = parts.days
-        day_columns = (LedgerDay.capability, LedgerDay.outcome, LedgerDay.held, LedgerDay.rate_eur_per_hour)
-        by_group.append(
+        day_keys = [getattr(LedgerDay, key) for key in keys]
+        pieces.append(
             select(
-                *day_columns,
+                literal(False).label("by_node"),
+                null().label("node_id"),
+                *day_keys,
                 func.sum(LedgerDay.entries),
                 func.sum(LedgerDay.units),
                 func.sum(LedgerDay.granted_ms),
+                literal(0),
             )
             .where(LedgerDay.day >= first, LedgerDay.day < last, LedgerDay.decision == "")
-            .group_by(*day_columns)
+            .group_by(*day_keys)
         )
-        by_node.append(
-            select(NodeDay.node_id, func.sum(NodeDay.metered_ms))
+        pieces.append(
+            select(
+                literal(True),
+                NodeDay.node_id,
+                *(null() for _ in keys),
+                literal(0),
+                literal(0),
+                literal(0),
+                func.sum(NodeDay.metered_ms),
+            )
             .where(NodeDay.day >= first, NodeDay.day < last)
             .group_by(NodeDay.node_id)
         )
-    pieces = union_all(*by_group).subquery()
-    keys = (pieces.c.capability, pieces.c.outcome, pieces.c.held, pieces.c.rate_eur_per_hour)
-    rows = db.session.execute(
-        select(
-            *keys, func.sum(pieces.c.entries), func.sum(pieces.c.units), func.sum(pieces.c.granted_ms)
-        ).group_by(*keys)
-    ).all()
-    groups = [_Group(c, o, bool(h), r, int(e), int(u), int(g)) for c, o, h, r, e, u, g in rows]
-    nodes = union_all(*by_node).subquery()
-    metered = db.session.execute(
-        select(nodes.c.node_id, func.sum(nodes.c.ms)).group_by(nodes.c.node_id)
-    ).all()
-    return groups, {node_id: int(ms) for node_id, ms in metered}
+    sums: Counter[tuple] = Counter()
+    metered: Counter[str | None] = Counter()
+    for (
+        by_node,
+        node_id,
+        capability,
+        outcome,
+        held,
+        rate,
+        entries,
+        units,
+        granted_ms,
+        ms,
+    ) in db.session.execute(union_all(*pieces)):
+        if by_node:
+            metered[node_id] += int(ms)
+        else:
+            group = (capability, outcome, bool(held), rate)
+            sums[group + ("entries",)] += int(entries)
+            sums[group + ("units",)] += int(units)
+            sums[group + ("granted_ms",)] += int(granted_ms)
+    groups = sorted({key[:4] for key in sums}, key=repr)
+    return [
+        _Group(*group, sums[group + ("entries",)], sums[group + ("units",)], sums[group + ("granted_ms",)])
+        for group in groups
+    ], dict(metered)
 
 
 def _executions(groups: list[_Group]) -> dict[str, dict[str, Any]]:
@@ -237,12 +268,13 @@ def _executions(groups: list[_Group]) -> dict[str, dict[str, Any]]:
 def _grants(parts: _Parts, groups: list[_Group]) -> dict[tuple[str, Decimal | None], int]:
     """Granted ms that count in the span, by capability and rate: unheld entries received in
     it (reversals included), and held ones released in it (as settlement counts them)."""
-    group = (LedgerEntry.capability, LedgerEntry.rate_eur_per_hour)
+    # The releases carry their entry's capability, rate and grant (migration d5b8e1f3a7c2): read
+    # from the partial index on their decided_at, no probe into the ledger per release.
+    group = (GrantDecision.capability, GrantDecision.rate_eur_per_hour)
     released: list[Any] = []
     for start, end in parts.edges:
         released += db.session.execute(
-            select(*group, func.sum(LedgerEntry.granted_ms))
-            .join(GrantDecision, GrantDecision.entry_id == LedgerEntry.id)
+            select(*group, func.sum(GrantDecision.granted_ms))
             .where(_between(GrantDecision.decided_at, start, end), GrantDecision.decision == RELEASED)
             .group_by(*group)
         ).all()

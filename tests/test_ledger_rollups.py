@@ -49,6 +49,13 @@ GROUP BY 1, 2
 """
 ROLLED_NODE_GRANTS = "SELECT node_id, capability, sum(granted_ms) FROM node_grants GROUP BY 1, 2"
 
+#: What each decision copied of its entry (trigger grant_decisions_copy_grant), and the entry's.
+RAW_DECISION_GRANTS = (
+    "SELECT d.id, e.capability, e.rate_eur_per_hour, e.granted_ms "
+    "FROM grant_decisions AS d JOIN ledger_entries AS e ON e.id = d.entry_id"
+)
+COPIED_DECISION_GRANTS = "SELECT id, capability, rate_eur_per_hour, granted_ms FROM grant_decisions"
+
 
 def _migration(revision: str):
     """The migration module of ``revision``, as Alembic would load it."""
@@ -70,6 +77,8 @@ def _assert_rollups_are_the_raw_sums(session) -> None:
     assert rolled == raw, (sorted(rolled - raw, key=str)[:5], sorted(raw - rolled, key=str)[:5])
     raw, rolled = _rows(session, RAW_NODE_GRANTS), _rows(session, ROLLED_NODE_GRANTS)
     assert rolled == raw, (sorted(rolled - raw, key=str)[:5], sorted(raw - rolled, key=str)[:5])
+    raw, copied = _rows(session, RAW_DECISION_GRANTS), _rows(session, COPIED_DECISION_GRANTS)
+    assert copied == raw, (sorted(copied - raw, key=str)[:5], sorted(raw - copied, key=str)[:5])
 
 
 def _entry(node, received: datetime, **fields):
@@ -145,6 +154,9 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
                 GrantDecision(
                     entry_id=entries[6].id,
                     node_id=node.id,
+                    # Whatever the inserting code says, the entry's own figures are copied.
+                    capability="llm",
+                    granted_ms=999_999_999,
                     decision="released",
                     reason="validated",
                     decided_at=day + timedelta(days=2, hours=5),
@@ -211,6 +223,19 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
         # The migration's backfill, from the entries and decisions already there, is the same.
         db.session.execute(text("DELETE FROM node_grants"))
         db.session.execute(text(_migration("a9d3e6f2c814").BACKFILL))
+        # Likewise the decisions' copies of their entries' figures (the guard lifted to undo them).
+        db.session.execute(
+            text(
+                "ALTER TABLE grant_decisions DISABLE TRIGGER grant_decisions_no_update_delete; "
+                "UPDATE grant_decisions SET capability = NULL, rate_eur_per_hour = NULL, granted_ms = NULL; "
+                "ALTER TABLE grant_decisions ENABLE TRIGGER grant_decisions_no_update_delete"
+            )
+        )
+        assert _rows(db.session, COPIED_DECISION_GRANTS) != _rows(db.session, RAW_DECISION_GRANTS)
+        db.session.execute(text(_migration("d5b8e1f3a7c2").BACKFILL))
+        with pytest.raises(Exception, match="append-only"):  # the guard is back
+            with db.session.begin_nested():
+                db.session.execute(text("UPDATE grant_decisions SET granted_ms = 0"))
         _assert_rollups_are_the_raw_sums(db.session)
         db.session.rollback()
 
