@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -79,6 +80,55 @@ def _assert_rollups_are_the_raw_sums(session) -> None:
     assert rolled == raw, (sorted(rolled - raw, key=str)[:5], sorted(raw - rolled, key=str)[:5])
     raw, copied = _rows(session, RAW_DECISION_GRANTS), _rows(session, COPIED_DECISION_GRANTS)
     assert copied == raw, (sorted(copied - raw, key=str)[:5], sorted(raw - copied, key=str)[:5])
+
+
+def _assert_span_is_the_raw_sums(session, span) -> None:
+    """What a stats span sums (``stats._groups``, ``stats._grants``), from the roll-ups and from
+    the entries alone, equals the raw rows' sums: not only the two paths equal each other."""
+    from app import stats
+
+    bounds = {"a": span.start, "b": span.end}
+    in_span = "received_at >= :a AND received_at < :b"
+    raw_groups = {
+        (c, o, h, None if r is None else Decimal(r), int(n), int(u), int(g))
+        for c, o, h, r, n, u, g in session.execute(
+            text(
+                "SELECT capability, outcome, held, rate_eur_per_hour, count(*), sum(units), sum(granted_ms) "
+                f"FROM ledger_entries WHERE {in_span} GROUP BY 1, 2, 3, 4"
+            ),
+            bounds,
+        )
+    }
+    raw_metered = {
+        node_id: int(ms)
+        for node_id, ms in session.execute(
+            text(
+                "SELECT node_id, sum(least(claimed_ms, coalesce(observed_ms, 0))) "
+                f"FROM ledger_entries WHERE {in_span} GROUP BY 1"
+            ),
+            bounds,
+        )
+    }
+    raw_grants: Counter = Counter()
+    for capability, rate, ms in session.execute(
+        text(
+            "SELECT capability, rate_eur_per_hour, granted_ms FROM ledger_entries "
+            f"WHERE {in_span} AND NOT held "
+            "UNION ALL SELECT e.capability, e.rate_eur_per_hour, e.granted_ms FROM grant_decisions AS d "
+            "JOIN ledger_entries AS e ON e.id = d.entry_id "
+            "WHERE d.decided_at >= :a AND d.decided_at < :b AND d.decision = 'released'"
+        ),
+        bounds,
+    ):
+        raw_grants[(capability, rate)] += int(ms)
+    for rollups in (True, False):
+        parts = stats._parts(span, rollups)
+        groups, metered = stats._groups(parts)
+        assert {
+            (g.capability, g.outcome, g.held, g.rate, g.entries, g.units, g.granted_ms) for g in groups
+        } == (raw_groups)
+        assert metered == raw_metered
+        assert +Counter(stats._grants(parts, groups)) == +raw_grants
 
 
 def _entry(node, received: datetime, **fields):
@@ -185,6 +235,7 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
         parts = stats._parts(span)
         assert parts.days == ((day + timedelta(days=1)).date(), (day + timedelta(days=3)).date())
         assert stats.summary(span, money=True) == stats.summary(span, money=True, rollups=False)
+        _assert_span_is_the_raw_sums(db.session, span)
         whole = stats.summary(span, money=True)["capabilities"]
         assert whole["ocr"]["executions"] == 6 and whole["llm"]["units"] == 300
         db.session.rollback()
@@ -197,9 +248,11 @@ def test_the_daily_rollups_are_the_raw_sums_after_entries_decisions_reversals_an
         _assert_rollups_are_the_raw_sums(db.session)
         assert settlement.granted_ms_by_node([other.id])[other.id]["llm"] == 0  # reversed
         assert stats.summary(span, money=True) == stats.summary(span, money=True, rollups=False)
+        _assert_span_is_the_raw_sums(db.session, span)
         now = datetime.now(UTC)
         today = stats.Window("custom", now - timedelta(days=3), now + timedelta(seconds=1))
         assert stats.summary(today, money=True) == stats.summary(today, money=True, rollups=False)
+        _assert_span_is_the_raw_sums(db.session, today)
         db.session.rollback()
 
         figures.compact_tallies(db.session)  # folds today's and yesterday's delta rows
@@ -315,4 +368,5 @@ def test_the_named_periods_read_from_the_rollups_are_the_raw_figures(flask_app, 
         now = datetime.now(UTC)
         span = stats.window(period, None, None, 366, now)
         assert stats.summary(span, money=True) == stats.summary(span, money=True, rollups=False)
+        _assert_span_is_the_raw_sums(db.session, span)
         db.session.rollback()

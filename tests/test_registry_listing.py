@@ -226,6 +226,7 @@ def test_nodes_are_counted_by_state_in_the_database_as_the_registry_reads_each_o
         now - timedelta(days=1),
     )
     made = []
+    queues = itertools.cycle([None, [], ["ocr"], ["llm", "ocr"], ["llm"]])
     for revoked, approved, paused, stopped, seen in itertools.product(
         (None, now), (None, now), (None, now), (None, now), last_seen
     ):
@@ -237,7 +238,11 @@ def test_nodes_are_counted_by_state_in_the_database_as_the_registry_reads_each_o
             stopped,
         )
         node.last_seen_at = seen
-        node.queues = random.choice([None, [], ["ocr"], ["llm", "ocr"], ["llm"]])
+        # The online ones (approved, never paused nor stopped, seen lately) all serve a queue.
+        online = (
+            (revoked, paused, stopped) == (None, None, None) and approved and seen and seen > now - silent
+        )
+        node.queues = ["llm", "ocr"] if online else next(queues)
         made.append(node)
     db.session.flush()
     ids = [node.id for node in made]
