@@ -59,6 +59,10 @@ WORKERS = 50
 #: about a second of Tesseract on a small machine; the rest is fetching and sending).
 TASK_EVERY = 2.0
 OWNERS = 50
+#: The idle baseline starts once the metered servers together use less than this share of a
+#: core over a second, waiting at most ``QUIET_WAIT_SECONDS``.
+QUIET_SHARE = 0.03
+QUIET_WAIT_SECONDS = 60
 #: A scanned page's input, as a node fetches it.
 INPUT_BYTES = 30_000
 #: About a page of text: what an OCR completion carries.
@@ -124,6 +128,15 @@ class Meter:
 
     def sample(self) -> dict[str, float]:
         return {name: _cpu_seconds(_tree(pid)) for name, pid in self.roots.items()}
+
+    def wait_quiet(self, below: float = QUIET_SHARE, most: float = QUIET_WAIT_SECONDS) -> float:
+        """Seconds waited (at most ``most``) until one second sees all the groups together use
+        less than ``below`` of a core: what an earlier part left behind (PostgreSQL's autovacuum
+        of its tables, a dropped database) is not read as idle."""
+        began = time.monotonic()
+        while time.monotonic() - began < most and sum(self.share(1).values()) >= below:
+            pass
+        return time.monotonic() - began
 
     def share(self, seconds: float) -> dict[str, float]:
         """Each group's share of one core over ``seconds`` of wall time from now."""
@@ -473,7 +486,8 @@ def run(workdir: Path, quick: bool) -> list[Goal]:
         redis_pid = int(redis.Redis.from_url(os.environ["GRID_BROKER_URL"]).info("server")["process_id"])
         meter = Meter({"ledger worker": ledger.proc.pid, "PostgreSQL": postmaster, "Redis": redis_pid})
 
-        _log(f"1. idle baseline, {idle_s} s")
+        quiet = meter.wait_quiet()
+        _log(f"1. idle baseline, {idle_s} s (after {quiet:.0f} s waiting for the servers to be quiet)")
         idle = meter.share(idle_s)
         _log(f"2. {WORKERS} workers' executions ({WORKERS / TASK_EVERY:.0f}/s), {phase_s} s")
         fleet.tasks_on = True
