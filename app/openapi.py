@@ -880,9 +880,10 @@ def build(app: Flask) -> dict[str, Any]:
         spec.components.schema(model.__name__, schema)
     known = operations()
     shapes: dict[str, list[tuple[Any, list[dict[str, Any]]]]] = {}
+    kinds = jobs.offered_kinds(app.config)
     for rule in sorted(app.url_map.iter_rules(), key=lambda rule: rule.rule):
         if DOCUMENTED.match(rule.rule):
-            path, parameters = _path(rule.rule, jobs.offered_kinds(app.config))
+            path, parameters = _path(rule.rule, kinds)
             shapes.setdefault(_shape(path), []).append((rule, parameters))
     paths: dict[str, dict[str, Any]] = {}
     for shape, rules in shapes.items():

@@ -246,7 +246,7 @@ STATE_COLUMNS = (Node.revoked_at, Node.approved_at, Node.paused_at, Node.last_se
 def state_clause(now: datetime | None = None) -> ColumnElement[str]:
     """``state`` as a SQL expression over ``STATE_COLUMNS``, for counting many nodes in the
     database (``app.figures``) instead of loading each: the same tests in the same order
-    (tests/test_registry.py checks the two agree on every combination)."""
+    (tests/test_registry_listing.py checks the two agree on every combination)."""
     now = now or utcnow()
     silent_since = now - timedelta(seconds=celeryconfig.NODE_OFFLINE_AFTER_SECONDS)
     return case(

@@ -157,11 +157,11 @@ def _groups(parts: _Parts) -> tuple[list[_Group], dict[str | None, int]]:
     """The span's entries summed by group, and their metered ms by node, in one statement: its
     ragged ends read once from the index on ``received_at`` (which carries the columns read),
     summed both ways at once (GROUPING SETS), and its whole days from the daily roll-ups
-    (``LedgerDay``, ``NodeDay``). A row of the answer is a group's or a node's (``by_node``)."""
+    (``LedgerDay``, ``NodeDay``), the pieces then summed by group or node (``by_node``)."""
     keys = ("capability", "outcome", "held", "rate_eur_per_hour")
     pieces: list[Any] = []
     if parts.edges:
-        rows = union_all(
+        edges = union_all(
             *(
                 select(
                     LedgerEntry.node_id,
@@ -173,17 +173,17 @@ def _groups(parts: _Parts) -> tuple[list[_Group], dict[str | None, int]]:
                 for start, end in parts.edges
             )
         ).subquery()
-        grouped = [rows.c[key] for key in keys]
+        grouped = [edges.c[key] for key in keys]
         pieces.append(
             select(
-                func.grouping(rows.c.node_id).op("=")(0).label("by_node"),
-                rows.c.node_id,
+                func.grouping(edges.c.node_id).op("=")(0).label("by_node"),
+                edges.c.node_id,
                 *grouped,
                 func.count().label("entries"),
-                func.coalesce(func.sum(rows.c.units), 0).label("units"),
-                func.coalesce(func.sum(rows.c.granted_ms), 0).label("granted_ms"),
-                func.coalesce(func.sum(rows.c.ms), 0).label("ms"),
-            ).group_by(func.grouping_sets(tuple_(*grouped), tuple_(rows.c.node_id)))
+                func.coalesce(func.sum(edges.c.units), 0).label("units"),
+                func.coalesce(func.sum(edges.c.granted_ms), 0).label("granted_ms"),
+                func.coalesce(func.sum(edges.c.ms), 0).label("ms"),
+            ).group_by(func.grouping_sets(tuple_(*grouped), tuple_(edges.c.node_id)))
         )
     if parts.days is not None:
         first, last = parts.days
@@ -193,10 +193,10 @@ def _groups(parts: _Parts) -> tuple[list[_Group], dict[str | None, int]]:
                 literal(False).label("by_node"),
                 null().label("node_id"),
                 *day_keys,
-                func.sum(LedgerDay.entries),
-                func.sum(LedgerDay.units),
-                func.sum(LedgerDay.granted_ms),
-                literal(0),
+                func.sum(LedgerDay.entries).label("entries"),
+                func.sum(LedgerDay.units).label("units"),
+                func.sum(LedgerDay.granted_ms).label("granted_ms"),
+                literal(0).label("ms"),
             )
             .where(LedgerDay.day >= first, LedgerDay.day < last, LedgerDay.decision == "")
             .group_by(*day_keys)
@@ -214,32 +214,20 @@ def _groups(parts: _Parts) -> tuple[list[_Group], dict[str | None, int]]:
             .where(NodeDay.day >= first, NodeDay.day < last)
             .group_by(NodeDay.node_id)
         )
-    sums: Counter[tuple] = Counter()
-    metered: Counter[str | None] = Counter()
-    for (
-        by_node,
-        node_id,
-        capability,
-        outcome,
-        held,
-        rate,
-        entries,
-        units,
-        granted_ms,
-        ms,
-    ) in db.session.execute(union_all(*pieces)):
+    union = union_all(*pieces).subquery()
+    columns = [union.c[name] for name in ("by_node", "node_id", *keys)]
+    sums = [func.sum(union.c[name]) for name in ("entries", "units", "granted_ms", "ms")]
+    groups: list[_Group] = []
+    metered: dict[str | None, int] = {}
+    rows = db.session.execute(select(*columns, *sums).group_by(*columns))
+    for by_node, node_id, capability, outcome, held, rate, entries, units, granted_ms, ms in rows:
         if by_node:
-            metered[node_id] += int(ms)
+            metered[node_id] = int(ms)
         else:
-            group = (capability, outcome, bool(held), rate)
-            sums[group + ("entries",)] += int(entries)
-            sums[group + ("units",)] += int(units)
-            sums[group + ("granted_ms",)] += int(granted_ms)
-    groups = sorted({key[:4] for key in sums}, key=repr)
-    return [
-        _Group(*group, sums[group + ("entries",)], sums[group + ("units",)], sums[group + ("granted_ms",)])
-        for group in groups
-    ], dict(metered)
+            groups.append(
+                _Group(capability, outcome, bool(held), rate, int(entries), int(units), int(granted_ms))
+            )
+    return groups, metered
 
 
 def _executions(groups: list[_Group]) -> dict[str, dict[str, Any]]:
